@@ -1,0 +1,52 @@
+"""jaxode_diffusion: fast, provably accurate high-order ODE samplers for diffusion models in JAX.
+
+Public API (see the README):
+
+* processes: :class:`ForwardProcess` (any ``alpha(t), sigma(t)``) and the built-ins;
+* tableaux: :class:`ButcherTableau` with computed order, ``tableaux.get(name)``;
+* forms and grids: ``FORM_NAMES``, ``GRID_NAMES``, :func:`make_grid`;
+* sampling: :func:`sample` (one jit), ``make_plan`` / ``sampling.init`` / ``sampling.step``;
+* targets: :class:`GaussianMixture` with exact scores;
+* convergence: reference solves, adaptive sampling, empirical orders.
+"""
+
+from . import convergence, forms, grids, sampling, tableaux
+from .convergence import (
+    AdaptiveResult,
+    ConvergenceResult,
+    adaptive_sample,
+    convergence_study,
+    diffrax_fixed_step,
+    fit_order,
+    reference_solve,
+)
+from .forms import FORM_NAMES, get_form
+from .grids import GRID_NAMES, make_grid
+from .processes import (
+    EDM,
+    VE,
+    CustomProcess,
+    ForwardProcess,
+    RectifiedFlow,
+    SubVP,
+    VPCosine,
+    VPLinear,
+    get_process,
+)
+from .sampling import (
+    NonFiniteSampleError,
+    Solution,
+    get_solver,
+    make_plan,
+    make_times,
+    register_solver,
+    sample,
+    solver_names,
+)
+from .solvers.base import AbstractSolver, StepInfo
+from .solvers.diffrax_bridge import diffrax_solver, from_diffrax_solver, from_diffrax_tableau, to_diffrax_tableau
+from .solvers.runge_kutta import RungeKutta
+from .tableaux import ButcherTableau
+from .targets import GaussianMixture, MixtureScore
+
+__version__ = "0.1.0"

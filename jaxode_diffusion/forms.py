@@ -1,0 +1,191 @@
+"""ODE forms: which variables the probability-flow ODE is integrated in.
+
+All forms are equivalent in exact arithmetic and differ after discretisation. Every form here
+is a time-dependent rescaling of the state, ``y = x / scale(t)``, together with a change of the
+time variable ``u = u(t)``; a Runge-Kutta tableau applied to ``dy/du`` in a form is the plain
+scheme (``x-t``), an integrating-factor / Lawson scheme (``x0-lambda``, ``eps-rho``, ``ou-exp``)
+or the paper's canonical OU-frame scheme (``ou``).
+
+=============  =================  ===============================  ==========================
+name           time u             state y                          dy/du
+=============  =================  ===============================  ==========================
+``x-t``        t                  x                                f x - g^2/2 s(x, t)
+``eps-rho``    rho = sigma/alpha  x / alpha                        eps_hat = -sigma s
+``x0-lambda``  lambda             x / sigma                        e^lambda x0_hat = y + sigma s
+``ou``         s = log(1+rho^2)/2 x / c,  c = sqrt(alpha^2+sigma^2) -y - c s
+``ou-exp``     s = log(1+rho^2)/2 x / alpha  (= e^s Y)             -(c^2 / alpha) s(x, t)
+=============  =================  ===============================  ==========================
+
+In the OU frame ``Y = x / c`` follows the canonical Ornstein-Uhlenbeck process
+``dY = -Y ds + sqrt(2) dB`` whatever the schedule (``e^{-s} = alpha / c``), so its
+probability-flow ODE is ``dY/ds = -Y - grad_Y log p``. ``ou-exp`` removes the linear part with
+the integrating factor ``e^s`` (``W = e^s Y = x / alpha``): ``dW/ds = e^s (-c s) = -(c^2/alpha) s``.
+
+Euler in ``eps-rho`` is DDIM (Song et al. 2021); Euler in ``x0-lambda`` is DDIM's data form
+(DPM-Solver++ 1); both are exact for a Gaussian-point-mass data distribution's linear part.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from .processes import ForwardProcess
+
+__all__ = ["AbstractForm", "XT", "EpsRho", "X0Lambda", "OU", "OUExp", "get_form", "FORM_NAMES"]
+
+
+class AbstractForm(eqx.Module):
+    """A time variable ``u(t)`` and a state rescaling ``y = x / scale(t)``."""
+
+    name: str = eqx.field(static=True, default="")
+
+    @abc.abstractmethod
+    def u(self, process: ForwardProcess, t):
+        """The time variable the solver steps in (monotone in t)."""
+
+    @abc.abstractmethod
+    def t_of_u(self, process: ForwardProcess, u):
+        """Inverse of :meth:`u`."""
+
+    @abc.abstractmethod
+    def scale(self, process: ForwardProcess, t):
+        """``x = scale(t) * y``."""
+
+    @abc.abstractmethod
+    def vector_field(self, score_fn, process: ForwardProcess, y, t):
+        """``dy/du`` at state ``y`` and time ``t``."""
+
+    def to_state(self, process, x, t):
+        return x / self.scale(process, t).astype(x.dtype)
+
+    def from_state(self, process, y, t):
+        return y * self.scale(process, t).astype(y.dtype)
+
+
+def _c(a, dtype):
+    return jnp.asarray(a).astype(dtype)
+
+
+class XT(AbstractForm):
+    """``dx/dt = f(t) x - g(t)^2 / 2 * score(x, t)`` (the paper's plain scheme)."""
+
+    name: str = eqx.field(static=True, default="x-t")
+
+    def u(self, process, t):
+        return jnp.asarray(t)
+
+    def t_of_u(self, process, u):
+        return jnp.asarray(u)
+
+    def scale(self, process, t):
+        return jnp.ones_like(jnp.asarray(t))
+
+    def vector_field(self, score_fn, process, y, t):
+        f = _c(process.f(t), y.dtype)
+        g2 = _c(process.g2(t), y.dtype)
+        return f * y - (0.5 * g2) * score_fn(y, t)
+
+
+class EpsRho(AbstractForm):
+    """``d(x/alpha)/drho = eps_hat(x, t)``, ``rho = sigma/alpha`` (Euler = DDIM)."""
+
+    name: str = eqx.field(static=True, default="eps-rho")
+
+    def u(self, process, t):
+        return process.rho(t)
+
+    def t_of_u(self, process, u):
+        return process.t_of_lambda(-jnp.log(u))
+
+    def scale(self, process, t):
+        return process.alpha(t)
+
+    def vector_field(self, score_fn, process, y, t):
+        a = _c(process.alpha(t), y.dtype)
+        s = _c(process.sigma(t), y.dtype)
+        return -s * score_fn(a * y, t)
+
+
+class X0Lambda(AbstractForm):
+    """``d(x/sigma)/dlambda = e^lambda x0_hat = x/sigma + sigma s`` (integrating factor, data prediction)."""
+
+    name: str = eqx.field(static=True, default="x0-lambda")
+
+    def u(self, process, t):
+        return process.lam(t)
+
+    def t_of_u(self, process, u):
+        return process.t_of_lambda(u)
+
+    def scale(self, process, t):
+        return process.sigma(t)
+
+    def vector_field(self, score_fn, process, y, t):
+        s = _c(process.sigma(t), y.dtype)
+        return y + s * score_fn(s * y, t)
+
+
+def _ou_time(process, t):
+    # s = log(1 + rho^2) / 2 = softplus(-2 lambda) / 2, stable for large |lambda|.
+    return 0.5 * jnp.logaddexp(0.0, -2.0 * process.lam(t))
+
+
+def _ou_t_of_s(process, s):
+    # rho^2 = expm1(2 s)  =>  lambda = -log(expm1(2 s)) / 2.
+    return process.t_of_lambda(-0.5 * jnp.log(jnp.expm1(2.0 * jnp.asarray(s))))
+
+
+class OU(AbstractForm):
+    """Canonical OU frame: ``Y = x/c``, ``s = log(1+rho^2)/2``, ``dY/ds = -Y - c score(cY, t)``."""
+
+    name: str = eqx.field(static=True, default="ou")
+
+    def u(self, process, t):
+        return _ou_time(process, t)
+
+    def t_of_u(self, process, u):
+        return _ou_t_of_s(process, u)
+
+    def scale(self, process, t):
+        return process.c(t)
+
+    def vector_field(self, score_fn, process, y, t):
+        c = _c(process.c(t), y.dtype)
+        return -y - c * score_fn(c * y, t)
+
+
+class OUExp(AbstractForm):
+    """OU frame with integrating factor: ``W = e^s Y = x/alpha``, ``dW/ds = -(c^2/alpha) score(alpha W, t)``."""
+
+    name: str = eqx.field(static=True, default="ou-exp")
+
+    def u(self, process, t):
+        return _ou_time(process, t)
+
+    def t_of_u(self, process, u):
+        return _ou_t_of_s(process, u)
+
+    def scale(self, process, t):
+        return process.alpha(t)
+
+    def vector_field(self, score_fn, process, y, t):
+        a = process.alpha(t)
+        c2 = process.alpha(t) ** 2 + process.sigma(t) ** 2
+        return -_c(c2 / a, y.dtype) * score_fn(_c(a, y.dtype) * y, t)
+
+
+_FORMS = {"x-t": XT, "eps-rho": EpsRho, "x0-lambda": X0Lambda, "ou": OU, "ou-exp": OUExp}
+FORM_NAMES = tuple(_FORMS)
+
+
+def get_form(name: str | AbstractForm) -> AbstractForm:
+    """Return the form called ``name`` (one of ``FORM_NAMES``); a form instance is returned as is."""
+    if isinstance(name, AbstractForm):
+        return name
+    key = str(name).lower()
+    if key not in _FORMS:
+        raise ValueError(f"form={name!r} is not an ODE form; choose one of {list(FORM_NAMES)}.")
+    return _FORMS[key]()

@@ -1,0 +1,78 @@
+"""Solver base class: the explicit-state ``init`` / ``step`` interface every sampler implements.
+
+A solver advances the state ``y`` of an ODE form (see :mod:`jaxode_diffusion.forms`) from time
+``t0`` to ``t1`` (``u0 = u(t0)`` to ``u1 = u(t1)`` in the form's variable). Before sampling, the
+sampler precomputes the physical times of every evaluation point a solver asks for through
+:attr:`AbstractSolver.stage_fractions` (fractions of the step in the form's variable), so the
+inverse ``t(u)`` never runs inside the loop.
+
+Multistep solvers keep their history in the state returned by :meth:`init` and threaded through
+:meth:`step`; the same interface drives ``lax.scan`` in :func:`jaxode_diffusion.sample` and a
+user's own Python loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+
+from ..forms import AbstractForm
+
+__all__ = ["AbstractSolver", "StepInfo"]
+
+
+class StepInfo(NamedTuple):
+    """Everything a step needs about where it is.
+
+    Attributes:
+        index: step number ``n`` (0-based, int32 scalar).
+        t0, t1: physical times of the step's ends.
+        u0, u1: the same in the form's variable.
+        t_stages: ``(num_stages,)`` physical times at ``u0 + c_i (u1 - u0)`` for the solver's
+            ``stage_fractions`` ``c_i``.
+        num_steps: total number of steps (a Python int).
+    """
+
+    index: jax.Array
+    t0: jax.Array
+    t1: jax.Array
+    u0: jax.Array
+    u1: jax.Array
+    t_stages: jax.Array
+    num_steps: int
+
+
+class AbstractSolver(eqx.Module):
+    """Base class of all samplers.
+
+    Subclasses set ``form`` and implement :attr:`stage_fractions`, :meth:`step`, and, when
+    they carry history, :meth:`init`. ``step`` returns ``(y1, state, nfe)`` where ``nfe`` is the
+    number of score evaluations it made (an int or int32 scalar).
+    """
+
+    form: eqx.AbstractVar[AbstractForm]
+
+    @property
+    @abc.abstractmethod
+    def stage_fractions(self) -> tuple[float, ...]:
+        """Fractions ``c_i`` of a step (in the form's variable) where the score is evaluated."""
+
+    @property
+    def order(self) -> int:
+        """Design order of convergence."""
+        return 1
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def init(self, score_fn, process, y0, t0) -> Any:
+        """Initial solver state (history); ``None`` for one-step methods."""
+        return None
+
+    @abc.abstractmethod
+    def step(self, score_fn, process, y, state, info: StepInfo):
+        """Advance ``y`` from ``info.t0`` to ``info.t1``; return ``(y1, state, nfe)``."""

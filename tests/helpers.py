@@ -1,0 +1,31 @@
+"""Shared test helpers: the lists every contract test is parametrised over, and problems."""
+
+import jax
+import jax.numpy as jnp
+
+import jaxode_diffusion as jd
+
+ALL_TABLEAUX = tuple(jd.tableaux.names())
+ALL_FORMS = tuple(jd.FORM_NAMES)
+ALL_PROCESSES = (
+    jd.VPLinear(),
+    jd.VPCosine(),
+    jd.SubVP(),
+    jd.VE(),
+    jd.EDM(),
+    jd.RectifiedFlow(),
+    jd.ForwardProcess.from_alpha_sigma(lambda t: jnp.cos(0.5 * jnp.pi * t), lambda t: jnp.sin(0.5 * jnp.pi * t), t_max=0.99),
+)
+
+
+def mixture_problem(d, *, seed=0, batch=16, process=None, t_start=None):
+    """A random Gaussian mixture (bounded derivatives) with exact score and exact p_T samples."""
+    process = process or jd.VPLinear()
+    gm = jd.GaussianMixture.random(jax.random.PRNGKey(seed), 3, d, scale=1.0, min_var=0.2, max_var=0.6)
+    t_start = process.default_t_start if t_start is None else t_start
+    x0 = gm.sample_marginal(jax.random.PRNGKey(seed + 100), batch, process, t_start)
+    return gm, gm.score_fn(process), process, x0
+
+
+def rel_err(a, b):
+    return float(jnp.linalg.norm(jnp.ravel(a - b)) / jnp.maximum(jnp.linalg.norm(jnp.ravel(b)), 1e-300))
