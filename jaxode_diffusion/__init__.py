@@ -10,7 +10,7 @@ Public API (see the README):
 * convergence: reference solves, adaptive sampling, empirical orders.
 """
 
-from . import convergence, forms, grids, sampling, tableaux
+from . import convergence, data, forms, grids, models, parameterizations, regularity, sampling, tableaux, training
 from .convergence import (
     AdaptiveResult,
     ConvergenceResult,
@@ -20,8 +20,11 @@ from .convergence import (
     fit_order,
     reference_solve,
 )
+from .data import Dataset, load_dataset, load_digits, load_npy, make_toy
 from .forms import FORM_NAMES, get_form
 from .grids import GRID_NAMES, make_grid
+from .models import MLP, DiffusionModel, ScoreModel, UNet, as_score_fn, build_model
+from .parameterizations import convert, from_score, to_score
 from .processes import (
     EDM,
     VE,
@@ -33,6 +36,14 @@ from .processes import (
     VPLinear,
     get_process,
 )
+from .regularity import (
+    RegularityProfile,
+    directional_second_derivative,
+    jacobian_norm,
+    plot_profile,
+    second_derivative_norm,
+)
+from .regularity import profile as regularity_profile
 from .sampling import (
     NonFiniteSampleError,
     Solution,
@@ -43,10 +54,12 @@ from .sampling import (
     sample,
     solver_names,
 )
+from .score_error import ScoreError, score_error
 from .solvers.base import AbstractSolver, StepInfo
 from .solvers.diffrax_bridge import diffrax_solver, from_diffrax_solver, from_diffrax_tableau, to_diffrax_tableau
 from .solvers.runge_kutta import RungeKutta
 from .tableaux import ButcherTableau
 from .targets import GaussianMixture, MixtureScore
+from .training import TrainConfig, TrainResult, dsm_loss, load_run, train
 
 __version__ = "0.1.0"

@@ -17,6 +17,8 @@ import sys
 
 _SUBCOMMAND_MODULES = (
     "jaxode_diffusion.cli",
+    "jaxode_diffusion.cli_models",
+    "jaxode_diffusion.cli_regularity",
 )
 
 

@@ -69,6 +69,12 @@ def _c(a, dtype):
     return jnp.asarray(a).astype(dtype)
 
 
+def _score(score_fn, x, t):
+    # The state's dtype wins: a float64 score (e.g. an exact target under x64) must not promote a
+    # float32 state, or the scan carry would change type.
+    return jnp.asarray(score_fn(x, t)).astype(x.dtype)
+
+
 class XT(AbstractForm):
     """``dx/dt = f(t) x - g(t)^2 / 2 * score(x, t)`` (the paper's plain scheme)."""
 
@@ -86,7 +92,7 @@ class XT(AbstractForm):
     def vector_field(self, score_fn, process, y, t):
         f = _c(process.f(t), y.dtype)
         g2 = _c(process.g2(t), y.dtype)
-        return f * y - (0.5 * g2) * score_fn(y, t)
+        return f * y - (0.5 * g2) * _score(score_fn, y, t)
 
 
 class EpsRho(AbstractForm):
@@ -106,7 +112,7 @@ class EpsRho(AbstractForm):
     def vector_field(self, score_fn, process, y, t):
         a = _c(process.alpha(t), y.dtype)
         s = _c(process.sigma(t), y.dtype)
-        return -s * score_fn(a * y, t)
+        return -s * _score(score_fn, a * y, t)
 
 
 class X0Lambda(AbstractForm):
@@ -125,7 +131,7 @@ class X0Lambda(AbstractForm):
 
     def vector_field(self, score_fn, process, y, t):
         s = _c(process.sigma(t), y.dtype)
-        return y + s * score_fn(s * y, t)
+        return y + s * _score(score_fn, s * y, t)
 
 
 def _ou_time(process, t):
@@ -154,7 +160,7 @@ class OU(AbstractForm):
 
     def vector_field(self, score_fn, process, y, t):
         c = _c(process.c(t), y.dtype)
-        return -y - c * score_fn(c * y, t)
+        return -y - c * _score(score_fn, c * y, t)
 
 
 class OUExp(AbstractForm):
@@ -174,7 +180,7 @@ class OUExp(AbstractForm):
     def vector_field(self, score_fn, process, y, t):
         a = process.alpha(t)
         c2 = process.alpha(t) ** 2 + process.sigma(t) ** 2
-        return -_c(c2 / a, y.dtype) * score_fn(_c(a, y.dtype) * y, t)
+        return -_c(c2 / a, y.dtype) * _score(score_fn, _c(a, y.dtype) * y, t)
 
 
 _FORMS = {"x-t": XT, "eps-rho": EpsRho, "x0-lambda": X0Lambda, "ou": OU, "ou-exp": OUExp}

@@ -67,7 +67,7 @@ class GaussianMixture(eqx.Module):
                 f"covs must have shape (K, d, d) (full), (K, d) (diagonal) or (K,) (isotropic) "
                 f"with K={k}, d={d}; got {covs.shape}."
             )
-        if not isinstance(weights, jax.core.Tracer):
+        if not any(isinstance(v, jax.core.Tracer) for v in (weights, means, covs)):
             w = np.asarray(weights)
             if np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
                 raise ValueError(f"weights must be finite, >= 0 and not all zero; got {w}.")

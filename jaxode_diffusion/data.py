@@ -1,0 +1,328 @@
+"""Training data: 2-D toys, Gaussian mixtures, scikit-learn's bundled digits, user ``.npy`` arrays.
+
+Everything is generated or ships with an installed package (no downloads). :func:`load_dataset`
+is the one entry point used by the trainer and the CLI; it returns a :class:`Dataset` whose
+``meta`` records how the arrays were normalised (``x_model = (x_raw - shift) / scale``) so that
+samples can be mapped back with :meth:`Dataset.unnormalize` / :func:`unnormalize`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .targets import GaussianMixture
+
+__all__ = [
+    "TOYS",
+    "Dataset",
+    "make_toy",
+    "toy_names",
+    "gmm_samples",
+    "default_gmm",
+    "load_digits",
+    "load_npy",
+    "load_dataset",
+    "unnormalize",
+    "check_finite",
+]
+
+
+def _key(key_or_seed):
+    if isinstance(key_or_seed, (int, np.integer)):
+        return jax.random.key(int(key_or_seed))
+    key = jnp.asarray(key_or_seed) if not isinstance(key_or_seed, jax.Array) else key_or_seed
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key.astype(jnp.uint32))
+
+
+def _checkerboard(key, n):
+    # FFJORD (Grathwohl et al. 2019) toy: alternate unit squares of [-4, 4]^2.
+    k1, k2, k3 = jax.random.split(key, 3)
+    x1 = jax.random.uniform(k1, (n,)) * 4 - 2
+    x2_ = jax.random.uniform(k2, (n,)) - jax.random.randint(k3, (n,), 0, 2) * 2
+    x2 = x2_ + jnp.floor(x1) % 2
+    return jnp.stack([x1, x2], -1) * 2
+
+
+def _two_moons(key, n):
+    k1, k2, k3 = jax.random.split(key, 3)
+    s = jax.random.uniform(k1, (n,)) * jnp.pi
+    upper = jax.random.bernoulli(k2, 0.5, (n,))
+    x = jnp.where(upper, jnp.cos(s), 1 - jnp.cos(s))
+    y = jnp.where(upper, jnp.sin(s), 0.5 - jnp.sin(s))
+    pts = jnp.stack([x - 0.5, y - 0.25], -1) * 2
+    return pts + 0.1 * jax.random.normal(k3, (n, 2))
+
+
+def _rings(key, n):
+    # Four concentric circles of radius 1..4 (scaled by 0.9), thin Gaussian noise.
+    k1, k2, k3 = jax.random.split(key, 3)
+    r = (jax.random.randint(k1, (n,), 1, 5).astype(jnp.float32)) * 0.9
+    a = jax.random.uniform(k2, (n,)) * 2 * jnp.pi
+    return jnp.stack([r * jnp.cos(a), r * jnp.sin(a)], -1) + 0.08 * jax.random.normal(k3, (n, 2))
+
+
+def _swiss_roll(key, n):
+    k1, k2 = jax.random.split(key)
+    s = 1.5 * jnp.pi * (1 + 2 * jax.random.uniform(k1, (n,)))
+    pts = jnp.stack([s * jnp.cos(s), s * jnp.sin(s)], -1) / 5.0
+    return pts + 0.1 * jax.random.normal(k2, (n, 2))
+
+
+def default_gmm(dim: int = 2) -> GaussianMixture:
+    """The mixture behind ``"gmm"`` / ``"eight_gaussians"``: 8 Gaussians on a ring of radius 2
+    (std 0.2) in 2-D; in other dimensions a fixed random 8-component mixture (seed 0)."""
+    if dim == 2:
+        return GaussianMixture.ring(8, radius=2.0, std=0.2)
+    return GaussianMixture.random(jax.random.key(0), 8, dim)
+
+
+def _eight_gaussians(key, n):
+    return default_gmm(2).sample(key, n)
+
+
+TOYS = {
+    "checkerboard": _checkerboard,
+    "two_moons": _two_moons,
+    "rings": _rings,
+    "swiss_roll": _swiss_roll,
+    "eight_gaussians": _eight_gaussians,
+}
+
+
+def toy_names() -> list[str]:
+    return sorted(TOYS)
+
+
+def make_toy(name: str, key_or_seed, n: int) -> np.ndarray:
+    """``n`` samples ``(n, 2)`` float32 of a 2-D toy distribution.
+
+    Args:
+        name: ``checkerboard``, ``two_moons``, ``rings``, ``swiss_roll`` or ``eight_gaussians``.
+        key_or_seed: a JAX PRNG key or an integer seed.
+        n: number of samples.
+
+    Raises:
+        ValueError: on an unknown name or ``n < 1``.
+
+    Example:
+        >>> make_toy("two_moons", 0, 5).shape
+        (5, 2)
+    """
+    if name not in TOYS:
+        raise ValueError(f"unknown toy {name!r}; choose one of {toy_names()}.")
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    # One jit per (toy, n): a single compilation instead of one per eager op.
+    fn = jax.jit(TOYS[name], static_argnums=1)
+    return np.asarray(fn(_key(key_or_seed), int(n)), dtype=np.float32)
+
+
+def gmm_samples(key_or_seed, n: int, dim: int = 2, mixture: GaussianMixture | None = None) -> np.ndarray:
+    """``n`` samples of a Gaussian mixture in any dimension (default :func:`default_gmm`)."""
+    mixture = default_gmm(dim) if mixture is None else mixture
+    fn = jax.jit(lambda m, k: m.sample(k, int(n)))
+    return np.asarray(fn(mixture, _key(key_or_seed)), dtype=np.float32)
+
+
+class Dataset(NamedTuple):
+    """Train and held-out arrays in model coordinates.
+
+    Attributes:
+        train: ``(N, d)`` or ``(N, H, W, C)`` float32.
+        heldout: same trailing shape.
+        kind: ``"vector"`` or ``"image"``.
+        meta: JSON-able dict: ``name``, ``event_shape``, ``shift``, ``scale`` (``x_model =
+            (x_raw - shift) / scale``; scalars or per-feature lists), ``sigma_data``.
+    """
+
+    train: np.ndarray
+    heldout: np.ndarray
+    kind: str
+    meta: dict[str, Any]
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+    def unnormalize(self, x):
+        """Map model-space samples back to the raw data's units."""
+        return unnormalize(x, self.meta)
+
+
+def unnormalize(x, meta: dict[str, Any]) -> np.ndarray:
+    """``x_raw = x * scale + shift`` with the statistics stored in ``meta``."""
+    x = np.asarray(x)
+    scale = np.asarray(meta.get("scale", 1.0), dtype=x.dtype)
+    shift = np.asarray(meta.get("shift", 0.0), dtype=x.dtype)
+    return x * scale + shift
+
+
+def check_finite(x, what: str = "data") -> None:
+    """Raise ``ValueError`` naming the first non-finite row of ``x``.
+
+    Example:
+        >>> check_finite(np.zeros((2, 2)))
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ValueError(f"{what} must be a real numeric array, got dtype {x.dtype}.")
+    bad = ~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) if x.ndim >= 1 and x.size else np.zeros(0, bool)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{what} contains non-finite values (NaN or inf) in {rows.size} of {x.shape[0]} rows, "
+            f"first at row {int(rows[0])}; remove or impute those rows before training."
+        )
+
+
+def _split(x: np.ndarray, heldout_fraction: float, seed: int):
+    # A fixed permutation (seed 0 by default) so the held-out set never changes between runs.
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    n_held = max(1, int(round(heldout_fraction * x.shape[0])))
+    return x[perm[n_held:]], x[perm[:n_held]]
+
+
+def load_digits(heldout_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images) as ``(N, 8, 8, 1)`` in ``[-1, 1]``.
+
+    The split is a fixed permutation (``seed``): 1438 train / 359 held-out by default.
+    ``meta["labels_train"]`` / ``meta["labels_heldout"]`` hold the class labels.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    bunch = _sk_load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # pixel values are 0..16
+    x = x[..., None]
+    idx_train, idx_held = _split(np.arange(x.shape[0]), heldout_fraction, seed)
+    meta = dict(
+        name="digits",
+        event_shape=[8, 8, 1],
+        shift=0.0,
+        scale=1.0,
+        sigma_data=0.5,
+        raw_range=[-1.0, 1.0],
+        labels_train=bunch.target[idx_train].tolist(),
+        labels_heldout=bunch.target[idx_held].tolist(),
+    )
+    return Dataset(x[idx_train], x[idx_held], "image", meta)
+
+
+def load_npy(
+    path: str | os.PathLike, *, normalize: bool = True, heldout_fraction: float = 0.1, seed: int = 0
+) -> Dataset:
+    """Load a user array from ``.npy``: ``(N, d)`` vectors or ``(N, H, W[, C])`` images.
+
+    Vectors are standardised per feature (``shift`` = mean, ``scale`` = std); images are mapped
+    affinely from their ``[min, max]`` to ``[-1, 1]``. ``normalize=False`` keeps raw values.
+
+    Raises:
+        ValueError: if the file is missing or unreadable, not numeric, not finite, has
+            ``ndim < 2`` or ``> 4``, or has fewer than 2 rows.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"data file {path!r} does not exist; pass the path of a .npy array saved with np.save."
+        )
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(
+            f"could not read {path!r} as a .npy array ({err}); save it with np.save(path, array)."
+        ) from err
+    return from_array(x, name=path, normalize=normalize, heldout_fraction=heldout_fraction, seed=seed)
+
+
+def from_array(
+    x, *, name: str = "array", normalize: bool = True, heldout_fraction: float = 0.1, seed: int = 0
+) -> Dataset:
+    """Validate and normalise an in-memory array (see :func:`load_npy`)."""
+    x = np.asarray(x)
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) or x.dtype == np.bool_:
+        raise ValueError(f"{name}: data must be a real numeric array, got dtype {x.dtype}.")
+    if x.ndim < 2 or x.ndim > 4:
+        raise ValueError(
+            f"{name}: data must have shape (N, d) for vectors or (N, H, W[, C]) for images; "
+            f"got ndim={x.ndim}, shape {x.shape}. Reshape it (e.g. x.reshape(len(x), -1))."
+        )
+    if x.shape[0] < 2:
+        raise ValueError(f"{name}: need at least 2 examples, got shape {x.shape}.")
+    x = x.astype(np.float32)
+    check_finite(x, name)
+    if x.ndim == 3:
+        x = x[..., None]
+    kind = "vector" if x.ndim == 2 else "image"
+    if not normalize:
+        shift, scale = 0.0, 1.0
+    elif kind == "vector":
+        shift = x.mean(0)
+        scale = x.std(0)
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    else:
+        lo, hi = float(x.min()), float(x.max())
+        shift, scale = 0.5 * (lo + hi), (0.5 * (hi - lo) or 1.0)
+    x = ((x - shift) / scale).astype(np.float32)
+    train, held = _split(x, heldout_fraction, seed)
+    meta = dict(
+        name=str(name),
+        event_shape=list(x.shape[1:]),
+        shift=np.asarray(shift).tolist(),
+        scale=np.asarray(scale).tolist(),
+        sigma_data=float(np.clip(train.std(), 0.05, 10.0)),
+    )
+    return Dataset(train, held, kind, meta)
+
+
+def load_dataset(
+    name_or_path: str, *, n_train: int = 20000, n_heldout: int = 2000, dim: int = 2, seed: int = 0
+) -> Dataset:
+    """The training data named by the CLI's ``--data``.
+
+    Args:
+        name_or_path: ``gmm``, a toy name (:data:`TOYS`), ``digits`` or a path ending in ``.npy``.
+        n_train, n_heldout: sizes for generated data (toys, ``gmm``).
+        dim: dimension of ``gmm``.
+        seed: seed for generated data (held-out data uses an independent stream).
+
+    Returns:
+        a :class:`Dataset`.
+
+    Raises:
+        ValueError: on an unknown name or an invalid file (see :func:`load_npy`).
+
+    Example:
+        >>> ds = load_dataset("two_moons", n_train=100, n_heldout=10)
+        >>> ds.train.shape, ds.kind
+        ((100, 2), 'vector')
+    """
+    name = str(name_or_path)
+    if name.endswith(".npy") or os.path.sep in name:
+        return load_npy(name)
+    if name == "digits":
+        return load_digits()
+    k_train, k_held = jax.random.split(jax.random.key(seed))
+    if name == "gmm":
+        train, held = gmm_samples(k_train, n_train, dim), gmm_samples(k_held, n_heldout, dim)
+    elif name in TOYS:
+        train, held = make_toy(name, k_train, n_train), make_toy(name, k_held, n_heldout)
+    else:
+        raise ValueError(
+            f"unknown dataset {name!r}; choose gmm, digits, one of {toy_names()} or a path to a .npy file."
+        )
+    meta = dict(
+        name=name,
+        event_shape=list(train.shape[1:]),
+        shift=0.0,
+        scale=1.0,
+        sigma_data=float(np.clip(train.std(), 0.05, 10.0)),
+    )
+    if name == "gmm":
+        meta["dim"] = int(dim)
+    return Dataset(train, held, "vector", meta)

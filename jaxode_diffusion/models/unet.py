@@ -1,0 +1,193 @@
+"""A small U-Net score network for images ``(B, H, W, C)`` (8x8 to 32x32), sized for CPU."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ..parameterizations import canonical_kind
+from .adapter import DiffusionModel
+from .embeddings import NoiseEmbedding, kernel_init, ones_init, zeros_init
+
+__all__ = ["UNet", "default_channel_mult"]
+
+
+def default_channel_mult(height: int) -> tuple[int, ...]:
+    """Two levels up to 8x8 (8 -> 4), three above (e.g. 32 -> 16 -> 8)."""
+    return (1, 2) if height <= 8 else (1, 2, 2)
+
+
+def _groups(channels: int) -> int:
+    for g in (8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1  # pragma: no cover
+
+
+class _ResBlock(nnx.Module):
+    """GroupNorm-SiLU-Conv, add the noise embedding, GroupNorm-SiLU-Conv (zero-init), skip."""
+
+    def __init__(self, cin: int, cout: int, temb_dim: int, *, rngs: nnx.Rngs):
+        self.norm1 = nnx.GroupNorm(
+            cin, num_groups=_groups(cin), scale_init=ones_init, bias_init=zeros_init, rngs=rngs
+        )
+        self.conv1 = nnx.Conv(cin, cout, (3, 3), kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
+        self.emb = nnx.Linear(temb_dim, cout, kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
+        self.norm2 = nnx.GroupNorm(
+            cout, num_groups=_groups(cout), scale_init=ones_init, bias_init=zeros_init, rngs=rngs
+        )
+        self.conv2 = nnx.Conv(cout, cout, (3, 3), kernel_init=zeros_init, bias_init=zeros_init, rngs=rngs)
+        self.skip = (
+            nnx.Conv(cin, cout, (1, 1), kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
+            if cin != cout
+            else None
+        )
+
+    def __call__(self, x, temb):
+        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        h = h + self.emb(temb)[:, None, None, :]
+        h = self.conv2(jax.nn.silu(self.norm2(h)))
+        return h + (x if self.skip is None else self.skip(x))
+
+
+class UNet(DiffusionModel):
+    """DDPM-style U-Net: residual blocks with GroupNorm and noise-embedding injection,
+    ``len(channel_mult) - 1`` down/up levels (strided conv down, nearest-neighbour up) and
+    concatenated skip connections.
+
+    Args:
+        image_shape: ``(H, W, C)``; ``H`` and ``W`` divisible by ``2^(levels-1)``.
+        channels: base channel count.
+        channel_mult: channel multiplier per level (default :func:`default_channel_mult`).
+        num_res_blocks: residual blocks per level.
+        emb_dim: sinusoidal embedding size (the embedding MLP has ``4 * channels`` units).
+        prediction, precondition, sigma_data: see :class:`~jaxode_diffusion.models.MLP`.
+        rngs: ``nnx.Rngs``.
+
+    Raises:
+        ValueError: on an image shape the levels cannot halve.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from jaxode_diffusion import VPLinear
+        >>> net = UNet((8, 8, 1), channels=8, rngs=nnx.Rngs(0))
+        >>> net(jnp.zeros((2, 8, 8, 1)), 0.5, VPLinear()).shape
+        (2, 8, 8, 1)
+    """
+
+    def __init__(
+        self,
+        image_shape,
+        *,
+        channels: int = 32,
+        channel_mult=None,
+        num_res_blocks: int = 1,
+        emb_dim: int = 64,
+        prediction: str = "eps",
+        precondition: bool = True,
+        sigma_data: float = 0.5,
+        rngs: nnx.Rngs,
+    ):
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3:
+            raise ValueError(f"UNet: image_shape must be (H, W, C), got {image_shape}.")
+        h, w, c = image_shape
+        mult = tuple(int(m) for m in (channel_mult or default_channel_mult(h)))
+        factor = 2 ** (len(mult) - 1)
+        if h % factor or w % factor:
+            raise ValueError(
+                f"UNet: H={h} and W={w} must be divisible by {factor} for channel_mult={mult}; "
+                "use fewer levels or pad the images."
+            )
+        self.image_shape = image_shape
+        self.prediction = canonical_kind(prediction)
+        self.precondition = bool(precondition)
+        self.sigma_data = float(sigma_data)
+        self.config_json = json.dumps(
+            dict(
+                type="unet",
+                image_shape=list(image_shape),
+                channels=int(channels),
+                channel_mult=list(mult),
+                num_res_blocks=int(num_res_blocks),
+                emb_dim=int(emb_dim),
+                prediction=self.prediction,
+                precondition=self.precondition,
+                sigma_data=self.sigma_data,
+            )
+        )
+        temb_dim = 4 * channels
+        self.temb = NoiseEmbedding(emb_dim, temb_dim, rngs=rngs)
+        self.conv_in = nnx.Conv(c, channels, (3, 3), kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
+        self.num_res_blocks = int(num_res_blocks)
+        self.num_levels = len(mult)
+        down, downsample = [], []
+        chans = [channels]
+        cur = channels
+        for i, m in enumerate(mult):
+            for _ in range(num_res_blocks):
+                down.append(_ResBlock(cur, channels * m, temb_dim, rngs=rngs))
+                cur = channels * m
+                chans.append(cur)
+            if i < len(mult) - 1:
+                downsample.append(
+                    nnx.Conv(
+                        cur,
+                        cur,
+                        (3, 3),
+                        strides=(2, 2),
+                        kernel_init=kernel_init,
+                        bias_init=zeros_init,
+                        rngs=rngs,
+                    )
+                )
+                chans.append(cur)
+        self.down = nnx.List(down)
+        self.downsample = nnx.List(downsample)
+        self.mid1 = _ResBlock(cur, cur, temb_dim, rngs=rngs)
+        self.mid2 = _ResBlock(cur, cur, temb_dim, rngs=rngs)
+        up, upsample = [], []
+        for i, m in reversed(list(enumerate(mult))):
+            for _ in range(num_res_blocks + 1):
+                up.append(_ResBlock(cur + chans.pop(), channels * m, temb_dim, rngs=rngs))
+                cur = channels * m
+            if i > 0:
+                upsample.append(
+                    nnx.Conv(cur, cur, (3, 3), kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
+                )
+        self.up = nnx.List(up)
+        self.upsample = nnx.List(upsample)
+        self.norm_out = nnx.GroupNorm(
+            cur, num_groups=_groups(cur), scale_init=ones_init, bias_init=zeros_init, rngs=rngs
+        )
+        self.conv_out = nnx.Conv(cur, c, (3, 3), kernel_init=zeros_init, bias_init=zeros_init, rngs=rngs)
+
+    def net(self, x_in, c_noise):
+        if x_in.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"UNet expects x of shape (B, {', '.join(map(str, self.image_shape))}), got {x_in.shape}."
+            )
+        temb = jax.nn.silu(self.temb(c_noise))
+        h = self.conv_in(x_in)
+        hs = [h]
+        blocks = iter(self.down)
+        for i in range(self.num_levels):
+            for _ in range(self.num_res_blocks):
+                h = next(blocks)(h, temb)
+                hs.append(h)
+            if i < self.num_levels - 1:
+                h = self.downsample[i](h)
+                hs.append(h)
+        h = self.mid2(self.mid1(h, temb), temb)
+        blocks = iter(self.up)
+        for j, i in enumerate(reversed(range(self.num_levels))):
+            for _ in range(self.num_res_blocks + 1):
+                h = next(blocks)(jnp.concatenate([h, hs.pop()], axis=-1), temb)
+            if i > 0:
+                h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+                h = self.upsample[j](h)
+        return self.conv_out(jax.nn.silu(self.norm_out(h)))

@@ -1,0 +1,22 @@
+"""Training score models: DSM loss, optax trainer with EMA, orbax checkpoints."""
+
+from .checkpoint import latest_step, read_config, restore_checkpoint
+from .loss import TIME_SAMPLINGS, WEIGHTINGS, dsm_loss, dsm_loss_per_example, sample_times
+from .trainer import TrainConfig, TrainResult, load_run, make_optimizer, model_config_for, train
+
+__all__ = [
+    "TIME_SAMPLINGS",
+    "WEIGHTINGS",
+    "TrainConfig",
+    "TrainResult",
+    "dsm_loss",
+    "dsm_loss_per_example",
+    "latest_step",
+    "load_run",
+    "make_optimizer",
+    "model_config_for",
+    "read_config",
+    "restore_checkpoint",
+    "sample_times",
+    "train",
+]
