@@ -10,7 +10,20 @@ Public API (see the README):
 * convergence: reference solves, adaptive sampling, empirical orders.
 """
 
-from . import convergence, data, forms, grids, models, parameterizations, regularity, sampling, tableaux, training
+from . import (
+    convergence,
+    data,
+    forms,
+    grids,
+    metrics,
+    models,
+    parameterizations,
+    regularity,
+    sampling,
+    tableaux,
+    theory,
+    training,
+)
 from .convergence import (
     AdaptiveResult,
     ConvergenceResult,
@@ -23,6 +36,17 @@ from .convergence import (
 from .data import Dataset, load_dataset, load_digits, load_npy, make_toy
 from .forms import FORM_NAMES, get_form
 from .grids import GRID_NAMES, make_grid
+from .metrics import (
+    TVEstimate,
+    energy_distance,
+    frechet_distance,
+    histogram_tv,
+    mmd,
+    sampler_log_density,
+    sampler_tv,
+    sliced_wasserstein,
+    tv_distance,
+)
 from .models import MLP, DiffusionModel, ScoreModel, UNet, as_score_fn, build_model
 from .parameterizations import convert, from_score, to_score
 from .processes import (
@@ -56,10 +80,16 @@ from .sampling import (
 )
 from .score_error import ScoreError, score_error
 from .solvers.base import AbstractSolver, StepInfo
-from .solvers.diffrax_bridge import diffrax_solver, from_diffrax_solver, from_diffrax_tableau, to_diffrax_tableau
+from .solvers.diffrax_bridge import (
+    diffrax_solver,
+    from_diffrax_solver,
+    from_diffrax_tableau,
+    to_diffrax_tableau,
+)
 from .solvers.runge_kutta import RungeKutta
 from .tableaux import ButcherTableau
 from .targets import GaussianMixture, MixtureScore
+from .theory import BoundTerms, PerturbedScore, bound_terms, fit_bound_constants, make_perturbed_score
 from .training import TrainConfig, TrainResult, dsm_loss, load_run, train
 
 __version__ = "0.1.0"

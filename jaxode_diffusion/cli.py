@@ -19,6 +19,7 @@ _SUBCOMMAND_MODULES = (
     "jaxode_diffusion.cli",
     "jaxode_diffusion.cli_models",
     "jaxode_diffusion.cli_regularity",
+    "jaxode_diffusion.study",
 )
 
 

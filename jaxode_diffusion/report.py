@@ -1,0 +1,252 @@
+"""Write the study's ``report.md`` and its figures from the metrics dict of :func:`run_study`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["write_report"]
+
+
+def _save(fig: Figure, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path.name
+
+
+def _fig_discretisation(disc: dict, out: Path) -> str:
+    forms = sorted({r["form"] for r in disc["rows"]}, key=lambda f: (f != "x-t", f))
+    fig = Figure(figsize=(5.2 * len(forms), 4.2))
+    for i, form in enumerate(forms):
+        ax = fig.add_subplot(1, len(forms), i + 1)
+        for p in sorted({r["order"] for r in disc["rows"]}):
+            rs = [r for r in disc["rows"] if r["form"] == form and r["order"] == p]
+            h = np.array([r["h_max"] for r in rs])
+            tv = np.array([r["tv"]["value"] for r in rs])
+            se = np.array([r["tv"]["stderr"] for r in rs])
+            fit = next(f for f in disc["fits"] if f["form"] == form and f["order"] == p)
+            ax.errorbar(h, np.maximum(tv, 1e-16), yerr=se, marker="o", capsize=2,
+                        label=f"p={p} ({rs[0]['solver'].split(':')[1]}), slope {fit['slope']:.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("H_max (largest step in the form's variable)")
+        ax.set_ylabel("TV(p_t_end, sampler output)")
+        ax.set_title(f"{form} form: exact-density TV vs step")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out / "tv_vs_hmax.png")
+
+
+def _fig_floor(floor: dict, out: Path) -> str:
+    fig = Figure(figsize=(5.2, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    eps = [r["eps_score"] for r in floor["rows"]]
+    tv = [r["tv"]["value"] for r in floor["rows"]]
+    se = [r["tv"]["stderr"] for r in floor["rows"]]
+    ax.errorbar(eps, tv, yerr=se, marker="o", capsize=2, label=f"perturbed score (slope {floor['slope']:.2f})")
+    ax.axhline(floor["exact_score_tv"]["value"], color="k", ls="--", label="exact score (discretisation only)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("eps_score (time-averaged L2 score error)")
+    ax.set_ylabel("TV")
+    ax.set_title(f"Score-error floor ({floor['solver']}, {floor['steps']} steps)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "tv_vs_eps.png")
+
+
+def _fig_dim(dims: dict, out: Path) -> str:
+    fig = Figure(figsize=(5.2, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    d = [r["dim"] for r in dims["rows"]]
+    tv = [r["tv"]["value"] for r in dims["rows"]]
+    se = [r["tv"]["stderr"] for r in dims["rows"]]
+    ax.errorbar(d, tv, yerr=se, marker="o", capsize=2, label=f"measured (slope {dims['slope']:.2f})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("TV")
+    ax.set_title(f"TV vs d ({dims['solver']}, {dims['steps']} steps)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "tv_vs_dim.png")
+
+
+def _fig_bound(b: dict, out: Path) -> str:
+    fams = b["families"]
+    n = max(len(fams), 1)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(4.2 * cols, 3.6 * rows))
+    for i, f in enumerate(fams):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.plot(f["x"], f["measured"], "o-", label="measured TV")
+        ax.plot(f["x"], f["fitted"], "s--", label="bound, fitted constants")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f["x_name"])
+        ax.set_ylabel("TV")
+        ax.set_title(f["name"], fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, out / "bound.png")
+
+
+def _fmt(x, nd=3):
+    if x is None:
+        return "n/a"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not np.isfinite(x):
+        return "n/a"
+    return f"{x:.{nd}g}"
+
+
+def write_report(m: dict, out: Path) -> Path:
+    """Write ``report.md`` and figures into ``out``; returns the report's path."""
+    out = Path(out)
+    cfg = m["config"]
+    cmd = cfg.get("extras", {}).get("command", f"jaxode-diffusion study --out {cfg['out']}")
+    lines = [
+        "# jaxode_diffusion study report",
+        "",
+        f"Machine: {m['machine']['platform']}, {m['machine']['cpus']} CPUs, JAX {m['machine']['jax']} on "
+        f"{m['machine']['device']}; date {m['machine']['date']}; total time {m['timings']['total']:.0f} s.",
+        f"Reproduce: `{cmd}` (settings in `config.json`, every number in `metrics.json`).",
+        "",
+        "The theorem (Huang, Huang & Lin, arXiv:2506.13061): for p-th order (exponential) Runge-Kutta",
+        "samplers, `TV = O(d^{7/4} eps_score^{1/2} + d (d H_max)^p)` when the score's first and",
+        "second derivatives are bounded. Below, each term is measured on its own.",
+        "",
+        "TV is computed from exact densities: a fixed-step sampler is a deterministic map Phi of",
+        "x_init, so log q(Phi(x)) = log p_T(x) - log|det dPhi/dx| (jax.jacfwd), and",
+        "TV = E_q[(1 - p/q)_+] by Monte Carlo (95% CLT interval). x_init is drawn from the exact",
+        f"p_T of the Gaussian-mixture target and q is compared with the exact p_t_end (t_end = {cfg['t_end']}),",
+        "so the exact-score runs measure discretisation error only.",
+        "",
+    ]
+    # 1. discretisation
+    disc = m["discretisation"]
+    fig = _fig_discretisation(disc, out)
+    lines += [
+        "## 1. Discretisation: TV vs H_max",
+        "",
+        f"Target: {disc['dim']}-D Gaussian mixture (8 components), exact score, grid `{cfg['grid']}`, "
+        f"{cfg['tv_samples']} samples per TV.",
+        "Fitted slopes of log TV against log H_max (points with TV above 3 standard errors):",
+        "",
+        "| form | p | solver | fitted slope | TV at the fewest / most steps |",
+        "|---|---|---|---|---|",
+    ]
+    for f in disc["fits"]:
+        rs = [r for r in disc["rows"] if r["form"] == f["form"] and r["order"] == f["order"]]
+        lines.append(f"| {f['form']} | {f['order']} | {rs[0]['solver']} | {_fmt(f['slope'])} | "
+                     f"{_fmt(rs[0]['tv']['value'])} / {_fmt(rs[-1]['tv']['value'])} |")
+    lines += ["", f"![TV vs H_max]({fig})", ""]
+    # 2. score floor
+    fl = m["score_floor"]
+    fig = _fig_floor(fl, out)
+    lines += [
+        "## 2. Score-error floor: TV vs eps_score",
+        "",
+        "The exact score plus a smooth random-Fourier-feature field scaled to a prescribed",
+        "time-averaged L2 size (bounded first and second derivatives); eps_score re-measured",
+        f"independently. Solver `{fl['solver']}` with {fl['steps']} steps (exact-score TV "
+        f"{_fmt(fl['exact_score_tv']['value'])}: the discretisation part).",
+        "",
+        "| eps_score (target) | eps_score (measured) | TV | 95% CI |",
+        "|---|---|---|---|",
+    ]
+    for r in fl["rows"]:
+        lines.append(f"| {_fmt(r['eps_target'])} | {_fmt(r['eps_score'])} | {_fmt(r['tv']['value'])} | "
+                     f"[{_fmt(r['tv']['low'])}, {_fmt(r['tv']['high'])}] |")
+    lines += [
+        "",
+        f"Measured slope of log TV vs log eps_score: **{_fmt(fl['slope'])}**. The theorem's upper bound",
+        "has exponent 1/2; a smooth perturbation typically moves the law by O(eps) (slope 1), which",
+        "is within the bound (the bound is a worst case over perturbations).",
+        "",
+        f"![TV vs eps]({fig})",
+        "",
+    ]
+    # 3. dimension
+    dm = m["dimension"]
+    fig = _fig_dim(dm, out)
+    lines += [
+        "## 3. TV vs dimension",
+        "",
+        f"Solver `{dm['solver']}`, {dm['steps']} steps, exact scores; target: two Gaussians at +-2 e_1 (std 0.3) in R^d.",
+        "",
+        "| d | TV | 95% CI |",
+        "|---|---|---|",
+    ]
+    for r in dm["rows"]:
+        lines.append(f"| {r['dim']} | {_fmt(r['tv']['value'])} | [{_fmt(r['tv']['low'])}, {_fmt(r['tv']['high'])}] |")
+    lines += ["", f"Fitted slope of log TV vs log d: **{_fmt(dm['slope'])}** (the bound's discretisation "
+              "term grows like d^{p+1} at fixed H_max; the bound is a worst case over targets).",
+              "", f"![TV vs d]({fig})", ""]
+    # 4. bound
+    b = m["bound"]
+    fig = _fig_bound(b, out)
+    lines += [
+        "## 4. The bound's terms beside the measured TV",
+        "",
+        "Terms `d^{7/4} eps^{1/2}` and `d (d H_max)^p` from the measured quantities; the constants",
+        "C1, C2 are **fitted** (non-negative least squares on relative residuals) per family, not",
+        "derived.",
+        "",
+        "| family | C1 (score term) | C2 (discretisation term) | max relative residual |",
+        "|---|---|---|---|",
+    ]
+    for f in b["families"]:
+        meas = np.asarray(f["measured"])
+        fit = np.asarray(f["fitted"])
+        rr = np.max(np.abs(fit - meas) / np.maximum(meas, 1e-300)) if meas.size else float("nan")
+        lines.append(f"| {f['name']} | {_fmt(f['c_score'])} | {_fmt(f['c_disc'])} | {_fmt(rr, 2)} |")
+    lines += ["", f"![bound]({fig})", ""]
+    # 5. learned
+    if "learned" in m:
+        lr = m["learned"]
+        lines += [
+            "## 5. A learned score",
+            "",
+            f"A Flax NNX MLP trained by denoising score matching ({lr['train_steps']} steps, "
+            f"{lr['train_seconds']:.0f} s) on the 2-D 8-Gaussian ring; checkpoint in `{Path(lr['model_dir']).name}/`.",
+            "",
+            "| score | eps_score^2 (time-averaged) | TV of the sampler |",
+            "|---|---|---|",
+            f"| zero score (reference) | {_fmt(lr['zero_score_eps_sq'])} | |",
+            f"| learned | {_fmt(lr['eps_score_sq'])} | {_fmt(lr['tv_learned']['value'])} "
+            f"[{_fmt(lr['tv_learned']['low'])}, {_fmt(lr['tv_learned']['high'])}] |",
+            f"| exact | 0 | {_fmt(lr['tv_exact']['value'])} "
+            f"[{_fmt(lr['tv_exact']['low'])}, {_fmt(lr['tv_exact']['high'])}] |",
+            "",
+            f"Both with `{lr['solver']}`, {lr['steps']} steps: the gap between the two TVs is the score",
+            "error's share.",
+            "",
+        ]
+    # 6. regularity
+    if "regularity" in m:
+        lines += ["## 6. Regularity of the score", ""]
+        for name, r in m["regularity"].items():
+            verdict = "stay bounded" if r["bounded"] else "do NOT stay bounded"
+            lines += [
+                f"**{name} score**: the sigma-weighted norms (sigma^2 ||Ds||, sigma^3 ||D^2 s||) {verdict} "
+                "down to t_end (criterion: the value at t_end is within 10x of the grid median and grows",
+                "by at most 3x over the last three grid points).",
+                "",
+                "| source/quantity | at t_end | median over t | max over t | bounded |",
+                "|---|---|---|---|---|",
+            ]
+            for k, c in r["checks"].items():
+                lines.append(f"| {k} | {_fmt(c['at_t_end'])} | {_fmt(c['median'])} | {_fmt(c['max'])} | "
+                             f"{'yes' if c['bounded'] else 'no'} |")
+            lines += ["", f"![regularity {name}]({r['figure']})", ""]
+    lines += ["## Timings", ""] + [f"- {k}: {v:.1f} s" for k, v in m["timings"].items()] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,443 @@
+"""The end-to-end study behind ``jaxode-diffusion study``: both terms of the bound, measured.
+
+Sections (each a function returning a JSON-able dict; :mod:`jaxode_diffusion.report` writes
+the report):
+
+1. ``discretisation``: exact-density TV (change of variables through the sampler) against
+   ``H_max`` for orders ``p = 1..4`` (euler, heun, kutta3, rk4) in the plain ``x-t`` form and
+   the exponential ``x0-lambda`` form, with exact scores and exact ``x_init ~ p_T``, so the only
+   error is the discretisation; fitted slopes (expected about ``p``).
+2. ``score_floor``: TV against ``eps_score`` with a smooth perturbation of the exact score of
+   prescribed L2 size (fine steps, so discretisation is negligible); fitted slope.
+3. ``dimension``: TV against ``d`` at a fixed solver and step count.
+4. ``bound``: the theorem's terms ``d^{7/4} eps^{1/2}`` and ``d (d H_max)^p`` from the measured
+   quantities beside the measured TV, constants fitted by non-negative least squares.
+5. ``learned``: a Flax MLP trained by denoising score matching on the mixture; measured
+   ``eps_score``; TV of its sampler beside the exact-score sampler's.
+6. ``regularity``: sigma-weighted derivative norms of the exact and the learned score along
+   trajectories and at noised data, and whether they stay bounded down to ``t_end``.
+
+Everything runs in float64 (``jax_enable_x64``) except the learned model (float32 network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = ["StudyConfig", "run_study", "PRESETS"]
+
+ORDERS = {1: "euler", 2: "heun", 3: "kutta3", 4: "rk4"}
+
+
+@dataclass
+class StudyConfig:
+    """Settings of a study run; ``preset`` picks sizes, other fields override them."""
+
+    out: str = "study_out"
+    preset: str = "default"
+    seed: int = 0
+    dim: int = 2
+    process: str = "vp_linear"
+    grid: str = "log_snr"
+    t_end: float = 1e-3
+    forms: tuple = ("x-t", "x0-lambda")
+    step_counts: tuple = (4, 8, 16, 32, 64)
+    tv_samples: int = 4000
+    floor_solver: str = "x0-lambda:rk4"
+    floor_steps: int = 32
+    eps_values: tuple = (0.01, 0.03, 0.1, 0.3)
+    dims: tuple = (1, 2, 4, 8)
+    dim_solver: str = "x0-lambda:heun"
+    dim_steps: int = 8
+    learned: bool = True
+    train_steps: int = 3000
+    learned_solver: str = "x0-lambda:rk4"
+    learned_steps: int = 8
+    regularity: bool = True
+    regularity_times: int = 10
+    regularity_batch: int = 32
+    extras: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+PRESETS = {
+    # about a minute on 2 CPU cores
+    "quick": dict(step_counts=(4, 8, 16), tv_samples=1000, eps_values=(0.03, 0.1, 0.3), dims=(1, 2, 4),
+                  train_steps=600, regularity_times=5, regularity_batch=8, floor_steps=16),
+    # the default: well within 10 minutes on 2 CPU cores
+    "default": {},
+    # sized for a GPU
+    "full": dict(step_counts=(4, 8, 16, 32, 64, 128), tv_samples=50_000, eps_values=(0.003, 0.01, 0.03, 0.1, 0.3),
+                 dims=(1, 2, 4, 8, 16), train_steps=20_000, regularity_times=20, regularity_batch=256,
+                 floor_steps=64),
+}
+
+
+def make_config(preset: str = "default", **overrides) -> StudyConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r}: choose one of {sorted(PRESETS)}.")
+    cfg = StudyConfig(preset=preset, **PRESETS[preset])
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if not hasattr(cfg, k):
+            raise ValueError(f"unknown study setting {k!r}.")
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _target(cfg: StudyConfig, d: int):
+    from .data import default_gmm
+
+    return default_gmm(d)
+
+
+def _slope(x, y, floor=None):
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(y) & (y > 0)
+    if floor is not None:
+        keep &= y > floor
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+def _tv(score_fn, process, target, cfg, key, solver, num_steps):
+    from .metrics import sampler_tv
+
+    est = sampler_tv(score_fn, process, target, solver=solver, num_steps=num_steps, key=key,
+                     num_samples=cfg.tv_samples, t_end=cfg.t_end, grid=cfg.grid)
+    return {"value": est.value, "stderr": est.stderr, "low": est.low, "high": est.high}
+
+
+def _h_max(process, solver, num_steps, cfg):
+    from .sampling import make_plan, make_times
+
+    ts = make_times(process, num_steps=num_steps, t_end=cfg.t_end, grid=cfg.grid)
+    plan = make_plan(process, solver, ts)
+    return float(jnp.max(jnp.abs(jnp.diff(plan.us))))
+
+
+def discretisation(cfg: StudyConfig, process, bar) -> dict:
+    target = _target(cfg, cfg.dim)
+    sf = target.score_fn(process)
+    rows = []
+    key = jax.random.PRNGKey(cfg.seed)
+    for form in cfg.forms:
+        for p, tab in ORDERS.items():
+            solver = f"{form}:{tab}"
+            for n in cfg.step_counts:
+                key, sub = jax.random.split(key)
+                tv = _tv(sf, process, target, cfg, sub, solver, n)
+                rows.append(dict(form=form, order=p, solver=solver, steps=n, nfe=n * _stages(tab),
+                                 h_max=_h_max(process, solver, n, cfg), tv=tv))
+                bar.update(1)
+    fits = []
+    for form in cfg.forms:
+        for p in ORDERS:
+            rs = [r for r in rows if r["form"] == form and r["order"] == p]
+            # points within 3 standard errors of 0 are Monte Carlo noise, not signal
+            h = [r["h_max"] for r in rs if r["tv"]["value"] > 3 * r["tv"]["stderr"]]
+            tv = [r["tv"]["value"] for r in rs if r["tv"]["value"] > 3 * r["tv"]["stderr"]]
+            fits.append(dict(form=form, order=p, slope=_slope(h, tv), points=len(h)))
+    return {"rows": rows, "fits": fits, "dim": cfg.dim}
+
+
+def _stages(tab):
+    from . import tableaux
+
+    return tableaux.get(tab).num_stages
+
+
+def score_floor(cfg: StudyConfig, process, bar) -> dict:
+    from .theory import make_perturbed_score
+
+    target = _target(cfg, cfg.dim)
+    key = jax.random.PRNGKey(cfg.seed + 1)
+    rows = []
+    base = _tv(target.score_fn(process), process, target, cfg, key, cfg.floor_solver, cfg.floor_steps)
+    for eps in cfg.eps_values:
+        key, k1, k2 = jax.random.split(key, 3)
+        pert, eps_meas = make_perturbed_score(target, process, eps, k1, t_min=cfg.t_end,
+                                              num_samples=1024, num_times=16)
+        tv = _tv(pert, process, target, cfg, k2, cfg.floor_solver, cfg.floor_steps)
+        rows.append(dict(eps_target=float(eps), eps_score=float(eps_meas), tv=tv))
+        bar.update(1)
+    slope = _slope([r["eps_score"] for r in rows], [r["tv"]["value"] for r in rows])
+    return {"rows": rows, "exact_score_tv": base, "slope": slope, "solver": cfg.floor_solver,
+            "steps": cfg.floor_steps, "dim": cfg.dim}
+
+
+def dimension_target(d: int):
+    """The same mixture in every d: two components at +-2 e_1, isotropic std 0.3, so every
+    added coordinate is one more Gaussian direction (TV vs d is then a clean d-dependence)."""
+    from .targets import GaussianMixture
+
+    means = np.zeros((2, d))
+    means[0, 0], means[1, 0] = -2.0, 2.0
+    return GaussianMixture(np.ones(2), means, np.full(2, 0.09))
+
+
+def dimension(cfg: StudyConfig, process, bar) -> dict:
+    rows = []
+    key = jax.random.PRNGKey(cfg.seed + 2)
+    for d in cfg.dims:
+        target = dimension_target(int(d))
+        key, sub = jax.random.split(key)
+        tv = _tv(target.score_fn(process), process, target, cfg, sub, cfg.dim_solver, cfg.dim_steps)
+        rows.append(dict(dim=int(d), tv=tv, h_max=_h_max(process, cfg.dim_solver, cfg.dim_steps, cfg)))
+        bar.update(1)
+    slope = _slope([r["dim"] for r in rows], [r["tv"]["value"] for r in rows])
+    return {"rows": rows, "slope": slope, "solver": cfg.dim_solver, "steps": cfg.dim_steps}
+
+
+def _broadcast_terms(terms, tv):
+    from .theory import BoundTerms
+
+    return BoundTerms(np.broadcast_to(np.asarray(terms.score, float), tv.shape).copy(),
+                      np.broadcast_to(np.asarray(terms.discretization, float), tv.shape).copy())
+
+
+def bound(disc: dict, floor: dict, dims: dict) -> dict:
+    """Theorem terms from measured quantities beside measured TV; constants fitted (NNLS)."""
+    from .theory import bound_terms, fit_bound_constants
+
+    out = {"families": []}
+    # Discretisation runs (exact score: eps = 0), one constant pair per (form, order).
+    for fit in disc["fits"]:
+        rs = [r for r in disc["rows"] if r["form"] == fit["form"] and r["order"] == fit["order"]
+              and r["tv"]["value"] > 3 * r["tv"]["stderr"]]
+        if len(rs) < 2:
+            continue
+        terms = bound_terms(disc["dim"], 0.0, np.array([r["h_max"] for r in rs]), fit["order"])
+        tv = np.array([r["tv"]["value"] for r in rs])
+        terms = _broadcast_terms(terms, tv)
+        bf = fit_bound_constants(tv, terms.score, terms.discretization)
+        out["families"].append(dict(
+            name=f"{fit['form']} p={fit['order']}", c_score=bf.c_score, c_disc=bf.c_disc,
+            measured=tv.tolist(), fitted=np.asarray(bf.fitted).tolist(),
+            term_score=np.asarray(terms.score).tolist(), term_disc=np.asarray(terms.discretization).tolist(),
+            x=[r["h_max"] for r in rs], x_name="H_max"))
+    # Score-error runs: both terms, discretisation at the floor solver's h_max.
+    rs = floor["rows"]
+    if len(rs) >= 2:
+        from .sampling import get_solver
+
+        p = get_solver(floor["solver"]).order
+        eps = np.array([r["eps_score"] for r in rs])
+        h = floor.get("h_max", 0.1)
+        terms = bound_terms(floor["dim"], eps, np.full_like(eps, h), p)
+        tv = np.array([max(r["tv"]["value"], 1e-12) for r in rs])
+        terms = _broadcast_terms(terms, tv)
+        bf = fit_bound_constants(tv, terms.score, terms.discretization)
+        out["families"].append(dict(
+            name=f"score error ({floor['solver']}, {floor['steps']} steps)", c_score=bf.c_score,
+            c_disc=bf.c_disc, measured=tv.tolist(), fitted=np.asarray(bf.fitted).tolist(),
+            term_score=np.asarray(terms.score).tolist(), term_disc=np.asarray(terms.discretization).tolist(),
+            x=eps.tolist(), x_name="eps_score"))
+    rs = dims["rows"]
+    if len(rs) >= 2:
+        from .sampling import get_solver
+
+        p = get_solver(dims["solver"]).order
+        d = np.array([r["dim"] for r in rs], float)
+        terms = bound_terms(d, 0.0, np.array([r["h_max"] for r in rs]), p)
+        tv = np.array([max(r["tv"]["value"], 1e-12) for r in rs])
+        terms = _broadcast_terms(terms, tv)
+        bf = fit_bound_constants(tv, terms.score, terms.discretization)
+        out["families"].append(dict(
+            name=f"dimension ({dims['solver']}, {dims['steps']} steps)", c_score=bf.c_score, c_disc=bf.c_disc,
+            measured=tv.tolist(), fitted=np.asarray(bf.fitted).tolist(),
+            term_score=np.asarray(terms.score).tolist(), term_disc=np.asarray(terms.discretization).tolist(),
+            x=d.tolist(), x_name="d"))
+    return out
+
+
+def learned(cfg: StudyConfig, process, out_dir: Path, bar) -> dict:
+    from .score_error import score_error
+    from .training import TrainConfig, train
+
+    target = _target(cfg, 2)
+    tcfg = TrainConfig(data="gmm", dim=2, steps=cfg.train_steps, out_dir=str(out_dir / "model"),
+                       seed=cfg.seed, progress=False, eval_every=0, ckpt_every=max(cfg.train_steps // 2, 1),
+                       process=cfg.process)
+    t0 = time.time()
+    res = train(tcfg)
+    train_s = time.time() - t0
+    bar.update(1)
+    sf = res.score_fn()
+    key = jax.random.PRNGKey(cfg.seed + 3)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+
+    def f32_score(x, t):  # the network is float32; the study's samplers run in float64
+        return sf(x.astype(jnp.float32), jnp.asarray(t, jnp.float32)).astype(x.dtype)
+
+    err = score_error(f32_score, target, process, key=k1, t_min=cfg.t_end)
+    untrained = score_error(lambda x, t: jnp.zeros_like(x), target, process, key=k1, t_min=cfg.t_end)
+    tv_learned = _tv(f32_score, process, target, cfg, k2, cfg.learned_solver, cfg.learned_steps)
+    tv_exact = _tv(target.score_fn(process), process, target, cfg, k3, cfg.learned_solver, cfg.learned_steps)
+    bar.update(1)
+    return {
+        "train_steps": cfg.train_steps,
+        "train_seconds": train_s,
+        "eps_score_sq": float(err.value),
+        "eps_score_sq_weighted": float(err.weighted),
+        "zero_score_eps_sq": float(untrained.value),
+        "tv_learned": tv_learned,
+        "tv_exact": tv_exact,
+        "solver": cfg.learned_solver,
+        "steps": cfg.learned_steps,
+        "model_dir": str(out_dir / "model"),
+        "_score_fn": f32_score,
+    }
+
+
+def regularity_section(cfg: StudyConfig, process, out_dir: Path, learned_score, bar) -> dict:
+    from .regularity import plot_profile, profile
+
+    target = _target(cfg, 2)
+    t_grid = np.geomspace(cfg.t_end, process.default_t_start, cfg.regularity_times)
+    x0 = target.sample(jax.random.PRNGKey(cfg.seed + 4), cfg.regularity_batch)
+    out = {}
+    scores = {"exact": target.score_fn(process)}
+    if learned_score is not None:
+        scores["learned"] = learned_score
+    for name, sf in scores.items():
+        prof = profile(sf, process, t_grid=t_grid, x_source=x0, key=jax.random.PRNGKey(cfg.seed + 5))
+        png = out_dir / f"regularity_{name}.png"
+        plot_profile(prof, png, title=f"{name} score: derivative norms")
+        d = prof.to_dict()
+        verdict = _bounded_verdict(d)
+        out[name] = {"profile": d, "figure": png.name, **verdict}
+        bar.update(1)
+    return out
+
+
+def _bounded_verdict(prof: dict) -> dict:
+    """Do sigma-weighted norms stay bounded down to t_end? Compare the smallest-t values with the
+    largest over the grid: bounded if the value at t_end is within 10x of the grid's median and
+    does not grow monotonically over the last three grid points by more than 3x in total."""
+    res = {}
+    for src, quantities in prof["results"].items():
+        for q, w in quantities.items():
+            vals = np.asarray(w["weighted"]["max"], float)
+            if vals.size < 3 or not np.all(np.isfinite(vals)):
+                continue
+            first3 = vals[:3]  # increasing t: the first entries are nearest t_end
+            growth = float(first3[0] / max(first3[2], 1e-300))
+            ok = bool(vals[0] <= 10 * np.median(vals) and growth <= 3.0)
+            res[f"{src}/{q}"] = dict(at_t_end=float(vals[0]), median=float(np.median(vals)),
+                                     max=float(vals.max()), growth_last3=growth, bounded=ok)
+    return {"checks": res, "bounded": bool(res) and all(v["bounded"] for v in res.values())}
+
+
+def run_study(cfg: StudyConfig) -> dict:
+    """Run every section, write ``metrics.json``, ``config.json``, figures and ``report.md``."""
+    jax.config.update("jax_enable_x64", True)
+    from .processes import get_process
+    from .report import write_report
+
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    process = get_process(cfg.process)
+    n_disc = len(cfg.forms) * len(ORDERS) * len(cfg.step_counts)
+    total = n_disc + len(cfg.eps_values) + len(cfg.dims) + (2 if cfg.learned else 0) + (
+        (2 if cfg.learned else 1) if cfg.regularity else 0)
+    t0 = time.time()
+    metrics: dict = {"config": cfg.to_dict(), "timings": {}}
+    with tqdm(total=total, desc="study", unit="run") as bar:
+        for name, fn in (("discretisation", lambda: discretisation(cfg, process, bar)),
+                         ("score_floor", lambda: score_floor(cfg, process, bar)),
+                         ("dimension", lambda: dimension(cfg, process, bar))):
+            bar.set_postfix_str(name)
+            s = time.time()
+            metrics[name] = fn()
+            metrics["timings"][name] = time.time() - s
+        metrics["score_floor"]["h_max"] = _h_max(process, cfg.floor_solver, cfg.floor_steps, cfg)
+        metrics["bound"] = bound(metrics["discretisation"], metrics["score_floor"], metrics["dimension"])
+        learned_score = None
+        if cfg.learned:
+            bar.set_postfix_str("learned")
+            s = time.time()
+            lr = learned(cfg, process, out_dir, bar)
+            learned_score = lr.pop("_score_fn")
+            metrics["learned"] = lr
+            metrics["timings"]["learned"] = time.time() - s
+        if cfg.regularity:
+            bar.set_postfix_str("regularity")
+            s = time.time()
+            metrics["regularity"] = regularity_section(cfg, process, out_dir, learned_score, bar)
+            metrics["timings"]["regularity"] = time.time() - s
+    metrics["timings"]["total"] = time.time() - t0
+    metrics["machine"] = _machine()
+    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+    write_report(metrics, out_dir)
+    return metrics
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    dev = jax.devices()[0]
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
+            "device": f"{dev.platform} ({dev.device_kind})", "date": time.strftime("%Y-%m-%d")}
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, (np.ndarray, jax.Array)):
+        return _jsonable(np.asarray(o).tolist())
+    return o
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study", help="run the whole study and write report.md, figures and metrics.json")
+    p.add_argument("--out", default="study_out", help="output directory")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores")
+    g.add_argument("--full", action="store_true", help="sized for a GPU")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--process", default=None, help="built-in process name (default vp_linear)")
+    p.add_argument("--dim", type=int, default=None, help="dimension of the convergence/score-floor target")
+    p.add_argument("--no-learned", action="store_true", help="skip training a model")
+    p.add_argument("--no-regularity", action="store_true", help="skip regularity profiles")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    preset = "quick" if args.quick else "full" if args.full else "default"
+    cfg = make_config(preset, out=args.out, seed=args.seed, process=args.process, dim=args.dim)
+    if args.no_learned:
+        cfg.learned = False
+    if args.no_regularity:
+        cfg.regularity = False
+    cmd = "jaxode-diffusion study --out " + args.out + (" --quick" if args.quick else " --full" if args.full else "")
+    cfg.extras["command"] = cmd
+    metrics = run_study(cfg)
+    print(f"report: {Path(args.out) / 'report.md'}  (total {metrics['timings']['total']:.0f} s)")
+    return 0

@@ -1,0 +1,372 @@
+"""Tests for jaxode_diffusion.metrics: exact-density TV, sampler densities, sample distances.
+
+The sampler-density checks share one problem (a 2-D Gaussian mixture, 4 steps of
+``x0-lambda:rk4``, so the sampler's law q is visibly different from the target) and one batch
+shape, so the flow-and-Jacobian program compiles once for all of them.
+
+How the change-of-variables density is checked without trusting it:
+* importance identity: ``E_{y~q}[p(y)/q(y)] = 1`` for any density p that q covers — a wrong
+  ``log q`` (shape or normalisation) breaks it;
+* output-space normalisation: q is evaluated on a grid of *output* points y by inverting the
+  discrete map (reversed-grid run as a first guess, then Newton on ``Phi(x) = y`` with the exact
+  Jacobian, residual checked), and its Riemann sum must be 1;
+* the grid density integrated over coarse cells must match the histogram of independent sampler
+  outputs (chi-square), and the quadrature TV ``int (q - p)_+`` on the grid must fall in the
+  Monte Carlo interval of :func:`tv_distance`.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+
+import jaxode_diffusion as jd
+from jaxode_diffusion import metrics as M
+from jaxode_diffusion.convergence import fit_order
+from jaxode_diffusion.sampling import _run, get_solver, make_times
+
+# ------------------------------------------------------------------------------------------
+# Exact TV between known Gaussians
+# ------------------------------------------------------------------------------------------
+
+
+def _gauss_logpdf(x, mu, s):
+    x = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    mu = np.broadcast_to(np.asarray(mu, np.float64), (x.shape[1],))
+    d = x.shape[1]
+    return -0.5 * np.sum((x - mu) ** 2, 1) / s**2 - d * np.log(s) - 0.5 * d * np.log(2 * np.pi)
+
+
+@pytest.mark.parametrize(
+    "d,mu,s", [(1, 1.0, 1.0), (1, -0.4, 0.5), (2, (0.6, -0.8), 1.0), (2, (2.0, 1.0), 1.5)]
+)
+def test_tv_equal_covariance_closed_form(d, mu, s):
+    # q = N(0, s^2 I), p = N(mu, s^2 I): TV = 2 Phi(|mu| / 2s) - 1.
+    rng = np.random.default_rng(d)
+    y = s * rng.normal(size=(40_000, d))
+    exact = 2 * scipy.stats.norm.cdf(np.linalg.norm(mu) / (2 * s)) - 1
+    # One fixed draw: a 99.9% interval (nominal coverage is tested by test_tv_interval_coverage).
+    est = M.tv_distance(lambda x: _gauss_logpdf(x, mu, s), y, _gauss_logpdf(y, 0.0, s), confidence=0.999)
+    assert est.low <= exact <= est.high, (est, exact)
+    assert abs(est.value - exact) < 4 * est.stderr
+    assert est.n == 40_000 and 0 < est.stderr < 0.01
+
+
+def test_tv_unequal_variance_quadrature():
+    # q = N(0, 1), p = N(0.5, 0.6^2) in 1-D: TV = 1/2 int |p - q| on a fine grid.
+    grid = np.linspace(-12, 12, 200_001)
+    p, q = scipy.stats.norm.pdf(grid, 0.5, 0.6), scipy.stats.norm.pdf(grid, 0.0, 1.0)
+    exact = 0.5 * np.trapezoid(np.abs(p - q), grid)
+    y = np.random.default_rng(3).normal(size=(40_000, 1))
+    log_p = lambda x: scipy.stats.norm.logpdf(x[:, 0], 0.5, 0.6)
+    est = M.tv_distance(log_p, y, scipy.stats.norm.logpdf(y[:, 0]), confidence=0.999)
+    assert est.low <= exact <= est.high
+    assert abs(est.value - exact) < 4 * est.stderr
+
+
+def test_tv_interval_coverage():
+    # Over many replications the 90% interval covers the exact TV about 90% of the time.
+    rng = np.random.default_rng(7)
+    exact = 2 * scipy.stats.norm.cdf(0.5) - 1
+    covered = []
+    for _ in range(300):
+        y = rng.normal(size=(400,))
+        est = M.tv_distance(lambda x: scipy.stats.norm.logpdf(x, 1.0), y, scipy.stats.norm.logpdf(y),
+                            confidence=0.9)
+        covered.append(est.low <= exact <= est.high)
+    # Binomial(300, 0.9): sd 0.017; accept +-4 sd.
+    assert 0.83 < np.mean(covered) < 0.97
+
+
+def test_tv_validation():
+    y = np.zeros((10, 2))
+    with pytest.raises(ValueError, match="confidence"):
+        M.tv_distance(lambda x: np.zeros(10), y, np.zeros(10), confidence=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        M.tv_distance(lambda x: np.zeros(10), y, np.zeros(9))
+    with pytest.raises(ValueError, match="non-finite"):
+        M.tv_distance(lambda x: np.zeros(10), y, np.full(10, np.nan))
+    # log p = -inf (outside p's support) is allowed and counts fully.
+    assert M.tv_distance(lambda x: np.full(10, -np.inf), y, np.zeros(10)).value == 1.0
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_histogram_tv_matches_closed_form(d):
+    rng = np.random.default_rng(11)
+    mu = np.array([1.0, 0.0])[:d]
+    n = 200_000
+    p, q = rng.normal(size=(n, d)), mu + rng.normal(size=(n, d))
+    exact = 2 * scipy.stats.norm.cdf(np.linalg.norm(mu) / 2) - 1
+    rng_ = (-5.0, 6.0) if d == 1 else ((-5.0, 6.0), (-5.0, 5.0))
+    if d == 1:
+        p, q = p[:, 0], q[:, 0]
+    val = M.histogram_tv(p, q, bins=100 if d == 1 else 25, range=rng_)
+    assert abs(val - exact) < 0.03
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        M.histogram_tv(np.zeros((5, 3)), np.zeros((5, 3)))
+
+
+# ------------------------------------------------------------------------------------------
+# The change-of-variables density of a sampler
+# ------------------------------------------------------------------------------------------
+
+_G = 100  # grid points per axis; the Monte Carlo batch has the same size (one compilation)
+_L = 6.0  # half-width of the box holding the mass of q and p
+
+
+@pytest.fixture(scope="module")
+def flow_problem():
+    vp = jd.VPLinear()
+    gm = jd.GaussianMixture.random(jax.random.PRNGKey(0), 3, 2, scale=1.0, min_var=0.2, max_var=0.6,
+                                   diagonal=True)
+    sf = gm.score_fn(vp)
+    solver = get_solver("x0-lambda:rk4")
+    ts = make_times(vp, num_steps=4, grid="log_snr")
+    p_start, p_end = gm.marginal(vp, ts[0]), gm.marginal(vp, ts[-1])
+    n = _G * _G
+    x0 = p_start.sample(jax.random.PRNGKey(1), n)
+    y, log_q = M.sampler_log_density(sf, vp, x0, solver=solver, grid=ts, init_log_prob=p_start.log_prob)
+
+    # Output grid, and its preimage under the discrete map Phi.
+    g = (jnp.arange(_G) + 0.5) / _G * 2 * _L - _L
+    grid_y = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    xg = _run(sf, vp, grid_y, ts[::-1], solver, False)[0]  # the same RK run backwards: first guess
+    for _ in range(8):
+        phi, jac = M._flow_and_jacobian(sf, vp, xg, ts, solver)
+        xg = xg - jnp.linalg.solve(jac, (phi - grid_y)[..., None])[..., 0]
+    yg, log_qg = M.sampler_log_density(sf, vp, xg, solver=solver, grid=ts, init_log_prob=p_start.log_prob)
+    # Newton stalls only far in the tails, where the 4-step map is strongly nonlinear (p ~ 1e-19
+    # there for this problem); those points get q = 0 and their mass is bounded by the
+    # normalisation test (the Riemann sum over the converged points is already ~1).
+    converged = jnp.linalg.norm(yg - grid_y, axis=1) < 1e-8
+    q_grid = jnp.where(converged, jnp.exp(log_qg), 0.0)
+    return dict(vp=vp, gm=gm, sf=sf, solver=solver, ts=ts, p_end=p_end, x0=x0, y=y, log_q=log_q,
+                grid_y=grid_y, converged=converged, q_grid=q_grid, cell=(2 * _L / _G) ** 2)
+
+
+def test_density_samples_are_the_sampler_outputs(flow_problem):
+    fp = flow_problem
+    y_ref = jd.sample(fp["sf"], fp["vp"], fp["x0"], solver=fp["solver"], grid=fp["ts"])
+    np.testing.assert_allclose(fp["y"], y_ref, rtol=1e-12, atol=1e-12)
+    assert fp["log_q"].shape == (_G * _G,)
+
+
+def test_importance_weights_average_to_one(flow_problem):
+    fp = flow_problem
+    w = np.exp(np.asarray(fp["p_end"].log_prob(fp["y"]) - fp["log_q"]))
+    se = w.std(ddof=1) / math.sqrt(w.size)
+    assert abs(w.mean() - 1.0) < 4 * se + 1e-3, (w.mean(), se)
+
+
+def test_density_integrates_to_one_over_output_grid(flow_problem):
+    fp = flow_problem
+    # Newton converged (the grid points really are outputs of the sampler) except at a few points
+    # far in the tails.
+    bad = ~fp["converged"]
+    assert int(bad.sum()) < 0.02 * _G * _G
+    assert float(jnp.max(jnp.where(bad, fp["p_end"].log_prob(fp["grid_y"]), -jnp.inf))) < -20.0
+    total_q = float(jnp.sum(fp["q_grid"])) * fp["cell"]
+    total_p = float(jnp.sum(jnp.exp(fp["p_end"].log_prob(fp["grid_y"])))) * fp["cell"]
+    assert abs(total_p - 1.0) < 1e-4  # the box holds the mass
+    assert abs(total_q - 1.0) < 1e-4
+
+
+def test_density_matches_histogram_of_outputs(flow_problem):
+    fp = flow_problem
+    k = 10  # coarse cells per axis
+    qg = np.asarray(fp["q_grid"]).reshape(_G, _G) * fp["cell"]
+    q_cells = qg.reshape(k, _G // k, k, _G // k).sum((1, 3))
+    h, _ = np.histogramdd(np.asarray(fp["y"]), bins=k, range=[(-_L, _L)] * 2)
+    n = fp["y"].shape[0]
+    keep = q_cells > 5.0 / n
+    chi2 = np.sum((h[keep] - n * q_cells[keep]) ** 2 / (n * q_cells[keep]))
+    dof = int(keep.sum()) - 1
+    assert chi2 < dof + 5 * math.sqrt(2 * dof), (chi2, dof)
+
+
+def test_grid_tv_matches_monte_carlo_tv(flow_problem):
+    fp = flow_problem
+    q = np.asarray(fp["q_grid"])
+    p = np.exp(np.asarray(fp["p_end"].log_prob(fp["grid_y"])))
+    tv_grid = float(np.sum(np.maximum(q - p, 0.0)) * fp["cell"])
+    est = M.tv_distance(fp["p_end"].log_prob, fp["y"], fp["log_q"], confidence=0.999)
+    assert tv_grid > 0.02  # four RK4 steps: a visible error, so the check has teeth
+    assert est.low - 1e-3 <= tv_grid <= est.high + 1e-3, (est, tv_grid)
+
+
+def test_default_init_density_is_the_prior(flow_problem):
+    fp = flow_problem
+    vp, ts = fp["vp"], fp["ts"]
+    x0 = vp.prior_sample(jax.random.PRNGKey(5), (_G * _G, 2), t=ts[0])
+    c = float(vp.c(ts[0]))
+    prior = lambda x: jax.scipy.stats.multivariate_normal.logpdf(x, jnp.zeros(2), c**2 * jnp.eye(2))
+    _, lq_default = M.sampler_log_density(fp["sf"], vp, x0, solver=fp["solver"], grid=ts)
+    _, lq_explicit = M.sampler_log_density(fp["sf"], vp, x0, solver=fp["solver"], grid=ts,
+                                           init_log_prob=prior)
+    np.testing.assert_allclose(lq_default, lq_explicit, rtol=1e-10, atol=1e-10)
+
+
+def test_sampler_tv_decreases_with_steps(flow_problem):
+    fp = flow_problem
+    kw = dict(solver="x0-lambda:rk4", grid="log_snr", key=jax.random.PRNGKey(2))
+    few = M.sampler_tv(fp["sf"], fp["vp"], fp["gm"], num_steps=4, num_samples=_G * _G, **kw)
+    many = M.sampler_tv(fp["sf"], fp["vp"], fp["gm"], num_steps=16, num_samples=_G * _G, **kw)
+    assert many.high < few.low / 5, (few, many)
+    est, y, lq = M.sampler_tv(fp["sf"], fp["vp"], fp["gm"], num_steps=4, num_samples=_G * _G,
+                              compare_to="data", return_samples=True, **kw)
+    assert y.shape == (_G * _G, 2) and lq.shape == (_G * _G,)
+    assert abs(est.value - few.value) < 0.02  # t_end = 1e-3: p_t_end is close to p_0
+    with pytest.raises(ValueError, match="compare_to"):
+        M.sampler_tv(fp["sf"], fp["vp"], fp["gm"], num_steps=4, num_samples=8, compare_to="x", **kw)
+
+
+def test_sampler_log_density_validation():
+    vp = jd.VPLinear()
+    sf = jd.GaussianMixture.ring(4).score_fn(vp)
+    with pytest.raises(ValueError, match="x_init"):
+        M.sampler_log_density(sf, vp, jnp.zeros(2), num_steps=2)
+    with pytest.raises(ValueError, match="init_log_prob"):
+        M.sampler_log_density(sf, vp, jnp.zeros((3, 2)), num_steps=2, init_log_prob=lambda x: jnp.zeros(2))
+
+
+# ------------------------------------------------------------------------------------------
+# Sample-based distances
+# ------------------------------------------------------------------------------------------
+
+_KEY = jax.random.PRNGKey(0)
+
+
+def _sets(n=300, m=300, d=2, dtype=jnp.float64):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(42))
+    return jax.random.normal(k1, (n, d), dtype), jax.random.normal(k2, (m, d), dtype)
+
+
+_DISTANCES = {
+    "sw": lambda x, y: M.sliced_wasserstein(x, y, key=_KEY, num_projections=64),
+    "mmd": lambda x, y: M.mmd(x, y),
+    "energy": lambda x, y: M.energy_distance(x, y),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_DISTANCES))
+def test_distance_zero_grows_symmetric(name):
+    f = _DISTANCES[name]
+    x, y = _sets(300, 200)
+    assert abs(float(f(x, x))) < 1e-2
+    shift = jnp.array([1.0, 0.0])
+    vals = [float(f(x, y + a * shift)) for a in (0.0, 0.5, 1.0, 2.0)]
+    assert all(a < b for a, b in zip(vals, vals[1:], strict=False)), vals
+    np.testing.assert_allclose(float(f(x, y + shift)), float(f(y + shift, x)), rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(_DISTANCES))
+def test_distance_float32_safe(name):
+    f = _DISTANCES[name]
+    x64, y64 = _sets(300, 200)  # the shapes above: the float64 program is reused
+    y64 = y64 + 100.0  # far from the origin: float32 cancellation would show
+    x64 = x64 + 100.5
+    out32 = f(x64.astype(jnp.float32), y64.astype(jnp.float32))
+    assert out32.dtype == jnp.float32 and bool(jnp.isfinite(out32))
+    np.testing.assert_allclose(float(out32), float(f(x64, y64)), rtol=2e-3, atol=1e-5)
+
+
+def test_sliced_wasserstein_1d_is_exact_wasserstein():
+    x, y = _sets(137, 61, d=1)
+    ref = scipy.stats.wasserstein_distance(np.asarray(x[:, 0]), np.asarray(y[:, 0]))
+    val = M.sliced_wasserstein(x, y, key=_KEY, num_projections=4, p=1)
+    np.testing.assert_allclose(float(val), ref, rtol=1e-10)
+    # equal sizes, p = 2: the sorted pairing
+    x, y = _sets(100, 100, d=1)
+    ref2 = np.sqrt(np.mean((np.sort(x[:, 0]) - np.sort(y[:, 0])) ** 2))
+    val2 = M.sliced_wasserstein(x, y, key=_KEY, num_projections=4)
+    np.testing.assert_allclose(float(val2), ref2, rtol=1e-10)
+    # any event shape: (n, 2, 3) is flattened
+    a, b = _sets(50, 40, d=6)
+    val3 = M.sliced_wasserstein(a.reshape(50, 2, 3), b.reshape(40, 2, 3), key=_KEY, num_projections=4)
+    assert np.isfinite(float(val3))
+
+
+def test_energy_distance_matches_scipy_1d():
+    x, y = _sets(120, 90, d=1)
+    ref = scipy.stats.energy_distance(np.asarray(x[:, 0]), np.asarray(y[:, 0] + 0.3)) ** 2
+    np.testing.assert_allclose(float(M.energy_distance(x, y + 0.3)), ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "laplace", "imq"])
+def test_mmd_matches_naive(kernel):
+    x, y = _sets(50, 60, d=3)
+    y = y + 0.5
+    h = 1.3
+    xn, yn = np.asarray(x), np.asarray(y)
+
+    def k(a, b):
+        r2 = np.sum((a[:, None] - b[None]) ** 2, -1)
+        return {"rbf": np.exp(-0.5 * r2 / h**2), "laplace": np.exp(-np.sqrt(r2) / h),
+                "imq": 1 / np.sqrt(1 + r2 / h**2)}[kernel]
+
+    kxx, kyy, kxy = k(xn, xn), k(yn, yn), k(xn, yn)
+    n, m = 50, 60
+    ref = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+           - 2 * kxy.mean())
+    np.testing.assert_allclose(float(M.mmd(x, y, bandwidth=h, kernel=kernel)), ref, rtol=1e-10)
+    if kernel != "rbf":
+        return
+    # median heuristic
+    z = np.concatenate([xn, yn])
+    iu = np.triu_indices(len(z), 1)
+    h_med = np.median(np.linalg.norm(z[iu[0]] - z[iu[1]], axis=-1))
+    np.testing.assert_allclose(float(M.mmd(x, y)), float(M.mmd(x, y, bandwidth=h_med)), rtol=1e-8)
+
+
+def test_distances_differentiable():
+    x, y = _sets(300, 200)
+    assert bool(jnp.all(jnp.isfinite(jax.grad(lambda a: M.energy_distance(a, y))(x))))
+    # zero distances on the diagonal of the within-sample terms: the safe sqrt keeps this finite
+    assert bool(jnp.all(jnp.isfinite(jax.grad(lambda a: M.energy_distance(a, y))(y))))
+
+
+def test_distance_validation():
+    x, _ = _sets(10, 10)
+    with pytest.raises(ValueError, match="event size"):
+        M.energy_distance(x, jnp.zeros((10, 3)))
+    with pytest.raises(ValueError, match="kernel"):
+        M.mmd(x, x, kernel="poly")
+
+
+# ------------------------------------------------------------------------------------------
+# Frechet distance, empirical order
+# ------------------------------------------------------------------------------------------
+
+
+def test_gaussian_frechet_distance_matches_sqrtm():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    c1, c2 = a @ a.T + 0.1 * np.eye(4), b @ b.T + 0.1 * np.eye(4)
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
+    ref = np.sum((mu1 - mu2) ** 2) + np.trace(c1 + c2 - 2 * scipy.linalg.sqrtm(c1 @ c2).real)
+    np.testing.assert_allclose(M.gaussian_frechet_distance(mu1, c1, mu2, c2), ref, rtol=1e-9)
+    # rank-deficient covariances stay finite and non-negative
+    v = rng.normal(size=(4, 1))
+    assert M.gaussian_frechet_distance(mu1, v @ v.T, mu1, v @ v.T) < 1e-7
+
+
+def test_frechet_distance_of_feature_sets():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(20_000, 3))
+    b = np.array([1.0, 0.0, -1.0]) + 2.0 * rng.normal(size=(20_000, 3))
+    assert M.frechet_distance(a, a) < 1e-9
+    # exact for the laws: ||mu||^2 + sum (1 - 2)^2 = 2 + 3
+    assert abs(M.frechet_distance(a, b) - 5.0) < 0.15
+    with pytest.raises(ValueError):
+        M.frechet_distance(a, b[:, :2])
+
+
+def test_empirical_order_is_fit_order():
+    h = np.array([0.2, 0.1, 0.05])
+    err = 3.0 * h**3
+    assert M.empirical_order(h, err) == fit_order(h, err)
+    assert abs(M.empirical_order(h, err) - 3.0) < 1e-10
