@@ -292,7 +292,7 @@ def convergence_study(
              for n in step_counts]
     n_max = max(int(n) for n in step_counts)
     errs, hs, nfes = [], [], []
-    for n, ts in zip(step_counts, grids):
+    for n, ts in zip(step_counts, grids, strict=True):
         pad = jnp.full((n_max - int(n),), ts[-1], ts.dtype)
         ts_pad = jnp.concatenate([ts, pad]) if isinstance(rk, RungeKutta) else ts
         x, _, nfe, _ = _run(score_fn, process, x_init, ts_pad, rk, False)

@@ -57,7 +57,7 @@ class StudyConfig:
     floor_steps: int = 32
     eps_values: tuple = (0.01, 0.03, 0.1, 0.3)
     dims: tuple = (1, 2, 4, 8)
-    dim_solver: str = "x0-lambda:heun"
+    dim_solver: str = "x-t:rk4"
     dim_steps: int = 8
     learned: bool = True
     train_steps: int = 3000
@@ -149,9 +149,11 @@ def discretisation(cfg: StudyConfig, process, bar) -> dict:
     for form in cfg.forms:
         for p in ORDERS:
             rs = [r for r in rows if r["form"] == form and r["order"] == p]
-            # points within 3 standard errors of 0 are Monte Carlo noise, not signal
-            h = [r["h_max"] for r in rs if r["tv"]["value"] > 3 * r["tv"]["stderr"]]
-            tv = [r["tv"]["value"] for r in rs if r["tv"]["value"] > 3 * r["tv"]["stderr"]]
+            # Points within 3 standard errors of 0 are Monte Carlo noise, and TV above 0.5 is
+            # saturating (TV <= 1): neither carries the slope.
+            ok = [r for r in rs if 3 * r["tv"]["stderr"] < r["tv"]["value"] < 0.5]
+            h = [r["h_max"] for r in ok]
+            tv = [r["tv"]["value"] for r in ok]
             fits.append(dict(form=form, order=p, slope=_slope(h, tv), points=len(h)))
     return {"rows": rows, "fits": fits, "dim": cfg.dim}
 
@@ -219,7 +221,7 @@ def bound(disc: dict, floor: dict, dims: dict) -> dict:
     # Discretisation runs (exact score: eps = 0), one constant pair per (form, order).
     for fit in disc["fits"]:
         rs = [r for r in disc["rows"] if r["form"] == fit["form"] and r["order"] == fit["order"]
-              and r["tv"]["value"] > 3 * r["tv"]["stderr"]]
+              and 3 * r["tv"]["stderr"] < r["tv"]["value"] < 0.5]
         if len(rs) < 2:
             continue
         terms = bound_terms(disc["dim"], 0.0, np.array([r["h_max"] for r in rs]), fit["order"])
