@@ -12,17 +12,24 @@ name           time u             state y                          dy/du
 ``x-t``        t                  x                                f x - g^2/2 s(x, t)
 ``eps-rho``    rho = sigma/alpha  x / alpha                        eps_hat = -sigma s
 ``x0-lambda``  lambda             x / sigma                        e^lambda x0_hat = y + sigma s
+``x0-snr``     tau = e^lambda     x / sigma                        x0_hat = (x + sigma^2 s) / alpha
 ``ou``         s = log(1+rho^2)/2 x / c,  c = sqrt(alpha^2+sigma^2) -y - c s
-``ou-exp``     s = log(1+rho^2)/2 x / alpha  (= e^s Y)             -(c^2 / alpha) s(x, t)
+``ou-exp``     v = e^s = c/alpha  x / alpha  (= e^s Y)             -c s(x, t)
 =============  =================  ===============================  ==========================
 
 In the OU frame ``Y = x / c`` follows the canonical Ornstein-Uhlenbeck process
 ``dY = -Y ds + sqrt(2) dB`` whatever the schedule (``e^{-s} = alpha / c``), so its
 probability-flow ODE is ``dY/ds = -Y - grad_Y log p``. ``ou-exp`` removes the linear part with
-the integrating factor ``e^s`` (``W = e^s Y = x / alpha``): ``dW/ds = e^s (-c s) = -(c^2/alpha) s``.
+the integrating factor ``e^s`` (``W = e^s Y = x / alpha``) and steps in ``v = e^s``, so that
+``dW/dv = -grad_Y log p = -c s``: Euler there is the exponential Euler step of the OU flow.
 
-Euler in ``eps-rho`` is DDIM (Song et al. 2021); Euler in ``x0-lambda`` is DDIM's data form
-(DPM-Solver++ 1); both are exact for a Gaussian-point-mass data distribution's linear part.
+``x0-lambda`` is the Lawson (integrating-factor) scheme in log-SNR time as in the design notes:
+its vector field carries the weight ``e^lambda``, which RK only approximates, so at few steps it
+is less accurate than ``x0-snr``, which steps in ``e^lambda`` and integrates that weight exactly
+(Euler in ``x0-snr`` and in ``eps-rho`` are both DDIM).
+
+Euler in ``eps-rho`` is DDIM (Song et al. 2021); Euler in ``x0-snr`` is DPM-Solver++(1), which
+equals DDIM too.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import jax.numpy as jnp
 
 from .processes import ForwardProcess
 
-__all__ = ["AbstractForm", "XT", "EpsRho", "X0Lambda", "OU", "OUExp", "get_form", "FORM_NAMES"]
+__all__ = ["AbstractForm", "XT", "EpsRho", "X0Lambda", "X0Snr", "OU", "OUExp", "get_form", "FORM_NAMES"]
 
 
 class AbstractForm(eqx.Module):
@@ -163,27 +170,53 @@ class OU(AbstractForm):
         return -y - c * _score(score_fn, c * y, t)
 
 
+class X0Snr(AbstractForm):
+    """Data prediction with the exponential weight integrated exactly: ``z = x/sigma`` stepped in
+    ``tau = e^lambda = alpha/sigma``, ``dz/dtau = x0_hat``. Euler here is DPM-Solver++(1) = DDIM."""
+
+    name: str = eqx.field(static=True, default="x0-snr")
+
+    def u(self, process, t):
+        return jnp.exp(process.lam(t))
+
+    def t_of_u(self, process, u):
+        return process.t_of_lambda(jnp.log(u))
+
+    def scale(self, process, t):
+        return process.sigma(t)
+
+    def vector_field(self, score_fn, process, y, t):
+        s = _c(process.sigma(t), y.dtype)
+        a = _c(process.alpha(t), y.dtype)
+        x = s * y
+        return (x + s * s * _score(score_fn, x, t)) / a
+
+
 class OUExp(AbstractForm):
-    """OU frame with integrating factor: ``W = e^s Y = x/alpha``, ``dW/ds = -(c^2/alpha) score(alpha W, t)``."""
+    """OU frame with the linear part integrated exactly: ``W = e^s Y = x/alpha`` stepped in
+    ``v = e^s = c/alpha``; ``dW/dv = -c score(alpha W, t)``. Euler here is the exponential Euler
+    step ``Y1 = e^{-h} Y0 + (1 - e^{-h}) (-grad log p)`` of the canonical OU flow."""
 
     name: str = eqx.field(static=True, default="ou-exp")
 
     def u(self, process, t):
-        return _ou_time(process, t)
+        return process.c(t) / process.alpha(t)
 
     def t_of_u(self, process, u):
-        return _ou_t_of_s(process, u)
+        # v^2 = 1 + rho^2  =>  lambda = -log(v^2 - 1) / 2
+        u = jnp.asarray(u)
+        return process.t_of_lambda(-0.5 * jnp.log((u - 1.0) * (u + 1.0)))
 
     def scale(self, process, t):
         return process.alpha(t)
 
     def vector_field(self, score_fn, process, y, t):
-        a = process.alpha(t)
-        c2 = process.alpha(t) ** 2 + process.sigma(t) ** 2
-        return -_c(c2 / a, y.dtype) * _score(score_fn, _c(a, y.dtype) * y, t)
+        a = _c(process.alpha(t), y.dtype)
+        c = _c(process.c(t), y.dtype)
+        return -c * _score(score_fn, a * y, t)
 
 
-_FORMS = {"x-t": XT, "eps-rho": EpsRho, "x0-lambda": X0Lambda, "ou": OU, "ou-exp": OUExp}
+_FORMS = {"x-t": XT, "eps-rho": EpsRho, "x0-lambda": X0Lambda, "x0-snr": X0Snr, "ou": OU, "ou-exp": OUExp}
 FORM_NAMES = tuple(_FORMS)
 
 
