@@ -215,3 +215,26 @@ def test_sample_sharded_matches_single_device():
     if len(jax.devices()) > 1:
         with pytest.raises(ValueError, match="multiple"):
             shard_batch(x0[:-1], batch_mesh())
+
+
+def test_first_order_exponential_forms_are_ddim():
+    """Euler in eps-rho and in x0-snr is DDIM; Euler in ou-exp is exponential Euler in the OU frame."""
+    gm, sf, vp, x0 = mixture_problem(2, seed=11, batch=6)
+    ts = jd.make_grid("log_snr", vp, 6, vp.t_max, 1e-3)
+    y = x0
+    for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
+        x0_hat = (y + vp.sigma(t0) ** 2 * sf(y, t0)) / vp.alpha(t0)
+        eps_hat = -vp.sigma(t0) * sf(y, t0)
+        y = vp.alpha(t1) * x0_hat + vp.sigma(t1) * eps_hat  # DDIM (Song et al. 2021, eq. 12, eta = 0)
+    for spec in ("eps-rho:euler", "x0-snr:euler"):
+        np.testing.assert_allclose(jd.sample(sf, vp, x0, solver=spec, grid=ts), y, rtol=1e-11, atol=1e-12)
+    # OU frame: Y1 = e^{-h} Y0 + (1 - e^{-h}) N(Y0), N = -c score, s = log(1 + rho^2) / 2
+    c = vp.c
+    s_of = lambda t: 0.5 * jnp.log1p(vp.rho(t) ** 2)
+    x = x0
+    for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
+        h = s_of(t1) - s_of(t0)
+        big_y = x / c(t0)
+        big_y = jnp.exp(-h) * big_y + (1 - jnp.exp(-h)) * (-c(t0) * sf(x, t0))
+        x = big_y * c(t1)
+    np.testing.assert_allclose(jd.sample(sf, vp, x0, solver="ou-exp:euler", grid=ts), x, rtol=1e-10, atol=1e-11)
