@@ -59,14 +59,18 @@ class NNXScore(eqx.Module):
         return nnx.merge(self.graphdef, self.state)(x, t)
 
 
-def _time(fn, repeats):
-    jax.block_until_ready(fn())  # compile + warm up
-    ts = []
+def _time_interleaved(fns, repeats):
+    """Median wall time of each function, timed round-robin so that drift in the machine's load
+    affects all of them alike (the ratios are what this benchmark reports)."""
+    for fn in fns:
+        jax.block_until_ready(fn())  # compile + warm up
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[i].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
 
 
 def main(argv=None):
@@ -94,12 +98,13 @@ def main(argv=None):
                 return acc + score(x + acc * 1e-6, 0.5)  # data dependence keeps evals sequential
             return jax.lax.fori_loop(0, nfe, body, jnp.zeros_like(x))
 
-        t_eval = _time(lambda: score_loop(score, x0), args.repeats) / nfe
-        t_ours = _time(lambda: jd.sample(score, vp, x0, solver="rk4", num_steps=n, check_finite=False),
-                       args.repeats)
-        t_ours_checked = _time(lambda: jd.sample(score, vp, x0, solver="rk4", num_steps=n), args.repeats)
-        t_dfx = _time(lambda: diffrax_fixed_step(score, vp, x0, solver="rk4", num_steps=n), args.repeats)
-        rows.append((n, nfe, t_eval, t_ours, t_ours_checked, t_dfx))
+        t_loop, t_ours, t_ours_checked, t_dfx = _time_interleaved([
+            lambda: score_loop(score, x0),
+            lambda: jd.sample(score, vp, x0, solver="rk4", num_steps=n, check_finite=False),
+            lambda: jd.sample(score, vp, x0, solver="rk4", num_steps=n),
+            lambda: diffrax_fixed_step(score, vp, x0, solver="rk4", num_steps=n),
+        ], args.repeats)
+        rows.append((n, nfe, t_loop / nfe, t_ours, t_ours_checked, t_dfx))
 
     dev = jax.devices()[0]
     lines = [

@@ -5,7 +5,7 @@ the report):
 
 1. ``discretisation``: exact-density TV (change of variables through the sampler) against
    ``H_max`` for orders ``p = 1..4`` (euler, heun, kutta3, rk4) in the plain ``x-t`` form and
-   the exponential ``x0-lambda`` form, with exact scores and exact ``x_init ~ p_T``, so the only
+   the exponential ``x0-snr`` and ``ou-exp`` forms, with exact scores and exact ``x_init ~ p_T``, so the only
    error is the discretisation; fitted slopes (expected about ``p``).
 2. ``score_floor``: TV against ``eps_score`` with a smooth perturbation of the exact score of
    prescribed L2 size (fine steps, so discretisation is negligible); fitted slope.
@@ -50,8 +50,8 @@ class StudyConfig:
     process: str = "vp_linear"
     grid: str = "log_snr"
     t_end: float = 1e-3
-    forms: tuple = ("x-t", "x0-lambda")
-    step_counts: tuple = (4, 8, 16, 32, 64)
+    forms: tuple = ("x-t", "x0-snr", "ou-exp")
+    step_counts: tuple = (4, 8, 16, 32, 64, 128)
     tv_samples: int = 4000
     floor_solver: str = "x0-lambda:rk4"
     floor_steps: int = 32
