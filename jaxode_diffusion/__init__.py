@@ -35,6 +35,7 @@ from .convergence import (
 )
 from .data import Dataset, load_dataset, load_digits, load_npy, make_toy
 from .forms import FORM_NAMES, get_form
+from .grid_optimization import OptimizedGrid, evaluate_grid, load_grid, optimize_grid
 from .grids import GRID_NAMES, make_grid
 from .metrics import (
     TVEstimate,
@@ -86,6 +87,10 @@ from .solvers.diffrax_bridge import (
     from_diffrax_tableau,
     to_diffrax_tableau,
 )
+
+# Importing the exponential family registers its solvers ("ddim", "dpmpp_2m", "unipc_bh2_3", ...).
+from .solvers.exponential import EDMHeun, ExponentialSinglestep, dpm_solver_adaptive
+from .solvers.multistep import ExponentialMultistep, MultistepScheme
 from .solvers.runge_kutta import RungeKutta
 from .tableaux import ButcherTableau
 from .targets import GaussianMixture, MixtureScore

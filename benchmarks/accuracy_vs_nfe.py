@@ -1,0 +1,386 @@
+"""Accuracy vs NFE: every sampler x time grid on Gaussian mixtures with exact scores, vs diffrax.
+
+Problem (per dimension d): ``GaussianMixture.random(PRNGKey(d), 4, d, scale=2, min_var=0.05,
+max_var=0.5)`` under ``VPLinear``, sampled from ``t = 1`` to ``t_end = 1e-3``; initial states are
+exact draws of ``p_1``. Metrics, all in float64:
+
+* end-point RMSE ``sqrt(mean_b ||x_b - x_ref_b||^2)`` against a tight reference solve
+  (``reference_solve``, Dopri8, rtol = atol = 1e-11) from the same initial states;
+* sliced Wasserstein-2 distance (64 random directions) to exact samples of ``p_{t_end}`` (its
+  Monte Carlo floor, the reference solve's own distance, is printed alongside).
+
+Samplers: this package's exponential / multistep family (DDIM, DPM-Solver-2/3, DPM-Solver++ 2S/2M/3M,
+UniPC, DEIS, EDM-Heun) and its Runge-Kutta schemes in the ``x0-lambda`` form, on the grids
+``uniform``, ``log_snr``, ``edm``, ``quadratic`` and on grids learned by
+``jaxode_diffusion.grid_optimization.optimize_grid`` (on a separate calibration batch: the reported
+errors are held-out). Baseline: diffrax's fixed-step solvers (Euler, Heun, Midpoint, Ralston,
+Bosh3, Tsit5, Dopri5) stepping the plain ``x-t`` form on the same grids (``StepTo``). For an NFE
+budget each sampler takes the largest step count whose NFE fits (the actual NFE is reported).
+
+``--checkpoint RUN`` adds a trained model (loaded with ``jaxode_diffusion.cli_regularity.
+load_checkpoint_score``, which uses ``training.checkpoint.load_score_fn``) with the reference
+solve of that model as the ground truth. k-diffusion is compared only when ``import k_diffusion,
+torch`` works (it is not a dependency).
+
+Run: ``python benchmarks/accuracy_vs_nfe.py [--quick] [--checkpoint RUN]``
+(writes ``benchmarks/results/accuracy_vs_nfe.md`` and ``.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+
+# XLA's CPU "concurrency optimized" scheduler deadlocks (all threads parked on a futex, no CPU
+# use) executing a 3-stage singlestep sampler (dpm_solver_3 / dpmpp_3s, 3 steps) on the d = 64
+# mixture with JAX 0.10.2; the default scheduler is fine. Must be set before jax is imported.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
+).strip()
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import diffrax  # noqa: E402
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxode_diffusion as jd  # noqa: E402
+import jaxode_diffusion.solvers.exponential  # noqa: E402, F401  (registers the solvers)
+from jaxode_diffusion.convergence import reference_solve  # noqa: E402
+from jaxode_diffusion.grid_optimization import optimize_grid  # noqa: E402
+from jaxode_diffusion.sampling import _run, make_times  # noqa: E402
+
+T_END = 1e-3
+GRIDS = ("uniform", "log_snr", "edm", "quadratic")
+
+# name -> (family, NFE as a function of steps)
+OURS = {
+    "ddim": ("exponential", lambda n: n),
+    "dpm_solver_2": ("exponential", lambda n: 2 * n),
+    "dpm_solver_3": ("exponential", lambda n: 3 * n),
+    "dpmpp_2s": ("exponential", lambda n: 2 * n),
+    "dpmpp_2m": ("exponential", lambda n: n),
+    "dpmpp_3m": ("exponential", lambda n: n),
+    "unipc_bh2_2": ("exponential", lambda n: n),
+    "unipc_bh1_3": ("exponential", lambda n: n),
+    "unipc_bh2_3": ("exponential", lambda n: n),
+    "deis_ab3": ("exponential", lambda n: n),
+    "edm_heun": ("exponential", lambda n: 2 * n - 1),
+    "x0-lambda:heun": ("rk-in-forms", lambda n: 2 * n),
+    "x0-lambda:rk4": ("rk-in-forms", lambda n: 4 * n),
+}
+# diffrax solver -> NFE(steps): FSAL methods evaluate their first stage once.
+DIFFRAX = {
+    "Euler": (diffrax.Euler, lambda n: n),
+    "Heun": (diffrax.Heun, lambda n: 2 * n),
+    "Midpoint": (diffrax.Midpoint, lambda n: 2 * n),
+    "Ralston": (diffrax.Ralston, lambda n: 2 * n),
+    "Bosh3": (diffrax.Bosh3, lambda n: 3 * n + 1),
+    "Tsit5": (diffrax.Tsit5, lambda n: 6 * n + 1),
+    "Dopri5": (diffrax.Dopri5, lambda n: 6 * n + 1),
+}
+
+
+def steps_for(nfe_of, budget):
+    """Largest step count whose NFE fits the budget (None if even one step does not)."""
+    n = 0
+    while nfe_of(n + 1) <= budget:
+        n += 1
+    return n or None
+
+
+def sliced_wasserstein(a, b, key, num_dirs=64):
+    """Sliced W2 between equal-size samples ``a``, ``b`` (``(n, d)``): sorted projections."""
+    d = a.shape[1]
+    dirs = jax.random.normal(key, (num_dirs, d), a.dtype)
+    dirs = dirs / jnp.linalg.norm(dirs, axis=1, keepdims=True)
+    pa = jnp.sort(a @ dirs.T, axis=0)
+    pb = jnp.sort(b @ dirs.T, axis=0)
+    return float(jnp.sqrt(jnp.mean((pa - pb) ** 2)))
+
+
+def rmse(x, ref):
+    return float(jnp.sqrt(jnp.mean(jnp.sum((x - ref).reshape(x.shape[0], -1) ** 2, axis=1))))
+
+
+@eqx.filter_jit
+def diffrax_xt(score_fn, process, x_init, ts, dsolver):
+    form = jd.get_form("x-t")
+
+    def vf(t, y, args):
+        return form.vector_field(score_fn, process, y, t)
+
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(vf), dsolver, t0=ts[0], t1=ts[-1], dt0=None, y0=x_init,
+                              stepsize_controller=diffrax.StepTo(ts=ts), max_steps=ts.shape[0])
+    return sol.ys[-1]
+
+
+def run_problem(d, budgets, batch, opt_solvers, opt_steps, log):
+    vp = jd.VPLinear()
+    gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
+    sf = gm.score_fn(vp)
+    x0 = gm.sample_marginal(jax.random.PRNGKey(1000 + d), batch, vp, 1.0)
+    x_cal = gm.sample_marginal(jax.random.PRNGKey(2000 + d), batch, vp, 1.0)  # calibration only
+    ref = reference_solve(sf, vp, x0, t_end=T_END)
+    target = gm.sample_marginal(jax.random.PRNGKey(3000 + d), batch, vp, T_END)
+    skey = jax.random.PRNGKey(7)
+    sw_floor = sliced_wasserstein(ref, target, skey)
+    rows = []
+    grids = {}
+    for name, (family, nfe_of) in OURS.items():
+        solver = jd.get_solver(name)
+        for nfe in budgets:
+            n = steps_for(nfe_of, nfe)
+            if n is None:
+                continue
+            for g in GRIDS:
+                ts = grids.setdefault((n, g), make_times(vp, num_steps=n, t_end=T_END, grid=g))
+                x, _, nfe_run, _ = _run(sf, vp, x0, ts, solver, False)
+                assert int(nfe_run) == nfe_of(n), (name, n, int(nfe_run))
+                rows.append(dict(d=d, family=family, solver=name, grid=g, budget=nfe, nfe=nfe_of(n), steps=n,
+                                 rmse=rmse(x, ref), sw=sliced_wasserstein(x, target, skey)))
+        log(f"  d={d} {name} done")
+    for name, (cls, nfe_of) in DIFFRAX.items():
+        for nfe in budgets:
+            n = steps_for(nfe_of, nfe)
+            if n is None:
+                continue
+            for g in GRIDS:
+                ts = grids.setdefault((n, g), make_times(vp, num_steps=n, t_end=T_END, grid=g))
+                x = diffrax_xt(sf, vp, x0, ts, cls())
+                rows.append(dict(d=d, family="diffrax (x-t)", solver=name, grid=g, budget=nfe, nfe=nfe_of(n),
+                                 steps=n, rmse=rmse(x, ref), sw=sliced_wasserstein(x, target, skey)))
+    log(f"  d={d} diffrax done")
+    # Learned grids at NFE 10 (and the other budgets in the full run), started from log_snr.
+    opt_info = []
+    ref_cal = reference_solve(sf, vp, x_cal, t_end=T_END)
+    for name in opt_solvers:
+        _, nfe_of = OURS[name]
+        # NFE 10 (the issue's target) for every listed solver; NFE 20 for the first one only.
+        for nfe in [b for b in budgets if b == 10 or (b == 20 and name == opt_solvers[0])]:
+            n = steps_for(nfe_of, nfe)
+            if n is None or n < 2:
+                continue
+            t0 = time.time()
+            og = optimize_grid(sf, vp, x_cal, solver=name, num_steps=n, t_end=T_END, steps=opt_steps,
+                               learning_rate=0.02, reference=ref_cal, validation_x_init=x0,
+                               validation_reference=ref)
+            dt = time.time() - t0
+            x, _, _, _ = _run(sf, vp, x0, jnp.asarray(og.ts), jd.get_solver(name), False)
+            held = rmse(x, ref)
+            assert abs(held - og.validation_error) <= 1e-9 * max(1.0, held)
+            x_log, _, _, _ = _run(sf, vp, x0, make_times(vp, num_steps=n, t_end=T_END, grid="log_snr"),
+                                  jd.get_solver(name), False)
+            med0 = float(jnp.median(jnp.linalg.norm((x_log - ref).reshape(batch, -1), axis=1)))
+            med = float(jnp.median(jnp.linalg.norm((x - ref).reshape(batch, -1), axis=1)))
+            rows.append(dict(d=d, family="exponential + learned grid", solver=name, grid="optimized",
+                             budget=nfe, nfe=nfe_of(n), steps=n, rmse=held,
+                             sw=sliced_wasserstein(x, target, skey)))
+            opt_info.append(dict(d=d, solver=name, nfe=nfe_of(n), seconds=dt, cal0=og.initial_calibration_loss,
+                                 cal=og.calibration_loss, val0=og.initial_validation_error, val=og.validation_error,
+                                 med0=med0, med=med))
+            log(f"  d={d} optimised {name} NFE {nfe}: held-out {og.initial_validation_error:.3g} -> "
+                f"{og.validation_error:.3g} ({dt:.0f} s)")
+    return rows, opt_info, sw_floor
+
+
+def run_checkpoint(path, budgets, batch, log):
+    from jaxode_diffusion.cli_regularity import load_checkpoint_score
+
+    score_fn, process, info = load_checkpoint_score(path)
+    shape = tuple(info.get("event_shape") or ())
+    if not shape:
+        raise SystemExit(f"--checkpoint {path}: the run does not record its event_shape.")
+    x0 = process.prior_sample(jax.random.PRNGKey(0), (batch, *shape), dtype=jnp.float32)
+    t_end = process.default_t_end
+    ref = reference_solve(score_fn, process, x0, t_end=t_end, rtol=1e-6, atol=1e-6)
+    rows = []
+    for name in ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc_bh2_3", "deis_ab3", "dpm_solver_3", "x0-lambda:heun"):
+        fam, nfe_of = OURS[name]
+        for nfe in budgets:
+            n = steps_for(nfe_of, nfe)
+            if n is None:
+                continue
+            for g in GRIDS:
+                ts = make_times(process, num_steps=n, t_end=t_end, grid=g).astype(x0.dtype)
+                x, _, _, _ = _run(score_fn, process, x0, ts, jd.get_solver(name), False)
+                rows.append(dict(d=int(np.prod(shape)), family=fam, solver=name, grid=g, budget=nfe,
+                                 nfe=nfe_of(n), steps=n, rmse=rmse(x, ref), sw=float("nan")))
+    log(f"  checkpoint {path}: {len(rows)} runs")
+    return rows
+
+
+def best(rows, **match):
+    sel = [r for r in rows if all(r[k] == v for k, v in match.items()) and np.isfinite(r["rmse"])]
+    return min(sel, key=lambda r: r["rmse"]) if sel else None
+
+
+def k_diffusion_available():
+    try:
+        import k_diffusion  # noqa: F401
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def write_report(path, all_rows, opt_info, floors, dims, budgets, command, seconds, ckpt_rows):
+    fams = ["exponential", "exponential + learned grid", "rk-in-forms", "diffrax (x-t)"]
+    lines = [
+        "# Accuracy vs NFE: exponential / multistep samplers and learned grids vs diffrax",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, "
+        f"JAX {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); float64",
+        f"- command: `{command}`  (total {seconds:.0f} s; the machine was shared with other jobs)",
+        "- problem: `GaussianMixture.random(PRNGKey(d), 4, d, scale=2, min_var=0.05, max_var=0.5)`, "
+        "VPLinear, t: 1 -> 1e-3, x_init exact draws of p_1; RMSE of end points vs "
+        "`reference_solve` (Dopri8, tol 1e-11) from the same x_init; SW = sliced W2 (64 directions) "
+        "to exact samples of p_{t_end} (Monte Carlo floor = the reference's own SW, listed).",
+        "- learned grids: `optimize_grid` on a separate calibration batch (same size), started from "
+        "`log_snr`; all errors below are on the held-out evaluation batch.",
+        "- each sampler uses the largest step count whose NFE fits the budget; `NFE` is the actual count.",
+        "- k-diffusion side-by-side: " + ("available" if k_diffusion_available() else
+                                          "skipped (`import k_diffusion, torch` fails; not installed)"),
+        "",
+        "## Best per family (end-point RMSE; solver / grid / actual NFE)",
+        "",
+        "| d | NFE budget | " + " | ".join(fams) + " | best ours / best diffrax |",
+        "|---:|---:|" + "---|" * len(fams) + "---:|",
+    ]
+    for d in dims:
+        for b in budgets:
+            cells, vals = [], {}
+            for f in fams:
+                r = best(all_rows, d=d, budget=b, family=f)
+                vals[f] = r["rmse"] if r else None
+                cells.append(f"{r['rmse']:.2e} ({r['solver']} / {r['grid']} / {r['nfe']})" if r else "-")
+            ours = [vals[f] for f in fams[:3] if vals[f] is not None]
+            ratio = (f"{min(ours) / vals['diffrax (x-t)']:.3f}" if ours and vals["diffrax (x-t)"] else "-")
+            lines.append(f"| {d} | {b} | " + " | ".join(cells) + f" | {ratio} |")
+    lines += ["", "## Goal check at NFE 10", ""]
+    for d in dims:
+        fixed = [best(all_rows, d=d, budget=10, family=f) for f in ("exponential", "rk-in-forms")]
+        fixed = min([r for r in fixed if r], key=lambda r: r["rmse"], default=None)
+        learned = best(all_rows, d=d, budget=10, family="exponential + learned grid")
+        dx = best(all_rows, d=d, budget=10, family="diffrax (x-t)")
+        if not (fixed and dx):
+            continue
+        ours = min([r for r in (fixed, learned) if r], key=lambda r: r["rmse"])
+        ok = ours["rmse"] <= 0.5 * dx["rmse"]
+        lines.append(
+            f"- d = {d}: best ours {ours['rmse']:.3e} ({ours['solver']} / {ours['grid']}), best fixed-grid "
+            f"ours {fixed['rmse']:.3e} ({fixed['solver']} / {fixed['grid']}), best diffrax {dx['rmse']:.3e} "
+            f"({dx['solver']} / {dx['grid']}): ratio {ours['rmse'] / dx['rmse']:.3f} -> "
+            f"{'meets' if ok else 'misses'} the <= 0.5 goal"
+        )
+    if opt_info:
+        lines += ["", "## Learned grids (held-out = evaluation batch, never used in optimisation)", "",
+                  "| d | solver | NFE | calib. RMSE log_snr -> learned | held-out RMSE log_snr -> learned | "
+                  "held-out gain | held-out median error log_snr -> learned | optimisation time |",
+                  "|---:|---|---:|---|---|---:|---|---:|"]
+        for o in opt_info:
+            lines.append(f"| {o['d']} | {o['solver']} | {o['nfe']} | {o['cal0']:.3e} -> {o['cal']:.3e} | "
+                         f"{o['val0']:.3e} -> {o['val']:.3e} | {o['val0'] / o['val']:.2f}x | "
+                         f"{o['med0']:.3e} -> {o['med']:.3e} | {o['seconds']:.0f} s |")
+    lines += ["", "## Sliced-Wasserstein floor (reference solve vs exact samples)", ""]
+    lines += [f"- d = {d}: {floors[d]:.3e}" for d in dims]
+    lines += ["", "## All runs: RMSE by solver and grid (columns: NFE budget)", ""]
+    for d in dims:
+        lines += [f"### d = {d}", "", "| solver | grid | " + " | ".join(str(b) for b in budgets) + " |",
+                  "|---|---|" + "---:|" * len(budgets)]
+        keys = []
+        for r in all_rows:
+            if r["d"] == d and (r["solver"], r["grid"]) not in keys:
+                keys.append((r["solver"], r["grid"]))
+        for s, g in keys:
+            cells = []
+            for b in budgets:
+                r = best(all_rows, d=d, solver=s, grid=g, budget=b)
+                cells.append(f"{r['rmse']:.2e} (SW {r['sw']:.2e})" if r else "-")
+            lines.append(f"| {s} | {g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if ckpt_rows:
+        lines += ["## Trained model (reference: tight solve of the same model)", "",
+                  "| solver | grid | NFE | RMSE |", "|---|---|---:|---:|"]
+        for r in sorted(ckpt_rows, key=lambda r: (r["budget"], r["rmse"])):
+            lines.append(f"| {r['solver']} | {r['grid']} | {r['nfe']} | {r['rmse']:.3e} |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def plot(path, all_rows, dims, budgets):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(dims), figsize=(5.2 * len(dims), 4.4), squeeze=False)
+    styles = {"exponential": "-", "rk-in-forms": "-.", "diffrax (x-t)": "--"}
+    for ax, d in zip(axes[0], dims, strict=True):
+        solvers = []
+        for r in all_rows:
+            if r["d"] == d and r["family"] in styles and r["solver"] not in solvers:
+                solvers.append(r["solver"])
+        for s in solvers:
+            pts = [best(all_rows, d=d, solver=s, budget=b) for b in budgets]
+            pts = [p for p in pts if p and p["family"] != "exponential + learned grid"]
+            if not pts:
+                continue
+            fam = pts[0]["family"]
+            ax.loglog([p["nfe"] for p in pts], [p["rmse"] for p in pts], styles[fam], marker="o", ms=3,
+                      lw=1.2 if fam != "diffrax (x-t)" else 1.0, alpha=0.9, label=s,
+                      color=None if fam != "diffrax (x-t)" else "0.5")
+        opt = [r for r in all_rows if r["d"] == d and r["grid"] == "optimized"]
+        if opt:
+            ax.loglog([r["nfe"] for r in opt], [r["rmse"] for r in opt], "k*", ms=10, label="learned grid")
+        ax.set_title(f"d = {d} (best grid per solver)")
+        ax.set_xlabel("NFE")
+        ax.set_ylabel("end-point RMSE")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="d = 2, 16; NFE 10, 20; fewer optimisation steps")
+    p.add_argument("--checkpoint", default=None, help="a trained run directory (optional)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "accuracy_vs_nfe"))
+    args = p.parse_args(argv)
+    t0 = time.time()
+    dims = [2, 16] if args.quick else [2, 16, 64]
+    budgets = [10, 20] if args.quick else [5, 10, 20, 50]
+    opt_steps = 60 if args.quick else 150
+    opt_solvers = ["unipc_bh2_3", "dpmpp_2m"] if not args.quick else ["unipc_bh2_3"]
+
+    def log(msg):
+        print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
+
+    log(f"device: {jax.devices()[0]}")
+    all_rows, opt_info, floors = [], [], {}
+    for d in dims:
+        rows, oi, fl = run_problem(d, budgets, args.batch, opt_solvers, opt_steps, log)
+        all_rows += rows
+        opt_info += oi
+        floors[d] = fl
+    ckpt_rows = run_checkpoint(args.checkpoint, budgets, 64, log) if args.checkpoint else []
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    command = "python benchmarks/accuracy_vs_nfe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_report(args.out + ".md", all_rows, opt_info, floors, dims, budgets, command.strip(),
+                 time.time() - t0, ckpt_rows)
+    plot(args.out + ".png", all_rows, dims, budgets)
+    log(f"wrote {args.out}.md and .png")
+
+
+if __name__ == "__main__":
+    main()
