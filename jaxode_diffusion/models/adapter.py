@@ -83,7 +83,10 @@ class DiffusionModel(nnx.Module):
     config_json: str
 
     def net(self, x_in, c_noise):  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement net(x_in, c_noise) -> raw network output "
+            "(see MLP and UNet)."
+        )
 
     @property
     def config(self) -> dict[str, Any]:
