@@ -39,39 +39,38 @@ def _fig_discretisation(disc: dict, out: Path) -> str:
     return _save(fig, out / "tv_vs_hmax.png")
 
 
-def _fig_floor(floor: dict, out: Path) -> str:
+def _fig_errorbar(x, rows, *, label, xlabel, title, path, hline=None):
+    """One log-log TV panel with Monte Carlo error bars (sections 2 and 3)."""
     fig = Figure(figsize=(5.2, 4.2))
     ax = fig.add_subplot(1, 1, 1)
-    eps = [r["eps_score"] for r in floor["rows"]]
-    tv = [r["tv"]["value"] for r in floor["rows"]]
-    se = [r["tv"]["stderr"] for r in floor["rows"]]
-    ax.errorbar(eps, tv, yerr=se, marker="o", capsize=2, label=f"perturbed score (slope {floor['slope']:.2f})")
-    ax.axhline(floor["exact_score_tv"]["value"], color="k", ls="--", label="exact score (discretisation only)")
+    ax.errorbar(x, [r["tv"]["value"] for r in rows], yerr=[r["tv"]["stderr"] for r in rows],
+                marker="o", capsize=2, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="k", ls="--", label=hline[1])
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("eps_score (time-averaged L2 score error)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("TV")
-    ax.set_title(f"Score-error floor ({floor['solver']}, {floor['steps']} steps)")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out / "tv_vs_eps.png")
+    return _save(fig, path)
+
+
+def _fig_floor(floor: dict, out: Path) -> str:
+    return _fig_errorbar(
+        [r["eps_score"] for r in floor["rows"]], floor["rows"],
+        label=f"perturbed score (slope {floor['slope']:.2f})",
+        xlabel="eps_score (time-averaged L2 score error)",
+        title=f"Score-error floor ({floor['solver']}, {floor['steps']} steps)", path=out / "tv_vs_eps.png",
+        hline=(floor["exact_score_tv"]["value"], "exact score (discretisation only)"))
 
 
 def _fig_dim(dims: dict, out: Path) -> str:
-    fig = Figure(figsize=(5.2, 4.2))
-    ax = fig.add_subplot(1, 1, 1)
-    d = [r["dim"] for r in dims["rows"]]
-    tv = [r["tv"]["value"] for r in dims["rows"]]
-    se = [r["tv"]["stderr"] for r in dims["rows"]]
-    ax.errorbar(d, tv, yerr=se, marker="o", capsize=2, label=f"measured (slope {dims['slope']:.2f})")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("dimension d")
-    ax.set_ylabel("TV")
-    ax.set_title(f"TV vs d ({dims['solver']}, {dims['steps']} steps)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, out / "tv_vs_dim.png")
+    return _fig_errorbar(
+        [r["dim"] for r in dims["rows"]], dims["rows"], label=f"measured (slope {dims['slope']:.2f})",
+        xlabel="dimension d", title=f"TV vs d ({dims['solver']}, {dims['steps']} steps)",
+        path=out / "tv_vs_dim.png")
 
 
 def _fig_bound(b: dict, out: Path) -> str:

@@ -29,3 +29,12 @@ def mixture_problem(d, *, seed=0, batch=16, process=None, t_start=None):
 
 def rel_err(a, b):
     return float(jnp.linalg.norm(jnp.ravel(a - b)) / jnp.maximum(jnp.linalg.norm(jnp.ravel(b)), 1e-300))
+
+
+def order_problem(d, *, batch=16, x_seed=1, process=None):
+    """The order-test problem: a 4-component mixture with sharp-ish modes (scale 2, variances
+    0.05..0.5), exact score, and exact draws of p_1. Shared by every empirical-order test."""
+    process = process or jd.VPLinear()
+    gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
+    x0 = gm.sample_marginal(jax.random.PRNGKey(x_seed), batch, process, 1.0)
+    return gm, gm.score_fn(process), process, x0

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import mixture_problem, rel_err
+from helpers import mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
 import jaxode_diffusion.solvers.exponential  # noqa: F401  (registers the solvers)
@@ -66,11 +66,7 @@ def test_phi_rejects_bad_index():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def problem():
-    d = 2
-    vp = jd.VPLinear()
-    gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
-    sf = gm.score_fn(vp)
-    x0 = gm.sample_marginal(jax.random.PRNGKey(1), 16, vp, 1.0)
+    _, sf, vp, x0 = order_problem(2)
     ref = reference_solve(sf, vp, x0, t_end=T_END)
     return sf, vp, x0, ref
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import order_problem
 
 import jaxode_diffusion as jd
 import jaxode_diffusion.solvers.exponential  # noqa: F401  (registers dpmpp_2m)
@@ -22,11 +23,7 @@ from jaxode_diffusion.grid_optimization import (
 def optimized():
     # Small version of the benchmark's setting (d = 16, NFE 10, 200 iterations: see
     # benchmarks/results/accuracy_vs_nfe.md for its timing).
-    d = 4
-    vp = jd.VPLinear()
-    gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
-    sf = gm.score_fn(vp)
-    x_cal = gm.sample_marginal(jax.random.PRNGKey(1), 32, vp, 1.0)
+    gm, sf, vp, x_cal = order_problem(4, batch=32, x_seed=1)
     x_val = gm.sample_marginal(jax.random.PRNGKey(2), 32, vp, 1.0)
     g = optimize_grid(sf, vp, x_cal, solver="dpmpp_2m", num_steps=8, steps=30, learning_rate=0.05,
                       validation_x_init=x_val)

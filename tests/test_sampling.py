@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ALL_FORMS, ALL_TABLEAUX, mixture_problem, rel_err
+from helpers import ALL_FORMS, ALL_TABLEAUX, mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.convergence import (
@@ -31,11 +31,7 @@ HIGH_ORDER = 5
 
 @pytest.fixture(scope="module", params=[2, 8], ids=lambda d: f"d{d}")
 def problem(request):
-    d = request.param
-    vp = jd.VPLinear()
-    gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
-    sf = gm.score_fn(vp)
-    x0 = gm.sample_marginal(jax.random.PRNGKey(1), 16, vp, 1.0)
+    _, sf, vp, x0 = order_problem(request.param)
     ref = reference_solve(sf, vp, x0, t_end=T_END)
     return sf, vp, x0, ref
 
