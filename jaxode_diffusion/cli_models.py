@@ -17,13 +17,16 @@ from pathlib import Path
 
 __all__ = ["register", "main", "cmd_train", "cmd_sample"]
 
-_DATA_CHOICES = "gmm, checkerboard, two_moons, rings, swiss_roll, eight_gaussians, digits or PATH.npy"
+_DATA_CHOICES = (
+    "gmm, checkerboard, two_moons, rings, swiss_roll, eight_gaussians, digits, patches16, patches32 "
+    "or PATH.npy"
+)
 
 
 def _data_arg(value: str) -> str:
     from .data import toy_names
 
-    if value in ("gmm", "digits", *toy_names()) or value.endswith(".npy"):
+    if value in ("gmm", "digits", "patches16", "patches32", *toy_names()) or value.endswith(".npy"):
         return value
     raise argparse.ArgumentTypeError(f"--data must be one of {_DATA_CHOICES}; got {value!r}.")
 

@@ -25,6 +25,8 @@ __all__ = [
     "gmm_samples",
     "default_gmm",
     "load_digits",
+    "load_patches",
+    "PATCH_SIZES",
     "load_npy",
     "load_dataset",
     "unnormalize",
@@ -214,6 +216,120 @@ def load_digits(heldout_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return Dataset(x[idx_train], x[idx_held], "image", meta)
 
 
+# Patch sizes accepted by ``--data patchesN`` (load_patches takes any size up to 320).
+PATCH_SIZES = (16, 32)
+
+
+def _cut_patches(region: np.ndarray, size: int, stride: int) -> np.ndarray:
+    # All size x size windows whose top-left corner lies on the stride lattice, row-major.
+    win = np.lib.stride_tricks.sliding_window_view(region, (size, size), axis=(0, 1))
+    win = win[::stride, ::stride]  # (nr, nc, C, size, size)
+    return np.ascontiguousarray(win.transpose(0, 1, 3, 4, 2).reshape(-1, size, size, region.shape[-1]))
+
+
+def load_patches(size: int = 32, *, stride: int = 4) -> Dataset:
+    """Natural-image patches ``(N, size, size, 3)`` in ``[-1, 1]`` from scikit-learn's two
+    bundled photographs (``china.jpg`` and ``flower.jpg``, 427 x 640 RGB; no download).
+
+    The split is by source region, so no pixel is shared between train and held-out: training
+    patches are cut from the left half of each photograph (columns ``[0, 320)``), held-out
+    patches from the right half (columns ``[320, 640)``). Windows start on a lattice of step
+    ``stride`` (default 4 pixels: overlapping windows, a built-in translation augmentation),
+    row-major, china first: the arrays are the same on every call. Pixels are mapped ``x = (v - 127.5) / 127.5`` from ``v`` in ``0..255``; ``meta``
+    records it (``shift = scale = 127.5``, ``raw_range = [0, 255]``) and the split.
+
+    Args:
+        size: patch side in pixels, ``2 <= size <= 320`` (``16`` and ``32`` are the CLI's
+            ``--data patches16`` / ``patches32``).
+        stride: step between window corners in pixels (default 4).
+
+    Returns:
+        a :class:`Dataset` of kind ``"image"``; with the default stride 14454 train and 14454
+        held-out patches at 32 x 32, 15862 and 15862 at 16 x 16.
+
+    Raises:
+        ValueError: on a size or stride out of range.
+
+    Example:
+        >>> ds = load_patches(16, stride=64)
+        >>> ds.event_shape, ds.meta["shift"], ds.meta["scale"]
+        ((16, 16, 3), 127.5, 127.5)
+    """
+    from sklearn.datasets import load_sample_images
+
+    size = int(size)
+    if not 2 <= size <= 320:
+        raise ValueError(f"load_patches: size must lie in [2, 320] (half an image width), got {size}.")
+    stride = int(stride)
+    if stride < 1:
+        raise ValueError(f"load_patches: stride must be >= 1, got {stride}; use e.g. stride=4.")
+    bunch = load_sample_images()
+    names = [os.path.basename(f) for f in bunch.filenames]
+    train, held = [], []
+    for img in bunch.images:
+        half = img.shape[1] // 2
+        train.append(_cut_patches(img[:, :half], size, stride))
+        held.append(_cut_patches(img[:, half:], size, stride))
+    to_model = lambda v: ((np.concatenate(v).astype(np.float32) - 127.5) / 127.5).astype(np.float32)
+    x_train, x_held = to_model(train), to_model(held)
+    meta = dict(
+        name=f"patches{size}",
+        event_shape=[size, size, 3],
+        shift=127.5,
+        scale=127.5,
+        raw_range=[0.0, 255.0],
+        normalization="x = (v - 127.5) / 127.5, v in 0..255 -> x in [-1, 1]",
+        sigma_data=float(np.clip(x_train.std(), 0.05, 10.0)),
+        source=f"sklearn.datasets.load_sample_images: {', '.join(names)}",
+        split="train: columns [0, 320) of each image; held-out: columns [320, 640)",
+        stride=stride,
+        n_train=int(x_train.shape[0]),
+        n_heldout=int(x_held.shape[0]),
+    )
+    return Dataset(x_train, x_held, "image", meta)
+
+
+def dataset_labels(ds: Dataset) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(labels_train, labels_heldout, num_classes)`` of a labelled dataset (int32 arrays).
+
+    Labels travel in ``ds.meta`` (``labels_train``, ``labels_heldout`` and optionally
+    ``num_classes``, else ``max label + 1``), as :func:`load_digits` and
+    ``from_array(x, labels=...)`` store them.
+
+    Raises:
+        ValueError: if the dataset has no labels, they do not match the arrays' lengths or are
+            not integers in ``[0, num_classes)``.
+
+    Example:
+        >>> tr, he, k = dataset_labels(load_digits())
+        >>> tr.shape, he.shape, k
+        ((1438,), (359,), 10)
+    """
+    name = ds.meta.get("name", "data")
+    if "labels_train" not in ds.meta or "labels_heldout" not in ds.meta:
+        raise ValueError(
+            f"dataset {name!r} has no class labels; class-conditional training needs a labelled "
+            "dataset: use data='digits' or from_array(x, labels=y)."
+        )
+    out = []
+    for split, arr in (("train", ds.train), ("heldout", ds.heldout)):
+        lab = np.asarray(ds.meta[f"labels_{split}"])
+        if lab.shape != (arr.shape[0],) or not (lab.size == 0 or np.issubdtype(lab.dtype, np.integer)):
+            raise ValueError(
+                f"dataset {name!r}: labels_{split} must be {arr.shape[0]} integers (one per example), "
+                f"got shape {lab.shape} and dtype {lab.dtype}."
+            )
+        out.append(lab.astype(np.int32))
+    k = int(ds.meta.get("num_classes", max(int(out[0].max(initial=0)), int(out[1].max(initial=0))) + 1))
+    for lab in out:
+        if lab.size and (lab.min() < 0 or lab.max() >= k):
+            raise ValueError(
+                f"dataset {name!r}: labels must lie in [0, {k}), got [{lab.min()}, {lab.max()}]; "
+                "relabel the classes as 0..K-1."
+            )
+    return out[0], out[1], k
+
+
 def load_npy(
     path: str | os.PathLike, *, normalize: bool = True, heldout_fraction: float = 0.1, seed: int = 0
 ) -> Dataset:
@@ -286,7 +402,8 @@ def load_dataset(
     """The training data named by the CLI's ``--data``.
 
     Args:
-        name_or_path: ``gmm``, a toy name (:data:`TOYS`), ``digits`` or a path ending in ``.npy``.
+        name_or_path: ``gmm``, a toy name (:data:`TOYS`), ``digits``, ``patches16``,
+            ``patches32`` (:func:`load_patches`) or a path ending in ``.npy``.
         n_train, n_heldout: sizes for generated data (toys, ``gmm``).
         dim: dimension of ``gmm``.
         seed: seed for generated data (held-out data uses an independent stream).
@@ -307,6 +424,8 @@ def load_dataset(
         return load_npy(name)
     if name == "digits":
         return load_digits()
+    if name.startswith("patches") and name[7:].isdigit() and int(name[7:]) in PATCH_SIZES:
+        return load_patches(int(name[7:]))
     k_train, k_held = jax.random.split(jax.random.key(seed))
     if name == "gmm":
         train, held = gmm_samples(k_train, n_train, dim), gmm_samples(k_held, n_heldout, dim)
@@ -314,7 +433,7 @@ def load_dataset(
         train, held = make_toy(name, k_train, n_train), make_toy(name, k_held, n_heldout)
     else:
         raise ValueError(
-            f"unknown dataset {name!r}; choose gmm, digits, one of {toy_names()} or a path to a .npy file."
+            f"unknown dataset {name!r}; choose gmm, digits, patches16, patches32, one of {toy_names()} or a path to a .npy file."
         )
     meta = dict(
         name=name,
