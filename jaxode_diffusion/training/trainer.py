@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from ..data import Dataset, check_finite, from_array, load_dataset
+from ..data import Dataset, check_finite, dataset_labels, from_array, load_dataset
 from ..models import ScoreModel, abstract_model, build_model
 from ..parameterizations import canonical_kind
 from ..processes import ForwardProcess, get_process
@@ -56,6 +56,8 @@ _RESUME_KEYS = (
     "ema_decay",
     "time_sampling",
     "weighting",
+    "conditional",
+    "p_uncond",
 )
 
 
@@ -117,6 +119,10 @@ class TrainConfig:
     n_train: int = 20000
     n_heldout: int = 2000
     dim: int = 2
+        conditional: train a class-conditional model on the dataset's labels (``digits``, or
+            ``from_array(x, labels=y)``); the network gets ``num_classes`` and a null class.
+        p_uncond: label-dropout probability of conditional training (classifier-free guidance
+            needs the unconditional score the null class learns; 0.1-0.2 is usual).
     resume: bool = False
     progress: bool = True
     max_to_keep: int = 3
@@ -145,6 +151,8 @@ class TrainConfig:
         get_process(self.process)
         if self.resume and not self.out_dir:
             raise ValueError("TrainConfig.resume=True needs out_dir (the run directory to resume).")
+    conditional: bool = False
+    p_uncond: float = 0.1
 
     @property
     def warmup(self) -> int:
@@ -200,6 +208,8 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     warmup = config.warmup
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup > 0 else config.lr,
+        if not (0.0 <= self.p_uncond <= 1.0):
+            raise ValueError(f"TrainConfig.p_uncond must lie in [0, 1], got {self.p_uncond!r}.")
         peak_value=config.lr,
         warmup_steps=warmup,
         decay_steps=max(config.steps, warmup + 1),
@@ -211,8 +221,11 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def model_config_for(config: TrainConfig, kind: str, event_shape, sigma_data: float) -> dict[str, Any]:
-    """The model description (``type`` plus constructor arguments) for data of this shape."""
+def model_config_for(
+    config: TrainConfig, kind: str, event_shape, sigma_data: float, num_classes: int | None = None
+) -> dict[str, Any]:
+    """The model description (``type`` plus constructor arguments) for data of this shape
+    (``num_classes``: class-conditional, see :attr:`TrainConfig.conditional`)."""
     model = config.model
     if model == "auto":
         model = "mlp" if kind == "vector" else "unet"
@@ -280,6 +293,8 @@ _STEP_CACHE: dict[Any, tuple[Callable, Callable]] = {}
 def _optimizer_cached(config: TrainConfig) -> optax.GradientTransformation:
     key = tuple(getattr(config, k) for k in _OPT_KEYS)
     if key not in _TX_CACHE:
+    if num_classes is not None:
+        common["num_classes"] = int(num_classes)
         _TX_CACHE[key] = make_optimizer(config)
     return _TX_CACHE[key]
 
@@ -294,14 +309,16 @@ def _compiled_steps(graphdef, process, tx, config: TrainConfig, loss_kw: dict[st
     if key is not None and key in _STEP_CACHE:
         return _STEP_CACHE[key]
 
-    def loss_fn(p, x0, k):
-        return dsm_loss(nnx.merge(graphdef, p), process, x0, k, **loss_kw)
+    def loss_fn(p, x0, k, y=None):
+        # y: class labels of a conditional run (label dropout settings are in loss_kw).
+        return dsm_loss(nnx.merge(graphdef, p), process, x0, k, cond=y, **loss_kw)
 
     @jax.jit
-    def train_step(p, o, e, step, base_key, xs):
+    def train_step(p, o, e, step, base_key, xs, ys=None):
         kd, kn = jax.random.split(jax.random.fold_in(base_key, step))
-        x0 = xs[jax.random.randint(kd, (batch,), 0, xs.shape[0])]
-        loss, grads = jax.value_and_grad(loss_fn)(p, x0, kn)
+        idx = jax.random.randint(kd, (batch,), 0, xs.shape[0])
+        x0 = xs[idx]
+        loss, grads = jax.value_and_grad(loss_fn)(p, x0, kn, None if ys is None else ys[idx])
         updates, o = tx.update(grads, o, p)
         p = optax.apply_updates(p, updates)
         # EMA warm-up (as in tf.train.ExponentialMovingAverage with num_updates) so short runs
@@ -311,9 +328,9 @@ def _compiled_steps(graphdef, process, tx, config: TrainConfig, loss_kw: dict[st
         return p, o, e, loss
 
     @jax.jit
-    def eval_loss(p, k, xs):
+    def eval_loss(p, k, xs, ys=None):
         # Fixed key: the held-out loss is comparable across evaluations; averaged over 4 draws.
-        return jnp.mean(jax.vmap(lambda kk: loss_fn(p, xs, kk))(jax.random.split(k, 4)))
+        return jnp.mean(jax.vmap(lambda kk: loss_fn(p, xs, kk, ys))(jax.random.split(k, 4)))
 
     if key is not None:
         _STEP_CACHE[key] = (train_step, eval_loss)
@@ -358,7 +375,11 @@ def train(
     check_finite(ds.heldout, "held-out data")
     process = get_process(config.process)
     sigma_data = float(ds.meta.get("sigma_data", 1.0))
-    model_cfg = model_config_for(config, ds.kind, ds.event_shape, sigma_data)
+    labels, num_classes = ((), ()), None  # extra (train, held-out) step arguments of a conditional run
+    if config.conditional:
+        y_train, y_held, num_classes = dataset_labels(ds)
+        labels = ((jnp.asarray(y_train),), (jnp.asarray(y_held[:2048]),))
+    model_cfg = model_config_for(config, ds.kind, ds.event_shape, sigma_data, num_classes)
     model = build_model(model_cfg, seed=config.seed)
     model_cfg = model.config
     graphdef, state = nnx.split(model)
@@ -415,7 +436,9 @@ def train(
     )
     try:
         for s in range(start, end):
-            params, opt_state, ema, loss = train_step(params, opt_state, ema, jnp.int32(s), base_key, train_x)
+            params, opt_state, ema, loss = train_step(
+                params, opt_state, ema, jnp.int32(s), base_key, train_x, *labels[0]
+            )
             done = s + 1
             if callback is not None:
                 callback(done, loss)
@@ -431,7 +454,7 @@ def train(
                 pbar.set_postfix(postfix)
             pbar.update(1)
             if config.eval_every and (done % config.eval_every == 0 or done == end):
-                hv = float(eval_loss(ema, eval_key, held_x))
+                hv = float(eval_loss(ema, eval_key, held_x, *labels[1]))
                 history.append(dict(step=done, heldout_loss=hv))
                 postfix["heldout"] = f"{hv:.4f}"
                 pbar.set_postfix(postfix)
@@ -471,6 +494,8 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, step: int | None =
         ema: use the EMA parameters (default) or the raw ones.
         step: checkpoint step (default: latest).
 
+    if config.conditional:
+        loss_kw.update(p_uncond=float(config.p_uncond), null_id=int(num_classes))
     Returns:
         ``(score_fn, run_config)``: a :class:`~jaxode_diffusion.models.ScoreModel` and the stored
         JSON (keys ``train``, ``model``, ``data``, ``step``).
