@@ -31,6 +31,7 @@ __all__ = [
     "load_dataset",
     "unnormalize",
     "check_finite",
+    "dataset_labels",
 ]
 
 
@@ -212,6 +213,7 @@ def load_digits(heldout_fraction: float = 0.2, seed: int = 0) -> Dataset:
         raw_range=[-1.0, 1.0],
         labels_train=bunch.target[idx_train].tolist(),
         labels_heldout=bunch.target[idx_held].tolist(),
+        num_classes=10,
     )
     return Dataset(x[idx_train], x[idx_held], "image", meta)
 
@@ -357,9 +359,19 @@ def load_npy(
 
 
 def from_array(
-    x, *, name: str = "array", normalize: bool = True, heldout_fraction: float = 0.1, seed: int = 0
+    x,
+    *,
+    name: str = "array",
+    normalize: bool = True,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    labels=None,
 ) -> Dataset:
-    """Validate and normalise an in-memory array (see :func:`load_npy`)."""
+    """Validate and normalise an in-memory array (see :func:`load_npy`).
+
+    ``labels``: optional integer class labels, one per row, split with the rows and stored in
+    ``meta`` (``labels_train``, ``labels_heldout``, ``num_classes``) for conditional training.
+    """
     x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) or x.dtype == np.bool_:
         raise ValueError(f"{name}: data must be a real numeric array, got dtype {x.dtype}.")
@@ -393,6 +405,17 @@ def from_array(
         scale=np.asarray(scale).tolist(),
         sigma_data=float(np.clip(train.std(), 0.05, 10.0)),
     )
+    if labels is not None:
+        y = np.asarray(labels)
+        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise ValueError(
+                f"{name}: labels must be {x.shape[0]} non-negative integers (one per row), got shape "
+                f"{y.shape} and dtype {y.dtype}; pass e.g. np.asarray(labels, np.int32)."
+            )
+        y_train, y_held = _split(y, heldout_fraction, seed)  # same permutation as the rows
+        meta.update(
+            labels_train=y_train.tolist(), labels_heldout=y_held.tolist(), num_classes=int(y.max()) + 1
+        )
     return Dataset(train, held, kind, meta)
 
 

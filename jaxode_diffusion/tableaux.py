@@ -238,6 +238,40 @@ def _as_float_array(value: ArrayLikeF, arg: str, ndim: int) -> np.ndarray:
     return out
 
 
+_FLAG_HINT = (
+    "pass `allow_inconsistent=True` to ButcherTableau (or from_lower) if this is deliberate "
+    "(research on inconsistent schemes)"
+)
+
+
+def _check_consistent(a: np.ndarray, b: np.ndarray, c: np.ndarray, b_error: np.ndarray | None) -> None:
+    """Refuse sum(b) != 1, sum(b_error) != 0 and c outside [0, 1] (see ``allow_inconsistent``)."""
+    gap = float(b.sum()) - 1.0
+    if abs(gap) > ORDER_TOL:
+        raise ValueError(
+            f"ButcherTableau: the weights must sum to 1 (consistency), but sum(b) = {float(b.sum())!r} "
+            f"(off by {gap:.3g}), so the computed order is {_order_from(a, b)} and the error does not "
+            f"vanish as the step shrinks; fix `b`, or {_FLAG_HINT}."
+        )
+    if b_error is not None:
+        gap_e = float(b_error.sum())
+        if abs(gap_e) > ORDER_TOL:
+            raise ValueError(
+                f"ButcherTableau: the error weights `b_error` = b - b_embedded must sum to 0, but "
+                f"sum(b_error) = {gap_e!r}, so the embedded method has computed order "
+                f"{_order_from(a, b - b_error)} and its error estimate does not vanish; fix `b_error`, "
+                f"or {_FLAG_HINT}."
+            )
+    outside = np.flatnonzero((c < -ROW_SUM_TOL) | (c > 1.0 + ROW_SUM_TOL))
+    if outside.size:
+        i = int(outside[0])
+        raise ValueError(
+            f"ButcherTableau: the nodes must lie in [0, 1], but c[{i}] = {float(c[i])!r} (the row sum of "
+            f"a[{i}, :]), so stage {i} evaluates the vector field outside the step [t, t + h] (computed "
+            f"order {_order_from(a, b)}); fix row {i} of `a`, or {_FLAG_HINT}."
+        )
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class ButcherTableau:
     """Butcher tableau of an explicit Runge--Kutta method, validated and hashable.
@@ -260,11 +294,19 @@ class ButcherTableau:
             relative to ``max(1, sum_j |a_ij|)``). ``None`` (default) takes the row sums.
         b_error: optional ``s`` error weights ``b - b_embedded``.
         name: optional label, used in ``repr`` and by the library; not compared.
+        allow_inconsistent: accept a tableau that is not consistent: weights with
+            ``sum(b) != 1`` (order 0: its error does not vanish as steps shrink), error
+            weights with ``sum(b_error) != 0`` (an order-0 embedded method), or nodes ``c``
+            outside ``[0, 1]`` (the score is evaluated outside the step's interval). Meant
+            for research on such schemes; off by default. Not compared or hashed.
 
     Raises:
         ValueError: if ``a`` is not square or has no stages, ``b``/``c``/``b_error`` do
             not have ``s`` entries, an entry is not finite, ``a`` has a nonzero entry on
-            or above the diagonal, or ``c`` differs from the row sums of ``a``.
+            or above the diagonal, or ``c`` differs from the row sums of ``a``; and, unless
+            ``allow_inconsistent=True``, if ``sum(b) != 1``, ``sum(b_error) != 0`` or a node
+            ``c_i`` is outside ``[0, 1]`` (each to :data:`ORDER_TOL`). The message gives the
+            computed order and the flag.
 
     Example:
         >>> tab = ButcherTableau(a=[[0, 0], [1, 0]], b=[0.5, 0.5], b_error=[-0.5, 0.5])
@@ -272,6 +314,12 @@ class ButcherTableau:
         (array([0., 1.]), 2, 1)
         >>> {tab: "heun"}[get("heun")]
         'heun'
+        >>> ButcherTableau(a=[[0, 0], [1, 0]], b=[0.5, 0.4])
+        Traceback (most recent call last):
+        ...
+        ValueError: ButcherTableau: the weights must sum to 1 (consistency), but sum(b) = 0.9 ...
+        >>> ButcherTableau(a=[[0, 0], [1, 0]], b=[0.5, 0.4], allow_inconsistent=True).order
+        0
     """
 
     a: np.ndarray
@@ -279,6 +327,7 @@ class ButcherTableau:
     c: np.ndarray | None = None
     b_error: np.ndarray | None = None
     name: str | None = field(default=None)
+    allow_inconsistent: bool = field(default=False)
 
     def __post_init__(self):
         a = _as_float_array(self.a, "a", 2)
@@ -338,6 +387,12 @@ class ButcherTableau:
                 )
         if self.name is not None and not isinstance(self.name, str):
             raise TypeError(f"ButcherTableau: `name` must be a string or None, got {self.name!r}.")
+        if not isinstance(self.allow_inconsistent, (bool, np.bool_)):
+            raise ValueError(
+                f"ButcherTableau: `allow_inconsistent` must be True or False, got {self.allow_inconsistent!r}."
+            )
+        if not self.allow_inconsistent:
+            _check_consistent(a, b, c, b_error)
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "c", c)
@@ -351,6 +406,7 @@ class ButcherTableau:
         c: ArrayLikeF | None = None,
         b_error: ArrayLikeF | None = None,
         name: str | None = None,
+        allow_inconsistent: bool = False,
     ) -> ButcherTableau:
         """Build a tableau from the ragged rows of the strictly lower triangle of ``a``.
 
@@ -364,7 +420,7 @@ class ButcherTableau:
 
         Args:
             a_lower_rows: the rows below the diagonal.
-            b, c, b_error, name: as in :class:`ButcherTableau`.
+            b, c, b_error, name, allow_inconsistent: as in :class:`ButcherTableau`.
 
         Returns:
             The validated :class:`ButcherTableau`.
@@ -400,7 +456,7 @@ class ButcherTableau:
             if c_arr.shape == (s - 1,):
                 c_arr = np.concatenate([[0.0], c_arr])
             c = c_arr
-        return cls(a=a, b=b_arr, c=c, b_error=b_error, name=name)
+        return cls(a=a, b=b_arr, c=c, b_error=b_error, name=name, allow_inconsistent=allow_inconsistent)
 
     # -- derived properties -----------------------------------------------------------
 
@@ -474,7 +530,8 @@ _REGISTRY: dict[str, ButcherTableau] = {}
 def _named(tab: ButcherTableau, name: str) -> ButcherTableau:
     if tab.name == name:
         return tab
-    return ButcherTableau(a=tab.a, b=tab.b, c=tab.c, b_error=tab.b_error, name=name)
+    return ButcherTableau(a=tab.a, b=tab.b, c=tab.c, b_error=tab.b_error, name=name,
+                          allow_inconsistent=tab.allow_inconsistent)
 
 
 def register(name: str, tableau: ButcherTableau, *, overwrite: bool = False) -> None:

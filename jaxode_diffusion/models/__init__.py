@@ -13,7 +13,7 @@ from typing import Any
 from flax import nnx
 
 from .adapter import DiffusionModel, ScoreModel, as_score_fn, preconditioning
-from .embeddings import NoiseEmbedding, noise_level, sinusoidal_embedding
+from .embeddings import ClassEmbedding, NoiseEmbedding, class_labels, noise_level, sinusoidal_embedding
 from .mlp import MLP, default_mlp_width
 from .unet import UNet, default_channel_mult
 
@@ -25,6 +25,8 @@ __all__ = [
     "as_score_fn",
     "preconditioning",
     "NoiseEmbedding",
+    "ClassEmbedding",
+    "class_labels",
     "noise_level",
     "sinusoidal_embedding",
     "default_mlp_width",

@@ -93,14 +93,20 @@ class DiffusionModel(nnx.Module):
         """Constructor arguments plus ``"type"`` (see :func:`jaxode_diffusion.models.build_model`)."""
         return json.loads(self.config_json)
 
-    def __call__(self, x, t, process: ForwardProcess):
-        """The prediction of kind ``self.prediction`` at ``(x, t)``; ``t`` scalar or ``(B,)``."""
+    def __call__(self, x, t, process: ForwardProcess, cond=None):
+        """The prediction of kind ``self.prediction`` at ``(x, t)``; ``t`` scalar or ``(B,)``.
+
+        ``cond`` (class labels for a model built with ``num_classes``) is passed on to
+        ``net(x_in, c_noise, cond)``; without it ``net`` is called with two arguments, so
+        unconditional subclasses need not accept ``cond``.
+        """
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
+        extra = () if cond is None else (cond,)
         if self.precondition:
             c_in, c_skip, c_out, c_noise = preconditioning(self.prediction, process, t, self.sigma_data)
-            f = self.net(_bcast(c_in, x) * x, c_noise)
+            f = self.net(_bcast(c_in, x) * x, c_noise, *extra)
             return _bcast(c_skip, x) * x + _bcast(c_out, x) * f
-        return self.net(x, noise_level(process, t))
+        return self.net(x, noise_level(process, t), *extra)
 
 
 class ScoreModel(eqx.Module):
@@ -127,10 +133,17 @@ class ScoreModel(eqx.Module):
     process: ForwardProcess
     prediction: str = eqx.field(static=True)
 
-    def __call__(self, x, t):
+    def __call__(self, x, t, cond=None):
+        """The score at ``(x, t)``; ``cond``: class labels (scalar or ``(B,)``) of a conditional
+        model, ``None`` for its unconditional (null-class) score."""
         model = nnx.merge(self.graphdef, self.params)
-        pred = model(x, t, self.process)
+        pred = model(x, t, self.process) if cond is None else model(x, t, self.process, cond)
         return to_score(pred, self.prediction, x, jnp.asarray(t, x.dtype), self.process)
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of a class-conditional model (its null id), ``None`` if unconditional."""
+        return getattr(self.model(), "num_classes", None)
 
     def model(self) -> DiffusionModel:
         """A fresh ``nnx`` model holding these parameters."""

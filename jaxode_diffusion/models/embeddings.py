@@ -15,7 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["noise_level", "sinusoidal_embedding", "NoiseEmbedding", "kernel_init", "zeros_init", "ones_init"]
+__all__ = [
+    "noise_level",
+    "sinusoidal_embedding",
+    "NoiseEmbedding",
+    "ClassEmbedding",
+    "class_labels",
+    "kernel_init",
+    "zeros_init",
+    "ones_init",
+]
 
 
 def kernel_init(key, shape, dtype=jnp.float32):
@@ -90,3 +99,79 @@ class NoiseEmbedding(nnx.Module):
     def __call__(self, c_noise):
         h = sinusoidal_embedding(c_noise, self.emb_dim)
         return self.lin2(jax.nn.silu(self.lin1(h)))
+
+
+def _normal_init(key, shape, dtype=jnp.float32):
+    """``N(0, 1)`` entries drawn with NumPy (see :func:`kernel_init`): an embedding table's rows
+    are added to the noise embedding, whose entries are O(1)."""
+    if isinstance(key, jax.core.Tracer):
+        return jax.random.normal(key, shape, dtype)
+    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+
+
+def class_labels(cond, batch: int, num_classes: int):
+    """Validate class labels ``cond`` and broadcast them to shape ``(batch,)``.
+
+    ``cond`` is an integer scalar (one class for the whole batch) or an integer array of shape
+    ``(batch,)``; ``None`` means unconditional and becomes the null id ``num_classes``. Values must
+    lie in ``[0, num_classes]`` (``num_classes`` is the null class); out-of-range values cannot be
+    checked on traced arrays and give undefined (NaN) embeddings.
+
+    Raises:
+        ValueError: if ``cond`` is not integer-valued or its shape is neither ``()`` nor ``(batch,)``.
+
+    Example:
+        >>> class_labels(3, 4, 10).tolist()
+        [3, 3, 3, 3]
+        >>> class_labels(None, 2, 10).tolist()
+        [10, 10]
+    """
+    if cond is None:
+        return jnp.full((batch,), num_classes, jnp.int32)
+    cond = jnp.asarray(cond)
+    if not jnp.issubdtype(cond.dtype, jnp.integer):
+        raise ValueError(
+            f"cond must hold integer class labels in [0, {num_classes}] ({num_classes} = null class), "
+            f"got dtype {cond.dtype}; pass e.g. jnp.asarray(labels, jnp.int32)."
+        )
+    if cond.ndim == 0:
+        return jnp.broadcast_to(cond, (batch,)).astype(jnp.int32)
+    if cond.shape != (batch,):
+        raise ValueError(
+            f"cond has shape {cond.shape} but x has batch size {batch}; pass one label per example, "
+            f"shape ({batch},), or a scalar label for the whole batch."
+        )
+    return cond.astype(jnp.int32)
+
+
+class ClassEmbedding(nnx.Module):
+    """A learned embedding of ``num_classes`` class labels plus one null (unconditional) id.
+
+    The null id is ``num_classes``; classifier-free guidance trains the null row by label
+    dropout (Ho & Salimans 2021) and samples ``s(null) + w (s(c) - s(null))``.
+
+    Args:
+        num_classes: number of real classes ``K`` (the table has ``K + 1`` rows).
+        out_dim: embedding size (added to the noise embedding).
+        rngs: ``nnx.Rngs``.
+
+    Example:
+        >>> from flax import nnx
+        >>> emb = ClassEmbedding(10, 8, rngs=nnx.Rngs(0))
+        >>> emb(None, 3).shape
+        (3, 8)
+    """
+
+    def __init__(self, num_classes: int, out_dim: int, *, rngs: nnx.Rngs):
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1 (or None for an unconditional model), got {num_classes}.")
+        self.num_classes = int(num_classes)
+        self.table = nnx.Embed(self.num_classes + 1, out_dim, embedding_init=_normal_init, rngs=rngs)
+
+    @property
+    def null_id(self) -> int:
+        return self.num_classes
+
+    def __call__(self, cond, batch: int):
+        return self.table(class_labels(cond, batch, self.num_classes))

@@ -9,7 +9,7 @@ from flax import nnx
 
 from ..parameterizations import canonical_kind
 from .adapter import DiffusionModel
-from .embeddings import NoiseEmbedding, kernel_init, ones_init, zeros_init
+from .embeddings import ClassEmbedding, NoiseEmbedding, kernel_init, ones_init, zeros_init
 
 __all__ = ["MLP", "default_mlp_width"]
 
@@ -46,6 +46,9 @@ class MLP(DiffusionModel):
         prediction: ``eps``, ``x0``, ``v``, ``flow`` or ``score``.
         precondition: apply process-aware EDM preconditioning (recommended).
         sigma_data: data standard deviation used by the preconditioning.
+        num_classes: ``None`` (unconditional, the default) or the number of classes ``K`` of a
+            class-conditional model: a learned embedding of the label (``K`` classes plus the null
+            id ``K``) is added to the noise embedding; call as ``net(x, t, process, cond=labels)``.
         rngs: ``nnx.Rngs`` for initialisation.
 
     Example:
@@ -54,6 +57,9 @@ class MLP(DiffusionModel):
         >>> from jaxode_diffusion import VPLinear
         >>> net = MLP(2, width=32, depth=1, rngs=nnx.Rngs(0))
         >>> net(jnp.zeros((5, 2)), 0.5, VPLinear()).shape
+        (5, 2)
+        >>> cnet = MLP(2, width=32, depth=1, num_classes=3, rngs=nnx.Rngs(0))
+        >>> cnet(jnp.zeros((5, 2)), 0.5, VPLinear(), jnp.arange(5) % 3).shape
         (5, 2)
     """
 
@@ -67,6 +73,7 @@ class MLP(DiffusionModel):
         prediction: str = "eps",
         precondition: bool = True,
         sigma_data: float = 1.0,
+        num_classes: int | None = None,
         rngs: nnx.Rngs,
     ):
         if int(dim) < 1:
@@ -76,28 +83,39 @@ class MLP(DiffusionModel):
         self.prediction = canonical_kind(prediction)
         self.precondition = bool(precondition)
         self.sigma_data = float(sigma_data)
-        self.config_json = json.dumps(
-            dict(
-                type="mlp",
-                dim=self.dim,
-                width=width,
-                depth=int(depth),
-                emb_dim=int(emb_dim),
-                prediction=self.prediction,
-                precondition=self.precondition,
-                sigma_data=self.sigma_data,
-            )
+        self.num_classes = None if num_classes is None else int(num_classes)
+        cfg = dict(
+            type="mlp",
+            dim=self.dim,
+            width=width,
+            depth=int(depth),
+            emb_dim=int(emb_dim),
+            prediction=self.prediction,
+            precondition=self.precondition,
+            sigma_data=self.sigma_data,
         )
+        if self.num_classes is not None:  # absent for unconditional models: old configs unchanged
+            cfg["num_classes"] = self.num_classes
+        self.config_json = json.dumps(cfg)
         self.temb = NoiseEmbedding(emb_dim, width, rngs=rngs)
+        self.cemb = None if self.num_classes is None else ClassEmbedding(self.num_classes, width, rngs=rngs)
         self.inp = nnx.Linear(dim, width, kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
         self.blocks = nnx.List([_ResBlock(width, rngs=rngs) for _ in range(int(depth))])
         self.norm = nnx.LayerNorm(width, scale_init=ones_init, bias_init=zeros_init, rngs=rngs)
         self.out = nnx.Linear(width, dim, kernel_init=zeros_init, bias_init=zeros_init, rngs=rngs)
 
-    def net(self, x_in, c_noise):
+    def net(self, x_in, c_noise, cond=None):
         if x_in.ndim != 2 or x_in.shape[1] != self.dim:
             raise ValueError(f"MLP expects x of shape (B, {self.dim}), got {x_in.shape}.")
-        temb = jax.nn.silu(self.temb(c_noise))
+        temb = self.temb(c_noise)
+        if self.cemb is not None:
+            temb = temb + self.cemb(cond, x_in.shape[0])
+        elif cond is not None:
+            raise ValueError(
+                "cond was given but this MLP is unconditional (num_classes=None); build it with "
+                "num_classes=K (train with --conditional) or call it without cond."
+            )
+        temb = jax.nn.silu(temb)
         h = self.inp(x_in)
         for block in self.blocks:
             h = block(h, temb)

@@ -10,7 +10,7 @@ from flax import nnx
 
 from ..parameterizations import canonical_kind
 from .adapter import DiffusionModel
-from .embeddings import NoiseEmbedding, kernel_init, ones_init, zeros_init
+from .embeddings import ClassEmbedding, NoiseEmbedding, kernel_init, ones_init, zeros_init
 
 __all__ = ["UNet", "default_channel_mult"]
 
@@ -64,7 +64,7 @@ class UNet(DiffusionModel):
         channel_mult: channel multiplier per level (default :func:`default_channel_mult`).
         num_res_blocks: residual blocks per level.
         emb_dim: sinusoidal embedding size (the embedding MLP has ``4 * channels`` units).
-        prediction, precondition, sigma_data: see :class:`~jaxode_diffusion.models.MLP`.
+        prediction, precondition, sigma_data, num_classes: see :class:`~jaxode_diffusion.models.MLP`.
         rngs: ``nnx.Rngs``.
 
     Raises:
@@ -76,6 +76,9 @@ class UNet(DiffusionModel):
         >>> from jaxode_diffusion import VPLinear
         >>> net = UNet((8, 8, 1), channels=8, rngs=nnx.Rngs(0))
         >>> net(jnp.zeros((2, 8, 8, 1)), 0.5, VPLinear()).shape
+        (2, 8, 8, 1)
+        >>> cnet = UNet((8, 8, 1), channels=8, num_classes=10, rngs=nnx.Rngs(0))
+        >>> cnet(jnp.zeros((2, 8, 8, 1)), 0.5, VPLinear(), jnp.array([3, 10])).shape  # 10: null id
         (2, 8, 8, 1)
     """
 
@@ -90,6 +93,7 @@ class UNet(DiffusionModel):
         prediction: str = "eps",
         precondition: bool = True,
         sigma_data: float = 0.5,
+        num_classes: int | None = None,
         rngs: nnx.Rngs,
     ):
         image_shape = tuple(int(s) for s in image_shape)
@@ -107,21 +111,24 @@ class UNet(DiffusionModel):
         self.prediction = canonical_kind(prediction)
         self.precondition = bool(precondition)
         self.sigma_data = float(sigma_data)
-        self.config_json = json.dumps(
-            dict(
-                type="unet",
-                image_shape=list(image_shape),
-                channels=int(channels),
-                channel_mult=list(mult),
-                num_res_blocks=int(num_res_blocks),
-                emb_dim=int(emb_dim),
-                prediction=self.prediction,
-                precondition=self.precondition,
-                sigma_data=self.sigma_data,
-            )
+        self.num_classes = None if num_classes is None else int(num_classes)
+        cfg = dict(
+            type="unet",
+            image_shape=list(image_shape),
+            channels=int(channels),
+            channel_mult=list(mult),
+            num_res_blocks=int(num_res_blocks),
+            emb_dim=int(emb_dim),
+            prediction=self.prediction,
+            precondition=self.precondition,
+            sigma_data=self.sigma_data,
         )
+        if self.num_classes is not None:  # absent for unconditional models: old configs unchanged
+            cfg["num_classes"] = self.num_classes
+        self.config_json = json.dumps(cfg)
         temb_dim = 4 * channels
         self.temb = NoiseEmbedding(emb_dim, temb_dim, rngs=rngs)
+        self.cemb = None if self.num_classes is None else ClassEmbedding(self.num_classes, temb_dim, rngs=rngs)
         self.conv_in = nnx.Conv(c, channels, (3, 3), kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
         self.num_res_blocks = int(num_res_blocks)
         self.num_levels = len(mult)
@@ -166,12 +173,20 @@ class UNet(DiffusionModel):
         )
         self.conv_out = nnx.Conv(cur, c, (3, 3), kernel_init=zeros_init, bias_init=zeros_init, rngs=rngs)
 
-    def net(self, x_in, c_noise):
+    def net(self, x_in, c_noise, cond=None):
         if x_in.shape[1:] != self.image_shape:
             raise ValueError(
                 f"UNet expects x of shape (B, {', '.join(map(str, self.image_shape))}), got {x_in.shape}."
             )
-        temb = jax.nn.silu(self.temb(c_noise))
+        temb = self.temb(c_noise)
+        if self.cemb is not None:
+            temb = temb + self.cemb(cond, x_in.shape[0])
+        elif cond is not None:
+            raise ValueError(
+                "cond was given but this UNet is unconditional (num_classes=None); build it with "
+                "num_classes=K (train with --conditional) or call it without cond."
+            )
+        temb = jax.nn.silu(temb)
         h = self.conv_in(x_in)
         hs = [h]
         blocks = iter(self.down)

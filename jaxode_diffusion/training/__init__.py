@@ -1,7 +1,7 @@
 """Training score models: DSM loss, optax trainer with EMA, orbax checkpoints."""
 
 from .checkpoint import latest_step, read_config, restore_checkpoint
-from .loss import TIME_SAMPLINGS, WEIGHTINGS, dsm_loss, dsm_loss_per_example, sample_times
+from .loss import TIME_SAMPLINGS, WEIGHTINGS, drop_labels, dsm_loss, dsm_loss_per_example, sample_times
 from .trainer import TrainConfig, TrainResult, load_run, make_optimizer, model_config_for, train
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "WEIGHTINGS",
     "TrainConfig",
     "TrainResult",
+    "drop_labels",
     "dsm_loss",
     "dsm_loss_per_example",
     "latest_step",

@@ -16,6 +16,11 @@ weighting      per-example loss                                   equals, in eps
                (Song et al. 2021, ``lambda(t) = sigma^2``)
 =============  =================================================  ======================
 
+Class-conditional models (``cond`` = integer labels, one per example) are trained with label
+dropout (Ho & Salimans 2021, classifier-free guidance): each label is replaced by the null id
+with probability ``p_uncond``, so the one network learns both ``s(x, t, c)`` and the
+unconditional ``s(x, t, null)``.
+
 Time sampling: ``uniform`` (``t ~ U[t_min, t_max]``) or ``log_snr_uniform`` (``lambda ~ U`` on
 ``[lambda(t_max), lambda(t_min)]``, mapped back with ``process.t_of_lambda``).
 """
@@ -28,7 +33,7 @@ import jax.numpy as jnp
 from ..parameterizations import _bcast, to_score, to_x0_eps
 from ..processes import ForwardProcess
 
-__all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_times", "dsm_loss", "dsm_loss_per_example"]
+__all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_times", "drop_labels", "dsm_loss", "dsm_loss_per_example"]
 
 TIME_SAMPLINGS = ("uniform", "log_snr_uniform")
 WEIGHTINGS = ("eps", "x0", "snr", "edm", "score")
@@ -72,6 +77,25 @@ def sample_times(
     return jnp.clip(t, t_min, t_max)
 
 
+def drop_labels(key, labels, p_uncond, null_id: int):
+    """Label dropout: each label becomes ``null_id`` independently with probability ``p_uncond``.
+
+    Args:
+        key: PRNG key.
+        labels: integer labels ``(B,)``.
+        p_uncond: dropout probability in ``[0, 1]`` (may be traced).
+        null_id: the null (unconditional) class id, ``num_classes`` for this package's models.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> drop_labels(jax.random.key(0), jnp.arange(4), 1.0, 10).tolist()
+        [10, 10, 10, 10]
+    """
+    labels = jnp.asarray(labels)
+    drop = jax.random.bernoulli(key, p_uncond, labels.shape)
+    return jnp.where(drop, jnp.asarray(null_id, labels.dtype), labels)
+
+
 def dsm_loss_per_example(
     model,
     process: ForwardProcess,
@@ -83,6 +107,9 @@ def dsm_loss_per_example(
     t_min=None,
     t_max=None,
     sigma_data: float = 1.0,
+    cond=None,
+    p_uncond: float = 0.0,
+    null_id: int | None = None,
 ):
     """Per-example weighted denoising loss, shape ``(B,)``.
 
@@ -95,14 +122,30 @@ def dsm_loss_per_example(
         time_sampling, weighting: see the module docstring.
         t_min, t_max: time range (default ``[process.default_t_end, process.t_max]``).
         sigma_data: data std used by the ``edm`` weighting.
+        cond: integer class labels ``(B,)`` of a conditional model (``None``: unconditional;
+            the model is then called without ``cond``).
+        p_uncond: label-dropout probability (used when ``cond`` is given).
+        null_id: the null class id labels are dropped to (needed when ``p_uncond > 0``).
+
+    Raises:
+        ValueError: on an unknown ``time_sampling`` / ``weighting``, ``p_uncond`` outside
+            ``[0, 1]`` or ``p_uncond > 0`` without ``null_id``.
     """
     _check(time_sampling, weighting)
     kt, kn = jax.random.split(key)
+    if cond is not None:
+        if not 0.0 <= float(p_uncond) <= 1.0:
+            raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}.")
+        if p_uncond > 0:
+            if null_id is None:
+                raise ValueError("p_uncond > 0 needs null_id (the model's null class, num_classes).")
+            # fold_in, not a third split: the unconditional loss keeps its exact random stream.
+            cond = drop_labels(jax.random.fold_in(key, 1), cond, p_uncond, null_id)
     t = sample_times(kt, x0.shape[0], process, time_sampling, t_min=t_min, t_max=t_max, dtype=x0.dtype)
     eps = jax.random.normal(kn, x0.shape, x0.dtype)
     alpha, sigma = _bcast(process.alpha(t), x0), _bcast(process.sigma(t), x0)
     xt = alpha * x0 + sigma * eps
-    pred = model(xt, t, process)
+    pred = model(xt, t, process) if cond is None else model(xt, t, process, cond)
     axes = tuple(range(1, x0.ndim))
     if weighting == "score":
         s_hat = to_score(pred, model.prediction, xt, t, process)

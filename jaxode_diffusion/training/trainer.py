@@ -85,6 +85,10 @@ class TrainConfig:
         channels: U-Net base channels.
         time_sampling: ``uniform`` or ``log_snr_uniform``.
         weighting: ``eps``, ``x0``, ``snr``, ``edm`` or ``score``.
+        conditional: train a class-conditional model on the dataset's labels (``digits``, or
+            ``from_array(x, labels=y)``); the network gets ``num_classes`` and a null class.
+        p_uncond: label-dropout probability of conditional training (classifier-free guidance
+            needs the unconditional score the null class learns; 0.1-0.2 is usual).
         eval_every: held-out loss every this many steps and at the end (0: never).
         ckpt_every: checkpoint every this many steps (and always at the end).
         log_every: refresh the progress bar's loss every this many steps.
@@ -113,16 +117,14 @@ class TrainConfig:
     channels: int = 32
     time_sampling: str = "uniform"
     weighting: str = "eps"
+    conditional: bool = False
+    p_uncond: float = 0.1
     eval_every: int = 500
     ckpt_every: int = 1000
     log_every: int = 50
     n_train: int = 20000
     n_heldout: int = 2000
     dim: int = 2
-        conditional: train a class-conditional model on the dataset's labels (``digits``, or
-            ``from_array(x, labels=y)``); the network gets ``num_classes`` and a null class.
-        p_uncond: label-dropout probability of conditional training (classifier-free guidance
-            needs the unconditional score the null class learns; 0.1-0.2 is usual).
     resume: bool = False
     progress: bool = True
     max_to_keep: int = 3
@@ -147,12 +149,12 @@ class TrainConfig:
             )
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"TrainConfig.weighting={self.weighting!r}; choose one of {list(WEIGHTINGS)}.")
+        if not (0.0 <= self.p_uncond <= 1.0):
+            raise ValueError(f"TrainConfig.p_uncond must lie in [0, 1], got {self.p_uncond!r}.")
         canonical_kind(self.prediction)
         get_process(self.process)
         if self.resume and not self.out_dir:
             raise ValueError("TrainConfig.resume=True needs out_dir (the run directory to resume).")
-    conditional: bool = False
-    p_uncond: float = 0.1
 
     @property
     def warmup(self) -> int:
@@ -208,8 +210,6 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     warmup = config.warmup
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup > 0 else config.lr,
-        if not (0.0 <= self.p_uncond <= 1.0):
-            raise ValueError(f"TrainConfig.p_uncond must lie in [0, 1], got {self.p_uncond!r}.")
         peak_value=config.lr,
         warmup_steps=warmup,
         decay_steps=max(config.steps, warmup + 1),
@@ -234,6 +234,8 @@ def model_config_for(
         precondition=bool(config.precondition),
         sigma_data=float(sigma_data),
     )
+    if num_classes is not None:
+        common["num_classes"] = int(num_classes)
     if model == "mlp":
         dim = int(np.prod(event_shape))
         if len(event_shape) != 1:
@@ -293,8 +295,6 @@ _STEP_CACHE: dict[Any, tuple[Callable, Callable]] = {}
 def _optimizer_cached(config: TrainConfig) -> optax.GradientTransformation:
     key = tuple(getattr(config, k) for k in _OPT_KEYS)
     if key not in _TX_CACHE:
-    if num_classes is not None:
-        common["num_classes"] = int(num_classes)
         _TX_CACHE[key] = make_optimizer(config)
     return _TX_CACHE[key]
 
@@ -425,6 +425,8 @@ def train(
     train_x = jnp.asarray(ds.train)
     held_x = jnp.asarray(ds.heldout[:2048])
     loss_kw = dict(time_sampling=config.time_sampling, weighting=config.weighting, sigma_data=sigma_data)
+    if config.conditional:
+        loss_kw.update(p_uncond=float(config.p_uncond), null_id=int(num_classes))
     train_step, eval_loss = _compiled_steps(graphdef, process, tx, config, loss_kw)
 
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
@@ -494,8 +496,6 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, step: int | None =
         ema: use the EMA parameters (default) or the raw ones.
         step: checkpoint step (default: latest).
 
-    if config.conditional:
-        loss_kw.update(p_uncond=float(config.p_uncond), null_id=int(num_classes))
     Returns:
         ``(score_fn, run_config)``: a :class:`~jaxode_diffusion.models.ScoreModel` and the stored
         JSON (keys ``train``, ``model``, ``data``, ``step``).
