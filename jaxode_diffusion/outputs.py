@@ -1,0 +1,121 @@
+"""Output paths checked before any work starts, and OS errors turned into messages that name the path.
+
+Commands write run directories (``train --out``, ``regularity --out``, ``study --out``) and files
+(``sample --out``, ``convergence --json``). A path that is in the way (a file where a directory is
+wanted, or the reverse), a read-only location or a full disk should be reported at once, naming the
+path and the fix, not after minutes of work and not as a bare ``FileExistsError``.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+from pathlib import Path
+
+__all__ = ["ensure_output_dir", "ensure_output_file", "os_error"]
+
+# Hints by errno: what the user can do about it.
+_HINTS = {
+    _errno.ENOSPC: "free disk space or choose another location",
+    _errno.EDQUOT: "free space in your quota or choose another location",
+    _errno.EACCES: "check the permissions or choose a writable location",
+    _errno.EPERM: "check the permissions or choose a writable location",
+    _errno.EROFS: "the file system is read-only; choose a writable location",
+    _errno.ENOTDIR: "a file is in the way where a directory is needed; choose another path",
+    _errno.EEXIST: "a file is in the way; choose another path",
+    _errno.EISDIR: "a directory is in the way where a file is needed; choose another path",
+    _errno.ENOENT: "check the path",
+}
+# tensorstore (under orbax) reports OS failures as ValueError("... [os_error_code='28']").
+_TS_ERRNO = re.compile(r"os_error_code='?(\d+)")
+
+
+def os_error(err: BaseException, path, action: str) -> OSError | None:
+    """An ``OSError`` naming ``path``, ``action`` and the fix for ``err``; ``None`` if ``err`` is no OS error.
+
+    Recognises ``OSError`` itself and the ``ValueError`` through which tensorstore (orbax's storage
+    layer) reports a failed write (``... No space left on device [os_error_code='28']``). The
+    result keeps the errno and the subclass (``PermissionError`` stays a ``PermissionError``).
+
+    Example:
+        >>> import errno
+        >>> e = os_error(OSError(errno.ENOSPC, "No space left on device"), "/runs/a", "writing checkpoint 20")
+        >>> e.errno == errno.ENOSPC, e.filename
+        (True, '/runs/a')
+        >>> e.strerror
+        'No space left on device while writing checkpoint 20 (free disk space or choose another location)'
+    """
+    if isinstance(err, OSError) and err.errno is not None:
+        code, reason = err.errno, err.strerror or os.strerror(err.errno)
+    else:
+        m = _TS_ERRNO.search(str(err))
+        if m is None:
+            return None
+        code = int(m.group(1))
+        reason = os.strerror(code)
+    hint = _HINTS.get(code)
+    msg = f"{reason} while {action}" + (f" ({hint})" if hint else "")
+    # OSError(errno, strerror, filename) picks the subclass (PermissionError, ...) from errno.
+    return OSError(code, msg, os.fspath(path))
+
+
+def ensure_output_dir(path, argname: str = "--out") -> Path:
+    """Create directory ``path`` (with parents) or raise a clear error before any work starts.
+
+    Raises:
+        ValueError: if ``path`` (or one of its parents) is an existing file.
+        PermissionError / OSError: if the directory cannot be created or written (named, with a fix).
+
+    Example:
+        >>> import tempfile, os
+        >>> d = ensure_output_dir(os.path.join(tempfile.mkdtemp(), "run"), "--out")
+        >>> d.is_dir()
+        True
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(
+            f"{argname} {os.fspath(path)!r} is an existing file, not a directory; choose a directory path "
+            "(or remove the file)."
+        )
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"{argname} {os.fspath(path)!r}: its parent {os.fspath(parent)!r} is a file, not a "
+                    "directory; choose another path."
+                )
+            break
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise (os_error(err, p, f"creating the {argname} directory") or err) from err
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise PermissionError(
+            _errno.EACCES, f"{argname} directory is not writable (check the permissions or choose another)",
+            os.fspath(p),
+        )
+    return p
+
+
+def ensure_output_file(path, argname: str = "--out") -> Path:
+    """Check that file ``path`` can be written (creating its parent directory) before any work starts.
+
+    Raises:
+        ValueError: if ``path`` is an existing directory or a parent is a file.
+        PermissionError / OSError: if the parent cannot be created or written.
+
+    Example:
+        >>> import tempfile, os
+        >>> ensure_output_file(os.path.join(tempfile.mkdtemp(), "sub", "x.npy")).parent.is_dir()
+        True
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(
+            f"{argname} {os.fspath(path)!r} is a directory; give a file name (for example "
+            f"{os.fspath(p / 'out.npy')!r})."
+        )
+    ensure_output_dir(p.parent, f"{argname} (its directory)")
+    return p
