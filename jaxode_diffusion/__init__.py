@@ -63,6 +63,7 @@ from .processes import (
 )
 from .regularity import (
     RegularityProfile,
+    bind_cond,
     directional_second_derivative,
     jacobian_norm,
     plot_profile,

@@ -34,6 +34,12 @@ Every estimate is computed per example (a single-example function, ``score_fn`` 
 batch of one, ``vmap``-ed over the batch), with the *same* random probes/start vectors for every
 example, so a value does not depend on the batch size or on the element's position in it.
 
+Conditioning: every estimator takes ``cond=`` (a pytree; the score is then called as
+``score_fn(x, t, cond)``, e.g. class labels, or a guided score from
+:func:`~jaxode_diffusion.guidance.classifier_free_guidance`). Leaves with a leading batch axis
+are one condition per example (each example's derivatives use its own condition); scalar leaves
+are shared. :func:`bind_cond` makes the same two-argument score explicitly.
+
 Randomness: ``key=None`` means ``jax.random.PRNGKey(0)``, so estimates are deterministic by
 default; pass a key to draw other probes or start vectors (e.g. to gauge the spread of a
 stochastic estimate).
@@ -69,6 +75,8 @@ __all__ = [
     "plot_profile",
     "RegularityProfile",
     "AUTO_EXACT_MAX_DIM",
+    "BoundCond",
+    "bind_cond",
 ]
 
 #: ``method="auto"`` uses the dense ("exact") path up to this dimension ``d`` (inclusive).
@@ -118,6 +126,80 @@ def _prepare(score_fn, x, key):
         x = x.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
     key = jax.random.PRNGKey(0) if key is None else key
     return x, key
+
+
+class BoundCond(eqx.Module):
+    """``score_fn`` with a condition bound: ``BoundCond(f, cond)(x, t) = f(x, t, cond)``.
+
+    A pytree: the array leaves of ``cond`` (and of ``score_fn``) are traced, so new labels of the
+    same shape never recompile. Build it with :func:`bind_cond`.
+    """
+
+    score_fn: Any
+    cond: Any
+
+    def __call__(self, x, t):
+        return self.score_fn(x, t, self.cond)
+
+
+def bind_cond(score_fn: Callable, cond) -> BoundCond:
+    """The two-argument score ``(x, t) -> score_fn(x, t, cond)`` of a conditional score.
+
+    Use it to hand a conditional (or guided) score with one condition for the whole batch to
+    code that calls ``score_fn(x, t)``. For one condition *per example*, pass ``cond=`` to the
+    estimators of this module instead: they evaluate each example with its own condition.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> score = lambda x, t, c: -(x - c) / (1.0 + t**2)      # N(c, (1 + t^2) I)
+        >>> f = bind_cond(score, jnp.asarray(2.0))
+        >>> float(f(jnp.zeros((1, 1)), 1.0)[0, 0])
+        1.0
+        >>> [round(float(v), 4) for v in jacobian_norm(f, jnp.ones((2, 3)), 1.0)]
+        [0.5, 0.5]
+    """
+    if not callable(score_fn):
+        raise ValueError(f"score_fn must be callable score_fn(x, t, cond); got {type(score_fn).__name__}.")
+    return BoundCond(score_fn, jax.tree.map(jnp.asarray, cond))
+
+
+def _split_cond(cond, batch: int):
+    """``(treedef, leaves, mapped)``: leaves with a leading axis of size ``batch`` are one per
+    example (mapped), scalars are shared; anything else is an error naming the leaf."""
+    with_path, treedef = jax.tree_util.tree_flatten_with_path(cond)
+    leaves, mapped = [], []
+    for path, leaf in with_path:
+        leaf = jnp.asarray(leaf)
+        if leaf.ndim and leaf.shape[0] != batch:
+            raise ValueError(
+                f"cond{jax.tree_util.keystr(path)} has shape {leaf.shape} but x has batch size {batch}; "
+                f"give one condition per example (leading axis {batch}) or a scalar shared by all."
+            )
+        leaves.append(leaf)
+        mapped.append(leaf.ndim > 0)
+    return treedef, leaves, mapped
+
+
+def _with_cond(compute, score_fn, x, cond, *args, mapped_args=()):
+    """Run a batch ``compute(score, x, *args, *mapped_args)`` with a condition.
+
+    All-scalar conditions are bound once (:func:`bind_cond`); otherwise ``compute`` runs on a
+    batch of one per example (``vmap``), that example's condition bound (its mapped leaves keep
+    a batch axis of one), and the per-example outputs (leading axis 1) are stacked.
+    """
+    treedef, leaves, mapped = _split_cond(cond, x.shape[0])
+    if not any(mapped):
+        return compute(BoundCond(score_fn, treedef.unflatten(leaves)), x, *args, *mapped_args)
+    per_ex = [leaf for leaf, m in zip(leaves, mapped) if m]
+    shared = [leaf for leaf, m in zip(leaves, mapped) if not m]
+
+    def one(xi, per, *mi):
+        it_per, it_sh = iter(per), iter(shared)
+        ci = treedef.unflatten([next(it_per)[None] if m else next(it_sh) for m in mapped])
+        out = compute(BoundCond(score_fn, ci), xi[None], *args, *(m[None] for m in mi))
+        return jax.tree.map(lambda a: a[0], out)
+
+    return jax.vmap(one)(x, per_ex, *mapped_args)
 
 
 def _resolve_method(method: str, d: int) -> str:
@@ -496,6 +578,7 @@ def jacobian_norm(
     num_probes: int = 64,
     probe: str = "rademacher",
     return_info: bool = False,
+    cond=None,
 ):
     """Norm of the score's Jacobian ``Ds(x, t)`` for each example of a batch.
 
@@ -518,6 +601,8 @@ def jacobian_norm(
         num_probes: Hutchinson probes (>= 2, for a standard error).
         probe: ``"rademacher"`` (lower variance) or ``"gaussian"`` probe vectors.
         return_info: also return a dict of per-example accuracy information.
+        cond: optional condition; the score is then ``score_fn(x, t, cond)`` (see the module
+            docstring: leaves with a leading batch axis are per example, scalars shared).
 
     Returns:
         ``(B,)`` norms; with ``return_info=True`` a pair ``(norms, info)`` where ``info`` holds
@@ -538,7 +623,10 @@ def jacobian_norm(
     """
     x, key, compute = _jacobian_setup(score_fn, x, key, ord=ord, method=method, num_iters=num_iters,
                                       tol=tol, num_probes=num_probes, probe=probe)
-    vals, info = compute(score_fn, x, jnp.asarray(t), key)
+    if cond is None:
+        vals, info = compute(score_fn, x, jnp.asarray(t), key)
+    else:
+        vals, info = _with_cond(compute, score_fn, x, cond, jnp.asarray(t), key)
     return (vals, info) if return_info else vals
 
 
@@ -556,6 +644,7 @@ def second_derivative_norm(
     num_probes: int = 64,
     probe: str = "rademacher",
     return_info: bool = False,
+    cond=None,
 ):
     """Norm of the score's second derivative ``D^2 s(x, t)`` for each example of a batch.
 
@@ -608,11 +697,14 @@ def second_derivative_norm(
     x, key, compute = _second_setup(score_fn, x, key, ord=ord, method=method, num_iters=num_iters,
                                     tol=tol, num_restarts=num_restarts, num_probes=num_probes,
                                     probe=probe)
-    vals, info = compute(score_fn, x, jnp.asarray(t), key)
+    if cond is None:
+        vals, info = compute(score_fn, x, jnp.asarray(t), key)
+    else:
+        vals, info = _with_cond(compute, score_fn, x, cond, jnp.asarray(t), key)
     return (vals, info) if return_info else vals
 
 
-def directional_second_derivative(score_fn: Callable, x, t, v):
+def directional_second_derivative(score_fn: Callable, x, t, v, *, cond=None):
     """``D^2 s(x, t)[v, v]`` for each example: the second derivative of ``s`` along ``v``.
 
     ``D^2 s[v, v] = d^2/de^2 s(x + e v, t) at e = 0``, by a nested ``jax.jvp`` (no tensor).
@@ -622,6 +714,7 @@ def directional_second_derivative(score_fn: Callable, x, t, v):
         x: ``(B, *event_shape)`` points.
         t: scalar time.
         v: direction, ``(B, *event_shape)`` (one per example) or ``event_shape`` (shared).
+        cond: optional condition, as in :func:`jacobian_norm`.
 
     Returns:
         Array shaped like ``x``.
@@ -646,7 +739,9 @@ def directional_second_derivative(score_fn: Callable, x, t, v):
             f"got {v.shape}."
         )
 
-    return _directional_fn(event_shape)(score_fn, x, jnp.asarray(t), v)
+    if cond is None:
+        return _directional_fn(event_shape)(score_fn, x, jnp.asarray(t), v)
+    return _with_cond(_directional_fn(event_shape), score_fn, x, cond, jnp.asarray(t), mapped_args=(v,))
 
 
 @functools.lru_cache(maxsize=64)
@@ -743,6 +838,7 @@ def profile(
     method: str = "auto",
     quantiles: Sequence[float] = (0.5, 0.9, 0.99),
     estimator_kwargs: dict | None = None,
+    cond=None,
 ) -> RegularityProfile:
     """Derivative norms of ``score_fn`` on a grid of times, along ODE trajectories and at noised data.
 
@@ -772,6 +868,9 @@ def profile(
         quantiles: batch quantiles to report (besides max and mean).
         estimator_kwargs: extra keyword arguments per quantity, e.g.
             ``{"second_operator": {"num_restarts": 16}}``.
+        cond: optional condition of a conditional (or guided) score ``score_fn(x, t, cond)``,
+            per example (leading axis ``B``) or shared (scalars); the trajectories are sampled
+            with it and every derivative is taken at it.
 
     Returns:
         A :class:`RegularityProfile` (``json.dumps(p.to_dict())`` works).
@@ -834,7 +933,8 @@ def profile(
         frac = jnp.linspace(0.0, 1.0, substeps + 1, dtype=ts_desc.dtype)[:-1]
         fine = (ts_desc[:-1, None] + frac[None, :] * (ts_desc[1:] - ts_desc[:-1])[:, None]).reshape(-1)
         fine = jnp.concatenate([fine, ts_desc[-1:]])
-        sol = sample(score_fn, process, x_init, solver=solver, grid=fine, return_trajectory=True)
+        cond_kw = {} if cond is None else {"cond": cond}
+        sol = sample(score_fn, process, x_init, solver=solver, grid=fine, return_trajectory=True, **cond_kw)
         traj = sol.trajectory[::substeps]
         assert traj.shape[0] == n_t
         points["trajectory"] = [traj[n_t - 1 - i] for i in range(n_t)]
@@ -859,7 +959,11 @@ def profile(
         acc_t = {q: [] for q in quantities}
         for i, t in enumerate(ts_asc):
             for q in quantities:
-                vals, info = estimators[q](score_fn, xs[i], jnp.asarray(t, x_source.dtype), k_est)
+                args = (jnp.asarray(t, x_source.dtype), k_est)
+                if cond is None:
+                    vals, info = estimators[q](score_fn, xs[i], *args)
+                else:
+                    vals, info = _with_cond(estimators[q], score_fn, xs[i], cond, *args)
                 vals = np.asarray(vals, np.float64)
                 per_t[q].append((_summarise(vals, quantiles),
                                  _summarise(vals * sig[i] ** _SIGMA_POWER[q], quantiles)))
