@@ -37,6 +37,7 @@ from .data import Dataset, load_dataset, load_digits, load_npy, make_toy
 from .forms import FORM_NAMES, get_form
 from .grid_optimization import OptimizedGrid, evaluate_grid, load_grid, optimize_grid
 from .grids import GRID_NAMES, make_grid
+from .guidance import ClassifierFreeGuidance, DynamicThresholding, classifier_free_guidance, dynamic_thresholding
 from .metrics import (
     TVEstimate,
     energy_distance,
@@ -48,7 +49,7 @@ from .metrics import (
     sliced_wasserstein,
     tv_distance,
 )
-from .models import MLP, DiffusionModel, ScoreModel, UNet, as_score_fn, build_model
+from .models import MLP, DiffusionModel, NetworkScore, ScoreModel, UNet, as_score_fn, build_model, network_from_score
 from .parameterizations import convert, from_score, to_score
 from .processes import (
     EDM,

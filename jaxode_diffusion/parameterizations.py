@@ -28,16 +28,48 @@ new kind needs one table entry.
 
 ``t`` may be a scalar or a per-example array of shape ``(B,)`` (as in training); coefficients
 broadcast against ``x`` of shape ``(B, *event_shape)``.
+
+A network's own **time input** is a second, separate convention (:data:`TIME_INPUTS`,
+:func:`to_model_time`), so a network gets exactly the input it was trained on:
+
+=============  ====================================  ================================================
+time input     value fed to the network              used by
+=============  ====================================  ================================================
+``t``          ``t``                                 continuous-time models (score SDE, flows)
+``t1000``      ``1000 t``                            continuous VP models trained on ``1000 t``
+``index``      ``N t - 1`` (step ``n`` at            DDPM-style networks indexed by the step of an
+               ``t_n = (n + 1) / N``)                ``N``-entry table (DPM-Solver's discrete map)
+``index1000``  ``1000 (t - 1/N) = 1000 n / N``       DPM-Solver ``model_wrapper`` for discrete
+                                                     schedules; improved-DDPM ``rescale_timesteps``
+``sigma``      ``sigma(t)``                          noise-level-conditioned networks
+``rho``        ``sigma(t) / alpha(t)``               EDM / k-diffusion ``sigma`` (= ``sigma`` if
+                                                     ``alpha = 1``)
+``log_snr``    ``lambda(t) = log(alpha / sigma)``    VDM, log-SNR-conditioned networks
+``c_noise``    ``log(rho) / 4 = -lambda / 4``        EDM (``log(sigma)/4``), this package's models
+=============  ====================================  ================================================
+
+``N`` (``num_train_timesteps``) is read from the process when it has one (the discrete tables of
+:mod:`jaxode_diffusion.processes`) and may be given explicitly otherwise. With ``N = 1000``,
+``index`` and ``index1000`` coincide. Between table nodes the index is fractional, as in
+DPM-Solver.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import jax
 import jax.numpy as jnp
 
 from .processes import ForwardProcess
 
 __all__ = [
     "KINDS",
+    "TIME_INPUTS",
+    "broadcast_to_batch",
+    "check_time_input",
+    "to_model_time",
+    "from_model_time",
     "canonical_kind",
     "target_coefficients",
     "to_x0_eps",
@@ -62,6 +94,180 @@ KINDS = ("eps", "x0", "v", "flow", "score")
 _ALIASES = {"denoiser": "x0", "x_0": "x0", "epsilon": "eps", "noise": "eps", "velocity": "flow"}
 
 
+TIME_INPUTS = ("t", "t1000", "index", "index1000", "sigma", "rho", "log_snr", "c_noise")
+_TIME_ALIASES = {
+    "time": "t",
+    "continuous": "t",
+    "step": "index",
+    "timestep": "index",
+    "discrete": "index",
+    "lambda": "log_snr",
+    "logsnr": "log_snr",
+    "edm_sigma": "rho",
+}
+_DISCRETE_INPUTS = ("index", "index1000")
+
+
+def _process_num_timesteps(process) -> int | None:
+    n = getattr(process, "num_train_timesteps", None)
+    return None if n is None else int(n)
+
+
+def check_time_input(time_input, process: ForwardProcess, num_train_timesteps: int | None = None):
+    """Validate a network time-input convention against a process.
+
+    Args:
+        time_input: one of :data:`TIME_INPUTS` (aliases: ``"discrete"``/``"step"`` for
+            ``"index"``, ``"lambda"`` for ``"log_snr"``, ``"edm_sigma"`` for ``"rho"``) or a
+            callable ``(process, t) -> model time`` (used as given).
+        process: the forward process the network was trained with.
+        num_train_timesteps: ``N`` of a discrete table; read from ``process.num_train_timesteps``
+            when ``None``.
+
+    Returns:
+        ``(time_input, N)``: the canonical name (or the callable) and the table size (``None``
+        for continuous conventions).
+
+    Raises:
+        ValueError: on an unknown name; on a discrete convention without ``N`` (neither on the
+            process nor given); on an ``N`` that disagrees with the process's; on a discrete
+            convention whose process does not end at ``t = 1`` (``t_n = (n + 1)/N``).
+
+    Example:
+        >>> from jaxode_diffusion import VPLinear
+        >>> check_time_input("discrete", VPLinear(), 1000)
+        ('index', 1000)
+    """
+    if callable(time_input):
+        return time_input, num_train_timesteps
+    name = _TIME_ALIASES.get(str(time_input).lower(), str(time_input).lower())
+    if name not in TIME_INPUTS:
+        raise ValueError(
+            f"time_input={time_input!r} is not a known network time convention; choose one of "
+            f"{list(TIME_INPUTS)} or pass a callable (process, t) -> network time."
+        )
+    proc_n = _process_num_timesteps(process)
+    if name not in _DISCRETE_INPUTS:
+        return name, (num_train_timesteps if num_train_timesteps is not None else proc_n)
+    if num_train_timesteps is None:
+        num_train_timesteps = proc_n
+    if num_train_timesteps is None:
+        raise ValueError(
+            f"time_input={name!r} maps t to a step index of an N-entry table, but process "
+            f"{type(process).__name__} has no num_train_timesteps; build the process from the "
+            "network's table (ForwardProcess.from_alphas_cumprod / from_betas) or pass "
+            "num_train_timesteps=N."
+        )
+    n = int(num_train_timesteps)
+    if n < 2:
+        raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps!r}.")
+    if proc_n is not None and proc_n != n:
+        raise ValueError(
+            f"num_train_timesteps={n} disagrees with the process's num_train_timesteps={proc_n}; "
+            "drop the argument (it is read from the process) or use the process of that table."
+        )
+    t_max = float(process.t_max)
+    if abs(t_max - 1.0) > 1e-9:
+        raise ValueError(
+            f"time_input={name!r} assumes the discrete-table time axis t_n = (n + 1)/N ending at t = 1, "
+            f"but process {type(process).__name__} has t_max={t_max}; use a process with t in "
+            "[1/N, 1] or a continuous time input ('t', 'sigma', 'log_snr', ...)."
+        )
+    return name, n
+
+
+def to_model_time(process: ForwardProcess, t, time_input="t", num_train_timesteps: int | None = None):
+    """The network's time input at sampler time ``t`` (see the table in the module docstring).
+
+    Args:
+        process: the forward process.
+        t: scalar or array of times.
+        time_input: a name from :data:`TIME_INPUTS` or a callable ``(process, t) -> model time``.
+        num_train_timesteps: ``N`` for the discrete conventions (default: the process's).
+
+    Returns:
+        an array shaped like ``t``.
+
+    Example:
+        >>> from jaxode_diffusion import VPLinear
+        >>> float(to_model_time(VPLinear(), 0.5, "index", num_train_timesteps=1000))
+        499.0
+    """
+    name, n = check_time_input(time_input, process, num_train_timesteps)
+    t = jnp.asarray(t)
+    if callable(name):
+        return name(process, t)
+    if name == "t":
+        return t
+    if name == "t1000":
+        return 1000.0 * t
+    if name == "index":
+        return n * t - 1.0
+    if name == "index1000":
+        return 1000.0 * (t - 1.0 / n)
+    if name == "sigma":
+        return process.sigma(t)
+    if name == "rho":
+        return process.rho(t)
+    if name == "log_snr":
+        return process.lam(t)
+    return -0.25 * process.lam(t)  # c_noise
+
+
+def _invert_increasing(fn: Callable, y, lo: float, hi: float):
+    """The ``t`` in ``[lo, hi]`` with ``fn(t) = y`` for increasing ``fn`` (jit-able bisection)."""
+    y = jnp.asarray(y)
+    lo0, hi0 = jnp.full(y.shape, lo, y.dtype), jnp.full(y.shape, hi, y.dtype)
+
+    # 80 halvings shrink the bracket below float64 resolution, as in ForwardProcess.t_of_lambda.
+    def body(_, lohi):
+        a, b = lohi
+        mid = 0.5 * (a + b)
+        right = fn(mid) < y
+        return jnp.where(right, mid, a), jnp.where(right, b, mid)
+
+    a, b = jax.lax.fori_loop(0, 80, body, (lo0, hi0))
+    return 0.5 * (a + b)
+
+
+def from_model_time(process: ForwardProcess, t_in, time_input="t", num_train_timesteps: int | None = None):
+    """Inverse of :func:`to_model_time`: the sampler time ``t`` of a network time input.
+
+    ``sigma`` is inverted by bisection (``sigma(t)`` is increasing for every built-in process);
+    ``rho``, ``log_snr`` and ``c_noise`` through ``process.t_of_lambda``. A callable
+    ``time_input`` has no inverse here (``ValueError``).
+
+    Example:
+        >>> from jaxode_diffusion import VPLinear
+        >>> round(float(from_model_time(VPLinear(), 499.0, "index", num_train_timesteps=1000)), 6)
+        0.5
+    """
+    name, n = check_time_input(time_input, process, num_train_timesteps)
+    if callable(name):
+        raise ValueError(
+            "from_model_time: a callable time_input has no known inverse; use a named convention "
+            f"from {list(TIME_INPUTS)}."
+        )
+    t_in = jnp.asarray(t_in)
+    if not jnp.issubdtype(t_in.dtype, jnp.floating):
+        t_in = t_in.astype(jnp.result_type(float))
+    if name == "t":
+        return t_in
+    if name == "t1000":
+        return t_in / 1000.0
+    if name == "index":
+        return (t_in + 1.0) / n
+    if name == "index1000":
+        return t_in / 1000.0 + 1.0 / n
+    if name == "sigma":
+        return _invert_increasing(process.sigma, t_in, float(process.t_min), float(process.t_max))
+    if name == "rho":
+        return process.t_of_lambda(-jnp.log(t_in))
+    if name == "log_snr":
+        return process.t_of_lambda(t_in)
+    return process.t_of_lambda(-4.0 * t_in)  # c_noise
+
+
 def canonical_kind(kind: str) -> str:
     """Return the canonical name of a prediction kind (``"denoiser"`` -> ``"x0"``).
 
@@ -78,18 +284,46 @@ def canonical_kind(kind: str) -> str:
     return k
 
 
-def _bcast(c, x):
-    """Broadcast a time coefficient (scalar or ``(B,)``) against ``x`` of shape ``(B, ...)``."""
+def broadcast_to_batch(c, x):
+    """Broadcast a time coefficient (scalar or per-example ``(B,)``) against ``x`` of shape ``(B, ...)``.
+
+    A scalar is returned as a 0-d array; a ``(B,)`` array is reshaped to ``(B, 1, ..., 1)``. Both
+    are cast to ``x``'s dtype when ``x`` is floating point (the solver state's dtype decides the
+    precision of every conversion).
+
+    Args:
+        c: scalar or shape ``(B,)``.
+        x: array of shape ``(B, *event_shape)``.
+
+    Returns:
+        ``c`` ready to multiply ``x``.
+
+    Raises:
+        ValueError: if ``c`` has more than one axis or its length is not ``x.shape[0]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> broadcast_to_batch(jnp.arange(3.0), jnp.ones((3, 2, 2))).shape
+        (3, 1, 1)
+    """
     c = jnp.asarray(c)
     if c.ndim == 0:
         return c.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else c
-    assert c.ndim == 1, f"time must be a scalar or shape (B,), got {c.shape}"
-    return c.reshape(c.shape + (1,) * (x.ndim - 1)).astype(x.dtype)
+    if c.ndim != 1 or c.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            f"a time coefficient must be a scalar or have shape (B,) = ({x.shape[0]},) for x of shape "
+            f"{x.shape}; got shape {c.shape}. Pass one time per example or a single scalar time."
+        )
+    c = c.reshape(c.shape + (1,) * (x.ndim - 1))
+    return c.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else c
+
+
+_bcast = broadcast_to_batch  # private alias kept for code written before the public name existed
 
 
 def _alpha_sigma(process: ForwardProcess, t, x):
     t = jnp.asarray(t, x.dtype)
-    return _bcast(process.alpha(t), x), _bcast(process.sigma(t), x)
+    return broadcast_to_batch(process.alpha(t), x), broadcast_to_batch(process.sigma(t), x)
 
 
 def target_coefficients(kind: str, process: ForwardProcess, t, x=None):
@@ -126,7 +360,7 @@ def target_coefficients(kind: str, process: ForwardProcess, t, x=None):
     else:  # score = -eps / sigma
         a, b = zero, -1.0 / sigma
     if x is not None:
-        a, b = _bcast(a, x), _bcast(b, x)
+        a, b = broadcast_to_batch(a, x), broadcast_to_batch(b, x)
     return a, b
 
 

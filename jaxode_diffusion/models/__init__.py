@@ -12,7 +12,15 @@ from typing import Any
 
 from flax import nnx
 
-from .adapter import DiffusionModel, ScoreModel, as_score_fn, preconditioning
+from .adapter import (
+    DiffusionModel,
+    NetworkScore,
+    ScoreAsNetwork,
+    ScoreModel,
+    as_score_fn,
+    network_from_score,
+    preconditioning,
+)
 from .embeddings import ClassEmbedding, NoiseEmbedding, class_labels, noise_level, sinusoidal_embedding
 from .mlp import MLP, default_mlp_width
 from .unet import UNet, default_channel_mult
@@ -23,6 +31,9 @@ __all__ = [
     "UNet",
     "ScoreModel",
     "as_score_fn",
+    "NetworkScore",
+    "ScoreAsNetwork",
+    "network_from_score",
     "preconditioning",
     "NoiseEmbedding",
     "ClassEmbedding",

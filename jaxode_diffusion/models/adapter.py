@@ -24,11 +24,26 @@ For ``x0`` with ``alpha = 1`` these are exactly EDM's coefficients.
 model's ``GraphDef`` as a static field and its parameters (a pure dict) as leaves, so
 ``jaxode_diffusion.sampling.sample`` compiles model and solver into one program with the
 parameters traced: new parameter values never cause a recompilation.
+
+:class:`NetworkScore` does the same for a network trained elsewhere ("bring your own model"):
+any callable, equinox module, Flax NNX module or Flax linen module (``apply`` + variables)
+called as ``net(x, t_in)`` or ``net(x, t_in, cond)``, predicting any kind of
+:mod:`jaxode_diffusion.parameterizations` (``eps``, ``x0``/``denoiser``, ``v``, ``flow``,
+``score``) with any time input (:data:`~jaxode_diffusion.parameterizations.TIME_INPUTS`:
+continuous ``t``, a discrete step ``index``, ``sigma``, ``log_snr``, EDM's ``c_noise``...).
+:func:`as_score_fn` builds either; :func:`network_from_score` is the inverse (a score presented
+in any convention), used by the round-trip tests and to hand exact scores to other code.
+
+Mixed precision: ``compute_dtype=jnp.bfloat16`` stores the network's floating parameters in
+bfloat16 and runs its layers in bfloat16, while the conversion to a score (and, for the
+package's preconditioned models, the skip connection ``c_skip x``) stays in the dtype of the
+solver state ``x``; the score is returned in that dtype.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -36,11 +51,28 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..parameterizations import _bcast, canonical_kind, target_coefficients, to_score
+from ..parameterizations import (
+    broadcast_to_batch,
+    canonical_kind,
+    check_time_input,
+    from_model_time,
+    from_score,
+    target_coefficients,
+    to_model_time,
+    to_score,
+)
 from ..processes import ForwardProcess
 from .embeddings import noise_level
 
-__all__ = ["preconditioning", "DiffusionModel", "ScoreModel", "as_score_fn"]
+__all__ = [
+    "preconditioning",
+    "DiffusionModel",
+    "ScoreModel",
+    "NetworkScore",
+    "ScoreAsNetwork",
+    "as_score_fn",
+    "network_from_score",
+]
 
 
 def preconditioning(kind: str, process: ForwardProcess, t, sigma_data: float = 1.0):
@@ -104,8 +136,8 @@ class DiffusionModel(nnx.Module):
         extra = () if cond is None else (cond,)
         if self.precondition:
             c_in, c_skip, c_out, c_noise = preconditioning(self.prediction, process, t, self.sigma_data)
-            f = self.net(_bcast(c_in, x) * x, c_noise, *extra)
-            return _bcast(c_skip, x) * x + _bcast(c_out, x) * f
+            f = self.net(broadcast_to_batch(c_in, x) * x, c_noise, *extra)
+            return broadcast_to_batch(c_skip, x) * x + broadcast_to_batch(c_out, x) * f
         return self.net(x, noise_level(process, t), *extra)
 
 
@@ -117,6 +149,8 @@ class ScoreModel(eqx.Module):
         params: the model's parameters as a pure dict (traced leaves).
         process: the forward process (an equinox Module, its arrays are leaves too).
         prediction: what the network predicts (static).
+        compute_dtype: ``None`` or the dtype the network's layers run in (for example
+            ``jnp.bfloat16``); see :func:`as_score_fn`.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -132,12 +166,15 @@ class ScoreModel(eqx.Module):
     params: Any
     process: ForwardProcess
     prediction: str = eqx.field(static=True)
+    compute_dtype: Any = eqx.field(static=True, default=None)
 
     def __call__(self, x, t, cond=None):
         """The score at ``(x, t)``; ``cond``: class labels (scalar or ``(B,)``) of a conditional
         model, ``None`` for its unconditional (null-class) score."""
         model = nnx.merge(self.graphdef, self.params)
         pred = model(x, t, self.process) if cond is None else model(x, t, self.process, cond)
+        # A bfloat16 network's output is promoted back to the state's dtype before the conversion.
+        pred = jnp.asarray(pred).astype(x.dtype)
         return to_score(pred, self.prediction, x, jnp.asarray(t, x.dtype), self.process)
 
     @property
@@ -151,43 +188,398 @@ class ScoreModel(eqx.Module):
 
     def replace_params(self, params) -> ScoreModel:
         """The same score function with other parameter values (a pure dict of the same structure)."""
-        return ScoreModel(self.graphdef, params, self.process, self.prediction)
+        if self.compute_dtype is not None:
+            params = _cast_floating(params, self.compute_dtype)
+        return ScoreModel(self.graphdef, params, self.process, self.prediction, self.compute_dtype)
 
 
-def as_score_fn(model, process: ForwardProcess, prediction: str | None = None, params=None) -> ScoreModel:
-    """Adapt a model to ``score_fn(x, t)``.
+def _cast_floating(tree, dtype):
+    """Cast the floating-point array leaves of a pytree to ``dtype`` (others unchanged)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+
+def _nnx_in_dtype(graphdef, params, dtype):
+    """Run every layer of an NNX model in ``dtype``: set the ``dtype`` attribute of each submodule
+    that has one (Flax's Linear, Conv, LayerNorm, GroupNorm, Embed...) and cast the parameters.
+
+    Setting the layers' ``dtype`` (not only the parameters') keeps activations in ``dtype`` even
+    where an input of higher precision (a float32 time embedding) would otherwise promote them.
+    """
+    model = nnx.merge(graphdef, params)
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module) and hasattr(node, "dtype"):
+            node.dtype = dtype
+    graphdef, state = nnx.split(model)
+    return graphdef, _cast_floating(nnx.to_pure_dict(state), dtype)
+
+
+def _cond_args(cond):
+    return () if cond is None else (cond,)
+
+
+class _StaticFn(eqx.Module):
+    """A plain function (no array leaves): static, hashed by identity."""
+
+    fn: Callable = eqx.field(static=True)
+
+    def __call__(self, x, t_in, *cond):
+        return self.fn(x, t_in, *cond)
+
+
+class _PytreeFn(eqx.Module):
+    """An equinox module or other callable pytree: its leaves are traced, its structure static.
+
+    Held flattened, so comparing two adapters (as ``jax.eval_shape`` and jit caches do) compares
+    leaves with equinox's tree equality, never calls a user pytree's own ``__eq__`` on tracers.
+    """
+
+    treedef: Any = eqx.field(static=True)
+    leaves: list
+
+    def __init__(self, fn):
+        self.leaves, self.treedef = jax.tree.flatten(fn)
+
+    @property
+    def fn(self):
+        return jax.tree.unflatten(self.treedef, self.leaves)
+
+    def __call__(self, x, t_in, *cond):
+        return self.fn(x, t_in, *cond)
+
+
+class _NNXNet(eqx.Module):
+    """A Flax NNX module as ``GraphDef`` (static) + pure-dict state (traced)."""
+
+    graphdef: Any = eqx.field(static=True)
+    params: Any
+
+    def __call__(self, x, t_in, *cond):
+        return nnx.merge(self.graphdef, self.params)(x, t_in, *cond)
+
+
+class _LinenNet(eqx.Module):
+    """A Flax linen module (static, hashable) + its variables (traced)."""
+
+    module: Any = eqx.field(static=True)
+    variables: Any
+
+    def __call__(self, x, t_in, *cond):
+        return self.module.apply(self.variables, x, t_in, *cond)
+
+
+class NetworkScore(eqx.Module):
+    """``score_fn(x, t[, cond])`` of a network in any prediction and time convention (a pytree).
+
+    The network is called as ``net(x, t_in)`` (or ``net(x, t_in, cond)`` when ``cond`` is given),
+    with ``t_in = to_model_time(process, t, time_input)`` broadcast to shape ``(B,)``, and its
+    output (shaped like ``x``) is converted from ``prediction`` to the score in the dtype of ``x``.
+    Build it with :func:`as_score_fn`.
+
+    Attributes:
+        net: the wrapped network; its parameters are traced leaves (new values never recompile).
+        process: the forward process the network was trained with.
+        prediction: ``eps``, ``x0`` (``denoiser``), ``v``, ``flow`` or ``score`` (static).
+        time_input: the network's time convention (static; see
+            :data:`~jaxode_diffusion.parameterizations.TIME_INPUTS`).
+        num_train_timesteps: ``N`` for the discrete conventions (static).
+        compute_dtype: ``None`` or the dtype the network runs in (static).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VPLinear
+        >>> eps_net = lambda x, n: 0.1 * x            # a "network" taking DDPM step indices
+        >>> score_fn = as_score_fn(eps_net, VPLinear(), prediction="eps", time_input="index",
+        ...                        num_train_timesteps=1000)
+        >>> score_fn(jnp.ones((4, 2)), 0.5).shape
+        (4, 2)
+    """
+
+    net: Any
+    process: ForwardProcess
+    prediction: str = eqx.field(static=True)
+    time_input: Any = eqx.field(static=True)
+    num_train_timesteps: int | None = eqx.field(static=True, default=None)
+    compute_dtype: Any = eqx.field(static=True, default=None)
+
+    def network_time(self, t, batch: int | None = None):
+        """The network's time input at sampler time ``t`` (broadcast to ``(batch,)`` if given)."""
+        t = jnp.asarray(t)
+        if batch is not None:
+            t = jnp.broadcast_to(t, (batch,))
+        return to_model_time(self.process, t, self.time_input, self.num_train_timesteps)
+
+    def __call__(self, x, t, cond=None):
+        x = jnp.asarray(x)
+        dtype = x.dtype
+        t = jnp.asarray(t, dtype)
+        t_in = self.network_time(t, x.shape[0])
+        x_in = x
+        if self.compute_dtype is not None:
+            # The time input stays in the state's dtype: bfloat16 cannot even represent the step
+            # indices above 256 (999 rounds to 1000); networks embed time before their layers.
+            x_in = x.astype(self.compute_dtype)
+            cond = None if cond is None else _cast_floating(cond, self.compute_dtype)
+        pred = jnp.asarray(self.net(x_in, t_in, *_cond_args(cond)))
+        if pred.shape != x.shape:
+            raise ValueError(
+                f"the network returned shape {pred.shape} for x of shape {x.shape}; a network "
+                f"predicting {self.prediction!r} must return an array shaped like x (reshape its "
+                "output, or wrap it in a function that does)."
+            )
+        return to_score(pred.astype(dtype), self.prediction, x, t, self.process)
+
+
+class ScoreAsNetwork(eqx.Module):
+    """A score function presented as a network ``net(x, t_in[, cond])`` in a given convention.
+
+    The inverse of :class:`NetworkScore`: ``t = from_model_time(process, t_in, time_input)``, and
+    the output is ``from_score(score_fn(x, t), prediction, x, t, process)``. A per-example
+    ``t_in`` of shape ``(B,)`` evaluates ``score_fn`` one example at a time (``jax.vmap``), so
+    ``score_fn`` only needs scalar times. Build it with :func:`network_from_score`.
+    """
+
+    score_fn: Any
+    process: ForwardProcess
+    prediction: str = eqx.field(static=True)
+    time_input: Any = eqx.field(static=True)
+    num_train_timesteps: int | None = eqx.field(static=True, default=None)
+
+    def __call__(self, x, t_in, cond=None):
+        x = jnp.asarray(x)
+        t = from_model_time(self.process, t_in, self.time_input, self.num_train_timesteps).astype(x.dtype)
+        extra = _cond_args(cond)
+        if t.ndim == 0:
+            s = self.score_fn(x, t, *extra)
+        else:
+
+            def one(xi, ti, *ci):
+                ci = jax.tree.map(lambda c: c[None], ci)
+                return self.score_fn(xi[None], ti, *ci)[0]
+
+            s = jax.vmap(one)(x, jnp.broadcast_to(t, x.shape[:1]), *extra)
+        return from_score(s, self.prediction, x, t, self.process)
+
+
+def _require_process(process, where: str):
+    if not isinstance(process, ForwardProcess):
+        raise ValueError(
+            f"{where}: process must be a ForwardProcess (e.g. VPLinear() or "
+            f"ForwardProcess.from_alphas_cumprod(table)); got {type(process).__name__}."
+        )
+
+
+def _require_kind(prediction, what: str) -> str:
+    if prediction is None:
+        raise ValueError(
+            f"as_score_fn: say what {what} predicts: prediction='eps', 'x0' (or 'denoiser', EDM's "
+            "D(x, sigma)), 'v', 'flow' or 'score'."
+        )
+    return canonical_kind(prediction)
+
+
+def _floating_dtype(compute_dtype):
+    if compute_dtype is None:
+        return None
+    dt = jnp.dtype(compute_dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(
+            f"compute_dtype={compute_dtype!r} is not a floating-point dtype; use jnp.bfloat16, "
+            "jnp.float16 or jnp.float32 (or None for the parameters' own dtype)."
+        )
+    return dt
+
+
+def as_score_fn(
+    model,
+    process: ForwardProcess,
+    prediction: str | None = None,
+    params=None,
+    *,
+    time_input=None,
+    num_train_timesteps: int | None = None,
+    compute_dtype=None,
+):
+    """Adapt a model to the package's ``score_fn(x, t[, cond])``.
+
+    Two families of models:
+
+    * this package's :class:`DiffusionModel` networks (:class:`~jaxode_diffusion.models.MLP`,
+      :class:`~jaxode_diffusion.models.UNet`, a ``GraphDef`` of one with ``params``): they embed
+      the noise level themselves; the result is a :class:`ScoreModel`;
+    * any other network ("bring your own model"): a callable ``net(x, t_in[, cond])``, an
+      equinox module, a Flax NNX module, or a Flax linen module with its variables as ``params``
+      (called as ``module.apply(params, x, t_in[, cond])``). Give what it predicts and which time
+      input it takes; the result is a :class:`NetworkScore`.
+
+    Either way the result is an equinox Module whose parameters are traced leaves: sampling it
+    with new parameter values does not recompile.
 
     Args:
-        model: a :class:`DiffusionModel` (its ``prediction`` is used), or a ``GraphDef`` when
-            ``params`` is given.
-        process: the forward process the model was trained on.
-        prediction: override of the model's prediction kind (normally ``None``).
-        params: optional pure-dict parameters (for example EMA parameters) to use instead of
-            the model's own.
+        model: the network (see above).
+        process: the forward process the network was trained with (for a DDPM table,
+            ``ForwardProcess.from_alphas_cumprod(table)``).
+        prediction: ``eps``, ``x0`` (alias ``denoiser``: EDM's ``D(x, sigma)``), ``v``, ``flow``
+            or ``score``; default for package models: their own ``prediction``.
+        params: parameters to use: a pure dict for NNX (for example EMA parameters), the
+            variables (``{"params": ...}``, or the bare params) for linen.
+        time_input: the network's time convention, one of
+            :data:`~jaxode_diffusion.parameterizations.TIME_INPUTS` (``"t"``, ``"t1000"``,
+            ``"index"``, ``"index1000"``, ``"sigma"``, ``"rho"``, ``"log_snr"``, ``"c_noise"``) or a
+            callable ``(process, t) -> network time``. Required for foreign networks; not allowed
+            for package models (they compute their own ``c_noise``).
+        num_train_timesteps: ``N`` of a discrete table for ``index``/``index1000``; read from
+            ``process.num_train_timesteps`` when ``None``.
+        compute_dtype: run the network in this dtype (``jnp.bfloat16`` for mixed precision):
+            floating parameters are stored in it, NNX layers compute in it (their ``dtype`` is set),
+            ``x`` and floating ``cond`` leaves are cast to it (package models: ``x`` is not cast,
+            so their preconditioning and skip connection stay in the state's precision). The time
+            input and the score keep the dtype of the solver state ``x``.
 
     Returns:
-        a :class:`ScoreModel`.
+        a :class:`ScoreModel` (package models) or a :class:`NetworkScore`.
 
     Raises:
-        ValueError: on an unknown prediction kind or a model of the wrong type.
+        ValueError: on an unknown prediction kind or time input, a missing ``prediction``,
+            ``time_input`` or ``params``, a discrete time input without ``N`` or with an ``N``
+            that disagrees with the process, a non-floating ``compute_dtype``, or a model that is
+            not callable.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import equinox as eqx
+        >>> from jaxode_diffusion import EDM
+        >>> class Denoiser(eqx.Module):                 # EDM: D(x, sigma) -> x0, c_noise input
+        ...     w: jnp.ndarray
+        ...     def __call__(self, x, c_noise):
+        ...         return self.w * x / (1 + jnp.exp(4 * c_noise)[:, None] ** 2)
+        >>> score_fn = as_score_fn(Denoiser(jnp.ones(())), EDM(), prediction="denoiser",
+        ...                        time_input="c_noise")
+        >>> score_fn(jnp.ones((3, 2)), 1.0).shape
+        (3, 2)
     """
+    _require_process(process, "as_score_fn")
+    compute_dtype = _floating_dtype(compute_dtype)
+    own = None  # (graphdef, params, prediction) of a package model
+    foreign = None
     if isinstance(model, nnx.GraphDef):
         if params is None:
             raise ValueError("as_score_fn: a GraphDef needs params=... (the parameter dict).")
-        graphdef = model
-        if prediction is None:
-            prediction = nnx.merge(graphdef, params).prediction
+        merged = nnx.merge(model, params)
+        if isinstance(merged, DiffusionModel) or (time_input is None and hasattr(merged, "prediction")):
+            own = (model, params, prediction if prediction is not None else merged.prediction)
+        else:
+            foreign = _NNXNet(model, params)
     elif isinstance(model, nnx.Module):
-        graphdef, state = nnx.split(model)
+        # Package models, and any NNX model following their call convention model(x, t, process).
+        if isinstance(model, DiffusionModel) or (time_input is None and hasattr(model, "prediction")):
+            graphdef, state = nnx.split(model)
+            own = (
+                graphdef,
+                nnx.to_pure_dict(state) if params is None else params,
+                prediction if prediction is not None else model.prediction,
+            )
+        else:
+            graphdef, state = nnx.split(model)
+            foreign = _NNXNet(graphdef, nnx.to_pure_dict(state) if params is None else params)
+    elif _is_linen(model):
         if params is None:
-            params = nnx.to_pure_dict(state)
-        if prediction is None:
-            prediction = getattr(model, "prediction", None)
-            if prediction is None:
-                raise ValueError(
-                    f"as_score_fn: {type(model).__name__} has no `prediction` attribute; "
-                    "pass prediction='eps' (or 'x0', 'v', 'flow', 'score')."
-                )
+            raise ValueError(
+                f"as_score_fn: the linen module {type(model).__name__} needs its variables: "
+                "params=variables (as returned by module.init) or params=variables['params']."
+            )
+        variables = params if isinstance(params, dict) and "params" in params else {"params": params}
+        foreign = _LinenNet(model, variables)
+    elif callable(model):
+        if params is not None:
+            raise ValueError(
+                "as_score_fn: params= is for NNX GraphDefs and linen modules; a callable or equinox "
+                "module carries its own parameters (pass it with them, e.g. eqx.combine(params, static))."
+            )
+        is_pytree = not jax.tree_util.treedef_is_leaf(jax.tree.structure(model))
+        foreign = _PytreeFn(model) if is_pytree else _StaticFn(model)
     else:
-        raise ValueError(f"as_score_fn: expected an nnx.Module, got {type(model).__name__}.")
-    return ScoreModel(graphdef, params, process, canonical_kind(prediction))
+        raise ValueError(
+            f"as_score_fn: model must be a network (callable, equinox module, Flax NNX or linen "
+            f"module); got {type(model).__name__}."
+        )
+
+    if own is not None:
+        if time_input is not None or num_train_timesteps is not None:
+            raise ValueError(
+                f"as_score_fn: {type(model).__name__} is a package model: it computes its own noise "
+                f"level (c_noise = -lambda(t)/4) from the process, so time_input={time_input!r} / "
+                f"num_train_timesteps={num_train_timesteps!r} do not apply; drop them."
+            )
+        graphdef, params, kind = own
+        if kind is None:
+            raise ValueError(
+                f"as_score_fn: {type(model).__name__} has no `prediction` attribute; "
+                "pass prediction='eps' (or 'x0', 'v', 'flow', 'score')."
+            )
+        if compute_dtype is not None:
+            graphdef, params = _nnx_in_dtype(graphdef, params, compute_dtype)
+        return ScoreModel(graphdef, params, process, canonical_kind(kind), compute_dtype)
+
+    kind = _require_kind(prediction, f"the network {type(model).__name__}")
+    if time_input is None:
+        raise ValueError(
+            f"as_score_fn: say which time input the network {type(model).__name__} takes: "
+            "time_input='t' (continuous), 'index' (discrete step of an N-entry table), 'index1000', "
+            "'t1000', 'sigma', 'rho' (EDM sigma), 'log_snr' or 'c_noise' (EDM log(sigma)/4), or a "
+            "callable (process, t) -> network time."
+        )
+    time_input, n = check_time_input(time_input, process, num_train_timesteps)
+    if compute_dtype is not None:
+        if isinstance(foreign, _NNXNet):
+            foreign = _NNXNet(*_nnx_in_dtype(foreign.graphdef, foreign.params, compute_dtype))
+        else:
+            foreign = _cast_floating(foreign, compute_dtype)
+    return NetworkScore(foreign, process, kind, time_input, n, compute_dtype)
+
+
+def _is_linen(model) -> bool:
+    from flax import linen
+
+    return isinstance(model, linen.Module)
+
+
+def network_from_score(
+    score_fn,
+    process: ForwardProcess,
+    prediction: str,
+    time_input="t",
+    *,
+    num_train_timesteps: int | None = None,
+) -> ScoreAsNetwork:
+    """Present a score function as a network ``net(x, t_in[, cond])`` of another convention.
+
+    The inverse of :func:`as_score_fn`: ``as_score_fn(network_from_score(s, p, k, ti), p,
+    prediction=k, time_input=ti)`` equals ``s`` (to rounding). Use it to hand an exact score
+    (:meth:`GaussianMixture.score_fn`) to code that expects an eps-network on step indices, or to
+    compare conventions.
+
+    Args:
+        score_fn: ``score_fn(x, t[, cond])``.
+        process: the forward process.
+        prediction: the kind the network returns (``eps``, ``x0``, ``v``, ``flow``, ``score``).
+        time_input: the time input it takes (a named convention; callables have no inverse).
+        num_train_timesteps: ``N`` for the discrete conventions (default: the process's).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear
+        >>> vp = VPLinear()
+        >>> eps_net = network_from_score(GaussianMixture.ring(4).score_fn(vp), vp, "eps", "log_snr")
+        >>> eps_net(jnp.zeros((2, 2)), vp.lam(0.5)).shape
+        (2, 2)
+    """
+    _require_process(process, "network_from_score")
+    if not callable(score_fn):
+        raise ValueError(f"network_from_score: score_fn must be callable, got {type(score_fn).__name__}.")
+    kind = canonical_kind(prediction)
+    time_input, n = check_time_input(time_input, process, num_train_timesteps)
+    if callable(time_input):
+        raise ValueError(
+            "network_from_score: a callable time_input has no known inverse; use a named convention."
+        )
+    return ScoreAsNetwork(score_fn, process, kind, time_input, n)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..parameterizations import _bcast, to_score, to_x0_eps
+from ..parameterizations import broadcast_to_batch, to_score, to_x0_eps
 from ..processes import ForwardProcess
 
 __all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_times", "drop_labels", "dsm_loss", "dsm_loss_per_example"]
@@ -143,7 +143,7 @@ def dsm_loss_per_example(
             cond = drop_labels(jax.random.fold_in(key, 1), cond, p_uncond, null_id)
     t = sample_times(kt, x0.shape[0], process, time_sampling, t_min=t_min, t_max=t_max, dtype=x0.dtype)
     eps = jax.random.normal(kn, x0.shape, x0.dtype)
-    alpha, sigma = _bcast(process.alpha(t), x0), _bcast(process.sigma(t), x0)
+    alpha, sigma = broadcast_to_batch(process.alpha(t), x0), broadcast_to_batch(process.sigma(t), x0)
     xt = alpha * x0 + sigma * eps
     pred = model(xt, t, process) if cond is None else model(xt, t, process, cond)
     axes = tuple(range(1, x0.ndim))
