@@ -9,7 +9,6 @@ import pytest
 from helpers import order_problem
 
 import jaxode_diffusion as jd
-import jaxode_diffusion.solvers.exponential  # noqa: F401  (registers dpmpp_2m)
 from jaxode_diffusion.grid_optimization import (
     OptimizedGrid,
     evaluate_grid,
@@ -25,15 +24,19 @@ def optimized():
     # benchmarks/results/accuracy_vs_nfe.md for its timing).
     gm, sf, vp, x_cal = order_problem(4, batch=32, x_seed=1)
     x_val = gm.sample_marginal(jax.random.PRNGKey(2), 32, vp, 1.0)
+    x_sel = gm.sample_marginal(jax.random.PRNGKey(3), 32, vp, 1.0)  # held back: selects the iterate
     g = optimize_grid(sf, vp, x_cal, solver="dpmpp_2m", num_steps=8, steps=30, learning_rate=0.05,
-                      validation_x_init=x_val)
+                      selection_x_init=x_sel, validation_x_init=x_val)
     return g, sf, vp, x_val
 
 
 def test_optimized_grid_beats_initial_on_held_out(optimized):
     g, sf, vp, x_val = optimized
+    assert g.improved and 0 < g.best_iteration <= g.iterations <= 30
+    assert g.selection_error <= g.initial_selection_error
     assert g.calibration_loss < 0.8 * g.initial_calibration_loss
-    assert g.validation_error < 0.8 * g.initial_validation_error, (g.initial_validation_error, g.validation_error)
+    assert g.validation_error < 0.8 * g.initial_validation_error, (g.initial_validation_error,
+                                                                  g.validation_error)
     assert g.ts.shape == (9,) and np.all(np.diff(g.ts) < 0)
     assert g.ts[0] == pytest.approx(vp.t_max) and g.ts[-1] == pytest.approx(vp.default_t_end)
     # evaluate_grid reproduces the recorded held-out error, and the grid is usable by sample().
@@ -79,4 +82,43 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="num_steps"):
         optimize_grid(gm.score_fn(vp), vp, x, solver="dpmpp_2m", num_steps=1)
     with pytest.raises(ValueError, match="held-out"):
-        optimize_grid(gm.score_fn(vp), vp, x, solver="dpmpp_2m", num_steps=3, steps=1, validation_x_init=x)
+        optimize_grid(gm.score_fn(vp), vp, x, solver="dpmpp_2m", num_steps=3, steps=1, validation_x_init=x,
+                      selection_x_init=x + 1.0)
+    with pytest.raises(ValueError, match="held-back"):
+        optimize_grid(gm.score_fn(vp), vp, x, solver="dpmpp_2m", num_steps=3, steps=1, selection_x_init=x)
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        optimize_grid(gm.score_fn(vp), vp, x, solver="dpmpp_2m", num_steps=3, steps=1)  # 4 samples: too few
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        optimize_grid(gm.score_fn(vp), vp, x, solver="dpmpp_2m", num_steps=3, on_nonfinite="zero")
+
+
+def test_held_back_selection_never_worse_and_keeps_start():
+    # 32 samples with the default quarter held back: on these 8 held-back samples no iterate beats
+    # log_snr (the fitted 24 overfit), so the start comes back, unchanged, and says so.
+    gm, sf, vp, x_cal = order_problem(4, batch=32, x_seed=1)
+    g = optimize_grid(sf, vp, x_cal, solver="dpmpp_2m", num_steps=8, steps=8, learning_rate=0.05,
+                      patience=4, validate=False)
+    assert g.selection_error <= g.initial_selection_error
+    assert not g.improved and g.best_iteration == 0 and g.iterations <= 8
+    assert "no iterate beat" in g.note and g.validation_error is None
+    np.testing.assert_allclose(g.ts, jd.make_grid("log_snr", vp, 8, vp.default_t_start, vp.default_t_end),
+                               rtol=1e-12)
+
+
+def test_nonfinite_loss_is_reported_not_zeroed():
+    from jaxode_diffusion.grid_optimization import NonFiniteGridLossError
+
+    vp = jd.VPLinear()
+    x = vp.prior_sample(jax.random.PRNGKey(0), (8, 2))
+    ref = jnp.zeros_like(x)
+
+    def bad_score(x, t):  # a broken model: NaN everywhere
+        return jnp.full_like(x, jnp.nan)
+
+    with pytest.raises(NonFiniteGridLossError, match="iteration 0"):
+        optimize_grid(bad_score, vp, x, solver="ddim", num_steps=3, steps=2, reference=ref,
+                      selection_x_init=x + 1.0, selection_reference=ref, validate=False, on_nonfinite="raise")
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        g = optimize_grid(bad_score, vp, x, solver="ddim", num_steps=3, steps=2, reference=ref,
+                          selection_x_init=x + 1.0, selection_reference=ref, validate=False)
+    assert g.nonfinite_iteration == 0 and not g.improved
