@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.convergence import diffrax_fixed_step
+from jaxode_diffusion.diffrax_drivers import diffrax_fixed_step
 
 
 class MLPScore(nnx.Module):

@@ -5,7 +5,9 @@ Public API (see the README):
 * processes: :class:`ForwardProcess` (any ``alpha(t), sigma(t)``) and the built-ins;
 * tableaux: :class:`ButcherTableau` with computed order, ``tableaux.get(name)``;
 * forms and grids: ``FORM_NAMES``, ``GRID_NAMES``, :func:`make_grid`;
-* sampling: :func:`sample` (one jit), ``make_plan`` / ``sampling.init`` / ``sampling.step``;
+* sampling: :func:`solve` (the jit-able core on an explicit grid, returning a :class:`Solution`
+  with result codes), :func:`sample` (names -> grid -> solve), ``make_plan`` / ``sampling.init`` /
+  ``sampling.step`` for manual stepping;
 * targets: :class:`GaussianMixture` with exact scores;
 * convergence: reference solves, adaptive sampling, empirical orders.
 """
@@ -24,19 +26,13 @@ from . import (
     theory,
     training,
 )
-from .convergence import (
-    AdaptiveResult,
-    ConvergenceResult,
-    adaptive_sample,
-    convergence_study,
-    diffrax_fixed_step,
-    fit_order,
-    reference_solve,
-)
+from .convergence import ConvergenceResult, convergence_study, fit_order
+from .diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
 from .data import Dataset, load_dataset, load_digits, load_npy, make_toy
 from .forms import FORM_NAMES, get_form
-from .grid_optimization import OptimizedGrid, evaluate_grid, load_grid, optimize_grid
-from .grids import GRID_NAMES, make_grid
+from .grid_optimization import NonFiniteGridLossError, OptimizedGrid, evaluate_grid, load_grid, optimize_grid
+from .tune import TunedSampler, load_tuned, tune
+from .grids import GRID_NAMES, grid_is_valid, make_grid
 from .guidance import ClassifierFreeGuidance, DynamicThresholding, classifier_free_guidance, dynamic_thresholding
 from .metrics import (
     TVEstimate,
@@ -55,10 +51,12 @@ from .processes import (
     EDM,
     VE,
     CustomProcess,
+    DiscreteVP,
     ForwardProcess,
     RectifiedFlow,
     SubVP,
     VPCosine,
+    TimeRange,
     VPLinear,
     get_process,
 )
@@ -72,6 +70,8 @@ from .regularity import (
 )
 from .regularity import profile as regularity_profile
 from .sampling import (
+    RESULTS,
+    Conditioned,
     NonFiniteSampleError,
     Solution,
     get_solver,
@@ -79,6 +79,7 @@ from .sampling import (
     make_times,
     register_solver,
     sample,
+    solve,
     solver_names,
 )
 from .score_error import ScoreError, score_error
@@ -89,14 +90,19 @@ from .solvers.diffrax_bridge import (
     from_diffrax_tableau,
     to_diffrax_tableau,
 )
-
-# Importing the exponential family registers its solvers ("ddim", "dpmpp_2m", "unipc_bh2_3", ...).
-from .solvers.exponential import EDMHeun, ExponentialSinglestep, dpm_solver_adaptive
+from .solvers.adaptive import AdaptiveResult, dpm_solver_adaptive
+from .solvers.exponential import EDMHeun, ExponentialSinglestep
 from .solvers.multistep import ExponentialMultistep, MultistepScheme
 from .solvers.runge_kutta import RungeKutta
 from .tableaux import ButcherTableau
 from .targets import GaussianMixture, MixtureScore
 from .theory import BoundTerms, PerturbedScore, bound_terms, fit_bound_constants, make_perturbed_score
 from .training import TrainConfig, TrainResult, dsm_loss, load_run, train
+from .training import CheckpointCorruptError, RunLockedError, TrainingDivergedError
 
-__version__ = "0.1.0"
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("jaxode_diffusion")
+except Exception:  # pragma: no cover - running from a source tree that is not installed
+    __version__ = "0+unknown"

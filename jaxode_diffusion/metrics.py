@@ -33,7 +33,7 @@ import numpy as np
 
 from .convergence import fit_order
 from .processes import ForwardProcess
-from .sampling import NonFiniteSampleError, _run, get_solver, make_times
+from .sampling import NonFiniteSampleError, get_solver, make_times, solve
 from .targets import GaussianMixture
 
 __all__ = [
@@ -66,8 +66,8 @@ def _flow_and_jacobian(score_fn, process, x_init, ts, solver):
 
     def phi(xf):
         # The sampler is run on a batch of one so that jacfwd sees a map R^D -> R^D (D forward
-        # passes); vmap batches it back. Exactly the program sample() runs (same _run, same plan).
-        y, _, _, _ = _run(score_fn, process, xf.reshape((1, *event_shape)), ts, solver, False)
+        # passes); vmap batches it back. Exactly the program sample() runs (same solve, same plan).
+        y = solve(score_fn, process, xf.reshape((1, *event_shape)), ts, solver, throw=False).samples
         y = y.reshape(dim)
         return y, y
 

@@ -10,10 +10,10 @@ import pytest
 from helpers import mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
-import jaxode_diffusion.solvers.exponential  # noqa: F401  (registers the solvers)
 from jaxode_diffusion import sampling
-from jaxode_diffusion.convergence import convergence_study, reference_solve
-from jaxode_diffusion.solvers.exponential import dpm_solver_adaptive
+from jaxode_diffusion.convergence import convergence_study
+from jaxode_diffusion.diffrax_drivers import reference_solve
+from jaxode_diffusion.solvers.adaptive import dpm_solver_adaptive
 from jaxode_diffusion.solvers.phi import phi, phis
 
 T_END = 1e-3

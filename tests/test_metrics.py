@@ -27,7 +27,7 @@ import scipy.stats
 import jaxode_diffusion as jd
 from jaxode_diffusion import metrics as M
 from jaxode_diffusion.convergence import fit_order
-from jaxode_diffusion.sampling import _run, get_solver, make_times
+from jaxode_diffusion.sampling import get_solver, make_times, solve
 
 # ------------------------------------------------------------------------------------------
 # Exact TV between known Gaussians
@@ -134,7 +134,7 @@ def flow_problem():
     # Output grid, and its preimage under the discrete map Phi.
     g = (jnp.arange(_G) + 0.5) / _G * 2 * _L - _L
     grid_y = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-    xg = _run(sf, vp, grid_y, ts[::-1], solver, False)[0]  # the same RK run backwards: first guess
+    xg = solve(sf, vp, grid_y, ts[::-1], solver, throw=False).samples  # the same RK run backwards: first guess
     for _ in range(8):
         phi, jac = M._flow_and_jacobian(sf, vp, xg, ts, solver)
         xg = xg - jnp.linalg.solve(jac, (phi - grid_y)[..., None])[..., 0]

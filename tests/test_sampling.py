@@ -7,13 +7,8 @@ import pytest
 from helpers import ALL_FORMS, ALL_TABLEAUX, mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.convergence import (
-    adaptive_sample,
-    convergence_study,
-    diffrax_fixed_step,
-    fit_order,
-    reference_solve,
-)
+from jaxode_diffusion.convergence import convergence_study, fit_order
+from jaxode_diffusion.diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
 
 # Empirical orders. Each tableau runs at step counts b * 2^k (k = 0..4, b chosen per order so
 # the errors span ~1e-3 .. 1e-11); the order is the slope of the finest pair whose errors both

@@ -55,11 +55,10 @@ import jax
 import jax.numpy as jnp
 
 from ..forms import AbstractForm
-from ..sampling import register_solver
 from .base import AbstractSolver, StepInfo
-from .exponential import PREDICTIONS, _check_form
+from .predictions import PREDICTIONS
 
-__all__ = ["MultistepScheme", "ExponentialMultistep", "MULTISTEP_SCHEMES"]
+__all__ = ["MultistepScheme", "ExponentialMultistep", "MULTISTEP_SCHEMES", "MULTISTEP_ALIASES"]
 
 _RULES = ("taylor", "bh1", "bh2")
 
@@ -225,19 +224,4 @@ MULTISTEP_SCHEMES = {
     ]
 }
 # UniPC's default order in its reference code is 2 (with the corrector: order 3).
-_ALIASES = {"unipc_bh1": "unipc_bh1_2", "unipc_bh2": "unipc_bh2_2"}
-
-
-def _factory(name: str, scheme: MultistepScheme):
-    def factory(form_name):
-        _check_form(name, form_name, PREDICTIONS[scheme.prediction].form_name)
-        return ExponentialMultistep(scheme)
-
-    return factory
-
-
-for _name, _scheme in MULTISTEP_SCHEMES.items():
-    register_solver(_name, _factory(_name, _scheme))
-for _alias, _target in _ALIASES.items():
-    register_solver(_alias, _factory(_alias, MULTISTEP_SCHEMES[_target]))
-
+MULTISTEP_ALIASES = {"unipc_bh1": "unipc_bh1_2", "unipc_bh2": "unipc_bh2_2"}
