@@ -99,6 +99,7 @@ from .targets import GaussianMixture, MixtureScore
 from .theory import BoundTerms, PerturbedScore, bound_terms, fit_bound_constants, make_perturbed_score
 from .training import TrainConfig, TrainResult, dsm_loss, load_run, train
 from .training import CheckpointCorruptError, RunLockedError, TrainingDivergedError
+from .training import CheckpointCorruptError, RunLockedError, TrainingDivergedError
 
 try:
     from importlib.metadata import version as _version

@@ -1,11 +1,14 @@
-"""``train`` and ``sample`` subcommands: learn a score model, then sample it with any solver.
+"""``train`` and ``sample`` subcommands of ``jaxode-diffusion``: learn a score model, then sample it.
 
-Usage (until these are wired into ``jaxode-diffusion``)::
+Usage::
 
-    python -m jaxode_diffusion.cli_models train --data two_moons --steps 2000 --out runs/moons
-    python -m jaxode_diffusion.cli_models train --data two_moons --steps 4000 --out runs/moons --resume
-    python -m jaxode_diffusion.cli_models sample --checkpoint runs/moons --solver x0-lambda:rk4 \\
+    jaxode-diffusion train --data two_moons --steps 2000 --out runs/moons
+    jaxode-diffusion train --data two_moons --steps 4000 --out runs/moons --resume
+    jaxode-diffusion sample --checkpoint runs/moons --solver x0-lambda:rk4 \\
         --steps 5 --num-samples 2000 --out moons.npy       # also writes moons.png
+
+Errors follow the package CLI's policy (:func:`jaxode_diffusion.cli.run_command`): one line
+``jaxode-diffusion: error: ...`` and exit status 2 (``--debug`` for the traceback).
 """
 
 from __future__ import annotations
@@ -31,8 +34,53 @@ def _data_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"--data must be one of {_DATA_CHOICES}; got {value!r}.")
 
 
+def _nonneg_int(value: str) -> int:
+    try:
+        out = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value!r}.") from None
+    if out < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: never); got {value!r}.")
+    return out
+
+
+def _positive_float(value: str) -> float:
+    import math
+
+    try:
+        out = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {value!r}.") from None
+    if not (out > 0 and math.isfinite(out)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (e.g. 1e-3); got {value!r}.")
+    return out
+
+
+def _probability(value: str) -> float:
+    try:
+        out = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1]; got {value!r}.") from None
+    if not 0.0 <= out <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1] (e.g. 0.1); got {value!r}.")
+    return out
+
+
+def _finite_float(value: str) -> float:
+    import math
+
+    try:
+        out = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {value!r}.") from None
+    if not math.isfinite(out):
+        raise argparse.ArgumentTypeError(f"must be a finite number (e.g. 2.0); got {value!r}.")
+    return out
+
+
 def register(subparsers) -> None:
     """Add the ``train`` and ``sample`` subcommands to an ``argparse`` subparsers object."""
+    from .cli import positive_int
     from .training import TrainConfig
 
     d = TrainConfig()
@@ -42,18 +90,26 @@ def register(subparsers) -> None:
         description="Train a score model by denoising score matching.",
     )
     p.add_argument("--data", type=_data_arg, required=True, help=_DATA_CHOICES)
-    p.add_argument("--steps", type=int, required=True, help="total optimisation steps")
+    p.add_argument("--steps", type=positive_int, required=True, help="total optimisation steps")
     p.add_argument("--out", required=True, help="run directory (checkpoints + config.json)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warmup + cosine decay)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help="peak learning rate (warmup + cosine decay)")
+    p.add_argument("--seed", type=_nonneg_int, default=d.seed)
     p.add_argument(
         "--process", default=d.process, help="vp_linear, vp_cosine, subvp, ve, edm, rectified_flow"
     )
     p.add_argument("--prediction", default=d.prediction, help="eps, x0, v, flow or score")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="held-out loss interval (steps)")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint interval (steps)")
+    p.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every, help="held-out loss interval (steps)")
+    p.add_argument("--ckpt-every", type=_nonneg_int, default=d.ckpt_every, help="checkpoint interval (steps)")
+    p.add_argument(
+        "--conditional", action="store_true",
+        help="class-conditional model on the data's labels (digits), for `sample --class K --guidance W`",
+    )
+    p.add_argument(
+        "--p-uncond", type=_probability, default=d.p_uncond,
+        help="label-dropout probability of --conditional training (learns the null class)",
+    )
     p.set_defaults(func=cmd_train)
 
     s = subparsers.add_parser(
@@ -62,12 +118,21 @@ def register(subparsers) -> None:
         description="Sample a trained score model; writes FILE.npy and FILE.png.",
     )
     s.add_argument("--checkpoint", required=True, help="run directory written by `train`")
-    s.add_argument("--solver", required=True, help='e.g. "rk4", "x0-lambda:rk4", "eps-rho:heun"')
-    s.add_argument("--steps", type=int, required=True, help="solver steps (NFE = steps x stages)")
-    s.add_argument("--num-samples", type=int, required=True)
+    s.add_argument("--solver", default=None, help='e.g. "rk4", "x0-lambda:rk4", "eps-rho:heun" (not with --tuned)')
+    s.add_argument("--steps", type=positive_int, default=None, help="solver steps (NFE = steps x stages)")
+    s.add_argument("--tuned", default=None, help="a JSON file from `jaxode-diffusion tune`: its solver and times")
+    s.add_argument("--num-samples", type=positive_int, required=True)
     s.add_argument("--out", required=True, help="output .npy file (a .png is written beside it)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--grid", default="uniform", help="uniform, log_snr, edm, quadratic")
+    s.add_argument(
+        "--class", dest="class_label", type=_nonneg_int, default=None,
+        help="class K to sample from a model trained with --conditional (default: unconditional)",
+    )
+    s.add_argument(
+        "--guidance", type=_finite_float, default=None,
+        help="classifier-free guidance scale w: s(null) + w (s(K) - s(null)); 1 = none (the default)",
+    )
     s.set_defaults(func=cmd_sample)
 
 
@@ -86,6 +151,8 @@ def cmd_train(args) -> int:
         prediction=args.prediction,
         eval_every=args.eval_every,
         ckpt_every=args.ckpt_every,
+        conditional=bool(getattr(args, "conditional", False)),
+        p_uncond=getattr(args, "p_uncond", TrainConfig.p_uncond),
     )
     result = train(config)
     last = [h for h in result.history if "heldout_loss" in h]
@@ -137,20 +204,34 @@ def cmd_sample(args) -> int:
     from .sampling import sample
     from .training import load_run
 
-    if args.num_samples < 1 or args.steps < 1:
+    from .outputs import ensure_output_file
+
+    if getattr(args, "tuned", None) is not None:
+        if args.solver is not None or args.steps is not None:
+            raise ValueError(f"--tuned {args.tuned} fixes the solver and the grid; drop --solver/--steps.")
+    elif args.solver is None or args.steps is None:
+        raise ValueError("--solver and --steps are required (or --tuned FILE from `jaxode-diffusion tune`).")
+    if args.num_samples < 1 or (args.steps is not None and args.steps < 1):
         raise ValueError(f"--num-samples and --steps must be >= 1, got {args.num_samples}, {args.steps}.")
+    ensure_output_file(args.out, "--out")  # before loading and sampling: a bad --out is reported at once
+    out = ensure_output_file(_npy_path(args.out), "--out")
     score_fn, run_cfg = load_run(args.checkpoint)
     meta = run_cfg["data"]
     event_shape = tuple(meta["event_shape"])
     kind = "vector" if len(event_shape) == 1 else "image"
     process = score_fn.process
+    score_fn, cond_kw = _class_guidance(score_fn, args)
     x_init = process.prior_sample(jax.random.key(args.seed), (args.num_samples, *event_shape))
-    x = sample(score_fn, process, x_init, solver=args.solver, num_steps=args.steps, grid=args.grid)
+    if getattr(args, "tuned", None) is not None:
+        from .tune import load_tuned
+
+        tuned = load_tuned(args.tuned, process=process)  # the same process, or a ValueError
+        x = sample(score_fn, process, x_init, solver=tuned.solver, grid=tuned.ts, num_steps=None, **cond_kw)
+    else:
+        x = sample(
+            score_fn, process, x_init, solver=args.solver, num_steps=args.steps, grid=args.grid, **cond_kw
+        )
     x = unnormalize(np.asarray(x), meta)
-    out = Path(args.out)
-    if out.suffix != ".npy":
-        out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, x)
     png = out.with_suffix(".png")
     save_png(x, png, kind, meta)
@@ -158,17 +239,52 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _class_guidance(score_fn, args):
+    """``(score, sample kwargs)`` for ``--class K [--guidance W]``: the classifier-free guided
+    score with ``cond`` = K for every sample, or the model's own score without ``--class``."""
+    label, w = getattr(args, "class_label", None), getattr(args, "guidance", None)
+    if label is None:
+        if w is not None:
+            raise ValueError(f"--guidance {w} needs --class K (the class to guide towards).")
+        return score_fn, {}
+    num_classes = score_fn.num_classes
+    if num_classes is None:
+        raise ValueError(
+            f"--class {label}: the model in {args.checkpoint!r} is unconditional; train it with "
+            "`jaxode-diffusion train ... --conditional` or drop --class."
+        )
+    if not 0 <= label < num_classes:
+        raise ValueError(f"--class {label} is out of range: the model knows classes 0..{num_classes - 1}.")
+    import jax.numpy as jnp
+
+    from .guidance import classifier_free_guidance
+
+    guided = classifier_free_guidance(score_fn, 1.0 if w is None else float(w), num_classes)
+    return guided, {"cond": jnp.full((args.num_samples,), label, jnp.int32)}
+
+
+def _npy_path(out: str) -> Path:
+    """``--out`` with a ``.npy`` suffix (``moons`` -> ``moons.npy``, ``a.b`` -> ``a.b.npy``)."""
+    p = Path(out)
+    if p.suffix == ".npy":
+        return p
+    return p.with_suffix(p.suffix + ".npy") if p.suffix else p.with_suffix(".npy")
+
+
 def main(argv=None) -> int:
-    """Entry point: ``python -m jaxode_diffusion.cli_models {train,sample} ...``."""
-    parser = argparse.ArgumentParser(prog="jaxode-diffusion", description="Train and sample score models.")
+    """Entry point: ``python -m jaxode_diffusion.cli_models {train,sample} ...`` (same as ``jaxode-diffusion``).
+
+    Returns the exit status: 0, or 2 with one line on stderr for a user error.
+    """
+    from .cli import PROG, add_debug_flag, run_command
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Train and sample score models.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
+    add_debug_flag(sub)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, debug=bool(getattr(args, "debug", False)))
 
 
 if __name__ == "__main__":

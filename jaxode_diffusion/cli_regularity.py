@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 __all__ = ["register", "run", "main", "load_checkpoint_score"]
@@ -62,30 +61,19 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def load_checkpoint_score(checkpoint_dir) -> tuple[Any, Any, dict[str, Any]]:
-    """``(score_fn, process, data_info)`` of a trained run.
+    """``(score_fn, process, data_info)`` of a trained run (via :func:`jaxode_diffusion.training.load_run`).
 
-    Uses ``jaxode_diffusion.training.checkpoint.load_score_fn`` when it exists, else
-    ``jaxode_diffusion.training.load_run``. ``data_info`` holds ``event_shape`` and, when the
-    training data can be rebuilt from the stored configuration, ``samples`` (held-out data in
-    model coordinates).
+    ``data_info`` holds ``event_shape`` and, when the training data can be rebuilt from the stored
+    configuration, ``samples`` (held-out data in model coordinates).
 
     Raises:
-        ValueError: if the directory holds no loadable run.
+        ValueError: if the directory holds no loadable run (``CheckpointCorruptError`` if its
+            latest checkpoint fails verification).
     """
-    from .training import checkpoint as ckpt
-
-    loader = getattr(ckpt, "load_score_fn", None)
-    if loader is not None:
-        score_fn, process, data_info = loader(checkpoint_dir)
-        return score_fn, process, dict(data_info or {})
     from .training import load_run
 
     score_fn, run_cfg = load_run(checkpoint_dir)
-    process = getattr(score_fn, "process", None)
-    if process is None:
-        from .processes import get_process
-
-        process = get_process(run_cfg["train"]["process"])
+    process = score_fn.process
     data_info = dict(run_cfg.get("data", {}))
     train_cfg = run_cfg.get("train", {})
     try:
@@ -120,23 +108,20 @@ def run(args) -> dict[str, str]:
     import numpy as np
 
     from .grids import make_grid
+    from .outputs import ensure_output_dir
     from .processes import get_process
     from .regularity import plot_profile, profile
 
     _check_args(args)
+    out = ensure_output_dir(args.out, "--out")  # before the work: a bad --out is reported at once
     key = jax.random.PRNGKey(args.seed)
     k_data, k_prof = jax.random.split(key)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     if args.target == "gmm":
+        from .data import default_gmm
+
         process = get_process(args.process)
-        try:
-            from .data import default_gmm
-
-            mixture = default_gmm(args.dim)
-        except ImportError:
-            from .targets import GaussianMixture
-
-            mixture = GaussianMixture.random(jax.random.PRNGKey(0), 8, args.dim)
+        mixture = default_gmm(args.dim)
         score_fn = mixture.score_fn(process)
         x_source = mixture.sample(k_data, args.batch).astype(dtype)
         label = f"gmm (d={args.dim})"
@@ -173,8 +158,6 @@ def run(args) -> dict[str, str]:
         f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items())
         if k not in ("func", "command") and v is not None and v is not False
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     json_path = out / "regularity.json"
     png_path = out / "regularity.png"
     prof.to_json(json_path)
@@ -186,15 +169,15 @@ def run(args) -> dict[str, str]:
 
 def main(argv=None) -> int:
     """Entry point: ``python -m jaxode_diffusion.cli_regularity regularity ...``."""
+    from .cli import add_debug_flag, run_command
+
     parser = argparse.ArgumentParser(prog="python -m jaxode_diffusion.cli_regularity")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
+    add_debug_flag(sub)
     args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-    return 0
+    return run_command(args.func, args, debug=bool(getattr(args, "debug", False)))
 
 
 if __name__ == "__main__":

@@ -79,24 +79,28 @@ def ensure_output_dir(path, argname: str = "--out") -> Path:
             f"{argname} {os.fspath(path)!r} is an existing file, not a directory; choose a directory path "
             "(or remove the file)."
         )
-    for parent in p.absolute().parents:
+    _make_dir(p, path, argname)
+    return p
+
+
+def _make_dir(p: Path, given, argname: str) -> None:
+    for parent in (p.absolute(), *p.absolute().parents):
         if parent.exists():
             if not parent.is_dir():
                 raise ValueError(
-                    f"{argname} {os.fspath(path)!r}: its parent {os.fspath(parent)!r} is a file, not a "
+                    f"{argname} {os.fspath(given)!r}: {os.fspath(parent)!r} is a file, not a "
                     "directory; choose another path."
                 )
             break
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise (os_error(err, p, f"creating the {argname} directory") or err) from err
+        raise (os_error(err, p, f"creating the directory for {argname}") or err) from err
     if not os.access(p, os.W_OK | os.X_OK):
         raise PermissionError(
-            _errno.EACCES, f"{argname} directory is not writable (check the permissions or choose another)",
-            os.fspath(p),
+            _errno.EACCES, f"the directory for {argname} is not writable (check the permissions or choose "
+            "another location)", os.fspath(p),
         )
-    return p
 
 
 def ensure_output_file(path, argname: str = "--out") -> Path:
@@ -117,5 +121,5 @@ def ensure_output_file(path, argname: str = "--out") -> Path:
             f"{argname} {os.fspath(path)!r} is a directory; give a file name (for example "
             f"{os.fspath(p / 'out.npy')!r})."
         )
-    ensure_output_dir(p.parent, f"{argname} (its directory)")
+    _make_dir(p.parent, path, argname)
     return p

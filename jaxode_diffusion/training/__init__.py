@@ -1,10 +1,33 @@
 """Training score models: DSM loss, optax trainer with EMA, orbax checkpoints."""
 
-from .checkpoint import latest_step, read_config, restore_checkpoint
+from .checkpoint import (
+    CheckpointCorruptError,
+    NonFiniteStateError,
+    RunLock,
+    RunLockedError,
+    latest_step,
+    read_config,
+    restore_checkpoint,
+    verify_checkpoint,
+)
 from .loss import TIME_SAMPLINGS, WEIGHTINGS, drop_labels, dsm_loss, dsm_loss_per_example, sample_times
-from .trainer import TrainConfig, TrainResult, load_run, make_optimizer, model_config_for, train
+from .trainer import (
+    TrainConfig,
+    TrainingDivergedError,
+    TrainResult,
+    load_run,
+    make_optimizer,
+    model_config_for,
+    train,
+)
 
 __all__ = [
+    "CheckpointCorruptError",
+    "NonFiniteStateError",
+    "RunLock",
+    "RunLockedError",
+    "TrainingDivergedError",
+    "verify_checkpoint",
     "TIME_SAMPLINGS",
     "WEIGHTINGS",
     "TrainConfig",

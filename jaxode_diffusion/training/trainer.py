@@ -25,13 +25,22 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from ..data import Dataset, check_finite, dataset_labels, from_array, load_dataset
+from ..distributed import batch_mesh, batch_sharding, replicate
 from ..models import ScoreModel, abstract_model, build_model
 from ..parameterizations import canonical_kind
 from ..processes import ForwardProcess, get_process
 from . import checkpoint as ckpt
 from .loss import TIME_SAMPLINGS, WEIGHTINGS, dsm_loss
 
-__all__ = ["TrainConfig", "TrainResult", "train", "make_optimizer", "model_config_for", "load_run"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "train",
+    "make_optimizer",
+    "model_config_for",
+    "load_run",
+]
 
 CONFIG_VERSION = 1
 # Fields that must agree between a checkpoint and the config that resumes it (they define the
@@ -58,7 +67,43 @@ _RESUME_KEYS = (
     "weighting",
     "conditional",
     "p_uncond",
+    "patch_size",
 )
+
+
+# (field, minimum) of the integer fields of TrainConfig.
+_INT_FIELDS = (
+    ("steps", 1),
+    ("batch_size", 1),
+    ("depth", 1),
+    ("channels", 1),
+    ("patch_size", 1),
+    ("log_every", 1),
+    ("max_to_keep", 1),
+    ("eval_every", 0),
+    ("ckpt_every", 0),
+    ("n_train", 1),
+    ("n_heldout", 0),
+    ("dim", 1),
+    ("seed", 0),
+)
+
+
+def _check_int(name: str, value, minimum: int, what: str = "an integer") -> None:
+    # bool is an int subclass: TrainConfig(steps=True) is a mistake, not one step.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"TrainConfig.{name} must be {what} >= {minimum}, got {value!r}.")
+
+
+def _check_real(name: str, value, what: str, ok, finite: bool = True) -> None:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or math.isnan(value)
+        or (finite and not math.isfinite(value))
+        or not ok(value)
+    ):
+        raise ValueError(f"TrainConfig.{name} must be {what}, got {value!r}.")
 
 
 @dataclass
@@ -83,6 +128,12 @@ class TrainConfig:
         model: ``auto`` (MLP for vectors, U-Net for images), ``mlp`` or ``unet``.
         width, depth: MLP size (``width=None``: scaled with the dimension).
         channels: U-Net base channels.
+        patch_size: U-Net space-to-depth block (``2``: the CPU-sized 32x32x3 configuration,
+            :data:`~jaxode_diffusion.models.unet.UNET_PATCHES32`); ``1`` is off.
+        data_parallel: split every minibatch over all devices (``jax.devices()``, across
+            processes after ``jax.distributed.initialize()``) on a 1-D mesh, parameters and data
+            replicated, gradients reduced by XLA; same result as one device up to rounding, same
+            checkpoint format. ``batch_size`` must be a multiple of the device count.
         time_sampling: ``uniform`` or ``log_snr_uniform``.
         weighting: ``eps``, ``x0``, ``snr``, ``edm`` or ``score``.
         conditional: train a class-conditional model on the dataset's labels (``digits``, or
@@ -115,6 +166,8 @@ class TrainConfig:
     width: int | None = None
     depth: int = 3
     channels: int = 32
+    patch_size: int = 1
+    data_parallel: bool = False
     time_sampling: str = "uniform"
     weighting: str = "eps"
     conditional: bool = False
@@ -129,18 +182,43 @@ class TrainConfig:
     progress: bool = True
     max_to_keep: int = 3
 
+    def __post_init__(self) -> None:
+        # Validated at construction: a bad value is reported where it is written, not steps later.
+        self.validate()
+
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad field."""
-        for name in ("steps", "batch_size", "depth", "channels", "log_every", "max_to_keep"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}.")
-        for name in ("eval_every", "ckpt_every"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay!r}.")
+        """Raise ``ValueError`` naming the first bad field, its value and the fix.
+
+        Called at construction; call it again after mutating a config in place.
+
+        Example:
+            >>> TrainConfig(batch_size=0)
+            Traceback (most recent call last):
+            ...
+            ValueError: TrainConfig.batch_size must be an integer >= 1, got 0.
+        """
+        for name, minimum in _INT_FIELDS:
+            _check_int(name, getattr(self, name), minimum)
+        for name, minimum in (("width", 1), ("warmup_steps", 0)):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum, "None or an integer")
+        for name in ("resume", "progress", "precondition", "conditional", "data_parallel"):
+            value = getattr(self, name, False)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"TrainConfig.{name} must be True or False, got {value!r}.")
+        for name in ("data", "process", "prediction", "model", "time_sampling", "weighting"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"TrainConfig.{name} must be a non-empty string, got {value!r}.")
+        if self.out_dir is not None and not isinstance(self.out_dir, (str, os.PathLike)):
+            raise ValueError(f"TrainConfig.out_dir must be a path or None, got {self.out_dir!r}.")
+        _check_real("lr", self.lr, "a finite number > 0 (try 1e-3)", lambda v: v > 0)
+        _check_real("weight_decay", self.weight_decay, "a finite number >= 0", lambda v: v >= 0)
+        _check_real(
+            "grad_clip", self.grad_clip, "a number > 0 (the global-norm threshold, e.g. 1.0)",
+            lambda v: v > 0, finite=False,
+        )
+        _check_real("ema_decay", self.ema_decay, "a number in [0, 1) (e.g. 0.999)", lambda v: 0.0 <= v < 1.0)
         if self.model not in ("auto", "mlp", "unet"):
             raise ValueError(f"TrainConfig.model={self.model!r}; choose 'auto', 'mlp' or 'unet'.")
         if self.time_sampling not in TIME_SAMPLINGS:
@@ -246,6 +324,8 @@ def model_config_for(
         return dict(type="mlp", dim=dim, width=config.width, depth=config.depth, emb_dim=64, **common)
     if len(event_shape) != 3:
         raise ValueError(f"model='unet' needs images (N, H, W, C); got event shape {tuple(event_shape)}.")
+    if config.patch_size != 1:
+        common["patch_size"] = int(config.patch_size)
     return dict(type="unet", image_shape=list(event_shape), channels=config.channels, **common)
 
 
@@ -299,10 +379,15 @@ def _optimizer_cached(config: TrainConfig) -> optax.GradientTransformation:
     return _TX_CACHE[key]
 
 
-def _compiled_steps(graphdef, process, tx, config: TrainConfig, loss_kw: dict[str, Any]):
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _compiled_steps(graphdef, process, tx, config: TrainConfig, loss_kw: dict[str, Any], mesh=None):
     batch, ema_decay = config.batch_size, config.ema_decay
     try:
-        key = (graphdef, process, tx, batch, ema_decay, tuple(sorted(loss_kw.items())))
+        key = (graphdef, process, tx, batch, ema_decay, tuple(sorted(loss_kw.items())), mesh)
         hash(key)
     except TypeError:  # a process with array parameters is not hashable: no caching
         key = None
@@ -317,6 +402,8 @@ def _compiled_steps(graphdef, process, tx, config: TrainConfig, loss_kw: dict[st
     def train_step(p, o, e, step, base_key, xs, ys=None):
         kd, kn = jax.random.split(jax.random.fold_in(base_key, step))
         idx = jax.random.randint(kd, (batch,), 0, xs.shape[0])
+        if mesh is not None:  # data parallel: each device gathers and differentiates its rows
+            idx = jax.lax.with_sharding_constraint(idx, batch_sharding(mesh, 1))
         x0 = xs[idx]
         loss, grads = jax.value_and_grad(loss_fn)(p, x0, kn, None if ys is None else ys[idx])
         updates, o = tx.update(grads, o, p)
@@ -325,7 +412,10 @@ def _compiled_steps(graphdef, process, tx, config: TrainConfig, loss_kw: dict[st
         # are not dominated by the initial parameters.
         d = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
         e = jax.tree.map(lambda a, b: d * a + (1.0 - d) * b, e, p)
-        return p, o, e, loss
+        # Divergence flag computed in the step (one reduction per leaf, fused by XLA) so the host
+        # can check it without pulling parameters back; see _raise_if_diverged.
+        finite = jnp.isfinite(loss) & _all_finite(p)
+        return p, o, e, loss, finite
 
     @jax.jit
     def eval_loss(p, k, xs, ys=None):
@@ -335,6 +425,72 @@ def _compiled_steps(graphdef, process, tx, config: TrainConfig, loss_kw: dict[st
     if key is not None:
         _STEP_CACHE[key] = (train_step, eval_loss)
     return train_step, eval_loss
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a non-finite loss or parameters (NaN or inf); nothing non-finite was saved.
+
+    Attributes:
+        step: the first step whose loss or parameters were non-finite.
+        last_checkpoint: the newest checkpoint written by the run (finite), or ``None``.
+    """
+
+    def __init__(self, message: str, step: int, last_checkpoint: int | None):
+        super().__init__(message)
+        self.step = step
+        self.last_checkpoint = last_checkpoint
+
+
+def _raise_if_diverged(unchecked: list, config: TrainConfig, last_saved: int | None) -> None:
+    """Check the pending per-step finiteness flags (one device-to-host transfer); clear them if all hold."""
+    if not unchecked:
+        return
+    flags = np.asarray(jax.device_get(jnp.stack([f for _, f in unchecked])))
+    if flags.all():
+        unchecked.clear()
+        return
+    step = unchecked[int(np.argmin(flags))][0]
+    where = (
+        f"the last checkpoint (step {last_saved} in {os.fspath(ckpt.checkpoint_dir(config.out_dir))!r}) is "
+        "finite and intact"
+        if last_saved is not None
+        else "no checkpoint was written"
+    )
+    raise TrainingDivergedError(
+        f"training diverged at step {step}: the loss or the parameters became NaN/inf, so training "
+        f"stopped and nothing non-finite was saved ({where}). Likely fix: lower the learning rate "
+        f"(lr / --lr, now {config.lr}) or clip gradients harder (grad_clip, now {config.grad_clip}); "
+        "also check the data scale. Start a new run (a new --out) with the new settings.",
+        step,
+        last_saved,
+    )
+
+
+def _claim_run_dir(out: Path, seen: int | None, corrupt_steps, config: TrainConfig, run_cfg, pbar):
+    """Take the run's writer lock, then write: move corrupt steps aside, config.json, the manager.
+
+    ``seen`` is the latest step found before the lock was taken; if another writer changed the
+    directory in between, refuse rather than mix two runs. Releases the lock on any failure.
+    """
+    lock = ckpt.RunLock(out).acquire()
+    try:
+        now = ckpt.latest_step(out)
+        if now != seen:
+            raise ckpt.RunLockedError(
+                f"run directory {os.fspath(out)!r} changed while this run was starting (latest checkpoint "
+                f"{seen} -> {now}): another writer was using it. Rerun with --resume, or choose another --out.",
+                os.fspath(lock.path),
+                None,
+            )
+        if corrupt_steps:
+            moved = ckpt.quarantine_steps(out, corrupt_steps)
+            pbar.write(f"moved corrupt checkpoints aside: {', '.join(os.fspath(m) for m in moved)}")
+        ckpt.write_json_atomic(out / "config.json", run_cfg)
+        manager = ckpt.open_manager(out, max_to_keep=config.max_to_keep)
+    except BaseException:
+        lock.release()
+        raise
+    return lock, manager
 
 
 def train(
@@ -360,8 +516,15 @@ def train(
     Raises:
         ValueError: on an invalid configuration, data with the wrong shape or non-finite values,
             ``out_dir`` already holding checkpoints without ``resume``, ``resume`` without a
-            checkpoint, a configuration that does not match the checkpoint, or a loss that
-            becomes non-finite.
+            checkpoint, a configuration that does not match the checkpoint, or an ``out_dir``
+            that is an existing file.
+        TrainingDivergedError: (a ``FloatingPointError``) when the loss or the parameters become
+            NaN/inf; names the first such step and the fix; no non-finite checkpoint is written.
+        RunLockedError: if another live process holds ``out_dir`` (its ``run.lock``).
+        CheckpointCorruptError: on ``resume`` when every checkpoint fails its checksum (when only
+            newer ones do, the newest intact one is used and a warning names the others).
+        OSError: naming the path, when the run directory cannot be written (disk full,
+            permissions), at the step that writes.
 
     Example:
         >>> res = train(TrainConfig(data="two_moons", steps=5, batch_size=16, width=16, depth=1,
@@ -370,6 +533,10 @@ def train(
         5
     """
     config.validate()
+    if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, (int, np.integer)) or stop_at < 0):
+        raise ValueError(f"stop_at must be None or an integer >= 0 (a step count), got {stop_at!r}.")
+    # Checked before any work: a file in the way or an unwritable location is reported at once.
+    run_dir = ckpt.prepare_run_dir(config.out_dir) if config.out_dir else None
     ds = _get_data(config, data)
     check_finite(ds.train, "training data")
     check_finite(ds.heldout, "held-out data")
@@ -390,10 +557,11 @@ def train(
     base_key = jax.random.key(config.seed)
     start = 0
 
-    manager = None
-    if config.out_dir:
-        out = Path(config.out_dir)
-        existing = ckpt.latest_step(out) if out.exists() else None
+    manager = lock = None
+    corrupt_steps: list[int] = []
+    if run_dir is not None:
+        out = run_dir
+        existing = ckpt.latest_step(out)
         if config.resume:
             if existing is None:
                 raise ValueError(
@@ -408,7 +576,8 @@ def train(
                 key=jax.random.key_data(base_key),
             )
             abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)
-            restored, saved_cfg, _ = ckpt.restore_checkpoint(out, abstract)
+            # The newest checkpoint that passes its checksum (a warning names any corrupt newer one).
+            restored, saved_cfg, _, corrupt_steps = ckpt.restore_newest_intact(out, abstract)
             _check_resume_compatible(saved_cfg, config, out)
             params, ema, opt_state = restored["params"], restored["ema"], restored["opt_state"]
             start = int(restored["step"])
@@ -418,16 +587,24 @@ def train(
                 f"{os.fspath(out)!r} already holds checkpoints (latest step {existing}); pass --resume "
                 "(resume=True) to continue that run, or choose a new --out directory."
             )
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.write_json_atomic(out / "config.json", _run_config(config, model_cfg, ds.meta, start))
-        manager = ckpt.open_manager(out, max_to_keep=config.max_to_keep)
 
     train_x = jnp.asarray(ds.train)
     held_x = jnp.asarray(ds.heldout[:2048])
     loss_kw = dict(time_sampling=config.time_sampling, weighting=config.weighting, sigma_data=sigma_data)
     if config.conditional:
         loss_kw.update(p_uncond=float(config.p_uncond), null_id=int(num_classes))
-    train_step, eval_loss = _compiled_steps(graphdef, process, tx, config, loss_kw)
+    mesh = None
+    if config.data_parallel:
+        mesh = batch_mesh()
+        if config.batch_size % mesh.devices.size:
+            raise ValueError(
+                f"TrainConfig.batch_size={config.batch_size} must be a multiple of the {mesh.devices.size} "
+                "devices with data_parallel=True; change batch_size or set data_parallel=False."
+            )
+        params, opt_state, ema, train_x, held_x, labels = replicate(
+            (params, opt_state, ema, train_x, held_x, labels), mesh
+        )
+    train_step, eval_loss = _compiled_steps(graphdef, process, tx, config, loss_kw, mesh)
 
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
@@ -436,21 +613,27 @@ def train(
     pbar = tqdm(
         total=config.steps, initial=start, disable=not config.progress, desc="train", dynamic_ncols=True
     )
+    # (step, device flag) of the steps whose finiteness has not been checked yet, and the last
+    # checkpoint written (for the divergence message).
+    unchecked: list[tuple[int, jax.Array]] = []
+    last_saved = start if run_dir is not None and start > 0 else None
     try:
+        if run_dir is not None:
+            # Everything that writes to the run directory happens under its lock (one writer).
+            lock, manager = _claim_run_dir(
+                run_dir, existing, corrupt_steps, config, _run_config(config, model_cfg, ds.meta, start), pbar
+            )
         for s in range(start, end):
-            params, opt_state, ema, loss = train_step(
+            params, opt_state, ema, loss, finite = train_step(
                 params, opt_state, ema, jnp.int32(s), base_key, train_x, *labels[0]
             )
             done = s + 1
+            unchecked.append((done, finite))
             if callback is not None:
                 callback(done, loss)
             if done % config.log_every == 0 or done == end:
+                _raise_if_diverged(unchecked, config, last_saved)  # one host sync per log interval
                 lv = float(loss)
-                if not math.isfinite(lv):
-                    raise ValueError(
-                        f"training loss became non-finite ({lv}) at step {done}; lower --lr "
-                        f"(now {config.lr}) or check the data scale."
-                    )
                 history.append(dict(step=done, loss=lv))
                 postfix["loss"] = f"{lv:.4f}"
                 pbar.set_postfix(postfix)
@@ -468,12 +651,22 @@ def train(
                     step=jnp.asarray(done, jnp.int32),
                     key=jax.random.key_data(base_key),
                 )
+                _raise_if_diverged(unchecked, config, last_saved)  # never checkpoint non-finite state
+                if mesh is not None:  # replicated -> host arrays: the single-device checkpoint format
+                    state_tree = jax.device_get(state_tree)
                 ckpt.save_checkpoint(manager, done, state_tree, _run_config(config, model_cfg, ds.meta, done))
+                last_saved = done
+        _raise_if_diverged(unchecked, config, last_saved)
     finally:
         pbar.close()
         if manager is not None:
-            manager.wait_until_finished()
-            manager.close()
+            try:
+                manager.wait_until_finished()
+                manager.close()
+            finally:
+                lock.release()
+        elif lock is not None:
+            lock.release()
     return TrainResult(
         params=params,
         ema_params=ema,
