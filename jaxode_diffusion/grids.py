@@ -112,11 +112,11 @@ def _first_problem(a: np.ndarray, lo_ok: np.ndarray | None = None) -> str | None
     bad = ~np.isfinite(a)
     if bad.any():
         i = int(np.argmax(bad))
-        return f"entry {i} is {a[i]!r} (non-finite)"
+        return f"entry {i} is {float(a[i])!r} (non-finite)"
     d = np.diff(a)
     if not (d < 0).all():
         i = int(np.argmax(~(d < 0)))
-        return f"entries {i} and {i + 1} are {a[i]!r} and {a[i + 1]!r} (not strictly decreasing)"
+        return f"entries {i} and {i + 1} are {float(a[i])!r} and {float(a[i + 1])!r} (not strictly decreasing)"
     return None
 
 
@@ -185,7 +185,8 @@ def make_grid(grid, process: ForwardProcess, num_steps: int, t_start, t_end):
         # End points exactly as asked (the inverse maps may round).
         ts = ts.at[0].set(t_start).at[-1].set(t_end)
     if not isinstance(ts, jax.core.Tracer):
-        problem = _first_problem(np.asarray(ts, dtype=np.float64))
+        a = np.asarray(ts, dtype=np.float64)
+        problem = _first_problem(a)
         if problem is not None:
             hint = (
                 " The EDM exponent R is too small for these end points (rho^(1/R) overflows); "
@@ -193,8 +194,8 @@ def make_grid(grid, process: ForwardProcess, num_steps: int, t_start, t_end):
                 if name == "edm" else ""
             )
             raise ValueError(
-                f"grid={grid!r} with num_steps={num_steps}, t_start={float(ts[0])!r}, "
-                f"t_end={float(ts[-1])!r} builds an invalid grid: {problem}.{hint} Use fewer steps, "
+                f"grid={grid!r} with num_steps={num_steps}, t_start={float(a[0])!r}, "
+                f"t_end={float(a[-1])!r} builds an invalid grid: {problem}.{hint} Use fewer steps, "
                 "another grid, or float64 (jax_enable_x64) for very fine grids."
             )
     return ts
@@ -253,7 +254,7 @@ def validate_grid(ts, process: ForwardProcess, name: str = "grid"):
     a = np.asarray(ts, dtype=np.float64)
     if not np.all(np.isfinite(a)):
         i = int(np.argmax(~np.isfinite(a)))
-        raise ValueError(f"{name} contains non-finite times: {name}[{i}] = {a[i]!r}; pass finite times.")
+        raise ValueError(f"{name} contains non-finite times: {name}[{i}] = {float(a[i])!r}; pass finite times.")
     d = np.diff(a)
     if np.all(d > 0):
         ts = ts[::-1]
@@ -261,7 +262,7 @@ def validate_grid(ts, process: ForwardProcess, name: str = "grid"):
     elif not np.all(d < 0):
         i = int(np.argmax(~(d < 0)))
         raise ValueError(
-            f"{name} must be strictly monotone; entries {i} and {i + 1} are {a[i]!r} and {a[i + 1]!r}. "
+            f"{name} must be strictly monotone; entries {i} and {i + 1} are {float(a[i])!r} and {float(a[i + 1])!r}. "
             "Remove repeated times and sort the array."
         )
     rng = process.valid_t_range()
@@ -271,7 +272,7 @@ def validate_grid(ts, process: ForwardProcess, name: str = "grid"):
         reason = f" ({rng.reason})" if rng.reason and a[i] <= rng.lo else ""
         raise ValueError(
             f"{name} must lie in the process's valid range {rng} where f, g^2 and the log-SNR are "
-            f"finite{reason}; got [{a.min()!r}, {a.max()!r}] (entry {a[i]!r}). Move the end points inside, "
+            f"finite{reason}; got [{float(a.min())!r}, {float(a.max())!r}] (entry {float(a[i])!r}). Move the end points inside, "
             f"e.g. end at process.default_t_end={process.default_t_end!r}."
         )
     return ts

@@ -857,7 +857,7 @@ class CustomProcess(ForwardProcess):
             i = int(np.argmax(bad))
             raise ValueError(
                 "the log-SNR log(alpha/sigma) must strictly decrease in t on (t_min, t_max]; it does not "
-                f"at t={float(ts[i])!r} (lambda={lam[i]!r}, d lambda/dt={float(dlam[i])!r}; first bad "
+                f"at t={float(ts[i])!r} (lambda={float(lam[i])!r}, d lambda/dt={float(dlam[i])!r}; first bad "
                 f"time of {n + 1} checked). Check that sigma/alpha grows with t (noise is added as t "
                 "increases)."
             )
@@ -925,7 +925,7 @@ def _as_table(values, name: str) -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argmax(bad))
-        raise _table_error(name, f"must be finite, but {name}[{i}] = {arr[i]!r}; replace the non-finite entry.")
+        raise _table_error(name, f"must be finite, but {name}[{i}] = {float(arr[i])!r}; replace the non-finite entry.")
     return arr
 
 
@@ -936,9 +936,14 @@ def _log_alphas_from_alphas_cumprod(values) -> np.ndarray:
         i = int(np.argmax(out))
         raise _table_error(
             "alphas_cumprod",
-            f"entries must lie in (0, 1], but alphas_cumprod[{i}] = {ac[i]!r}. A zero-terminal-SNR table "
-            "(alphas_cumprod[-1] = 0) has an infinite log-SNR at t = 1: clip its last entry to a small "
-            "positive value.",
+            f"entries must lie in (0, 1], but alphas_cumprod[{i}] = {float(ac[i])!r}. "
+            + (
+                "A zero-terminal-SNR table (alphas_cumprod[-1] = 0) has an infinite log-SNR at t = 1: "
+                "clip its last entry to a small positive value."
+                if ac[i] <= 0 else
+                "alphas_cumprod is the product of (1 - beta) and cannot exceed 1; check that you passed "
+                "alphas_cumprod and not, e.g., sqrt(1 / alphas_cumprod)."
+            ),
         )
     d = np.diff(ac)
     if not (d < 0).all():
@@ -949,8 +954,8 @@ def _log_alphas_from_alphas_cumprod(values) -> np.ndarray:
         )
         raise _table_error(
             "alphas_cumprod",
-            f"must be strictly decreasing, but alphas_cumprod[{i}] = {ac[i]!r} and "
-            f"alphas_cumprod[{i + 1}] = {ac[i + 1]!r}.{hint}",
+            f"must be strictly decreasing, but alphas_cumprod[{i}] = {float(ac[i])!r} and "
+            f"alphas_cumprod[{i + 1}] = {float(ac[i + 1])!r}.{hint}",
         )
     return 0.5 * np.log(ac)
 
@@ -964,7 +969,7 @@ def _log_alphas_from_betas(values) -> np.ndarray:
             "clip the betas below 1 (the cosine table clips at 0.999)" if betas[i] >= 1
             else "every step must add noise (beta > 0)"
         )
-        raise _table_error("betas", f"entries must lie in (0, 1), but betas[{i}] = {betas[i]!r}; {fix}.")
+        raise _table_error("betas", f"entries must lie in (0, 1), but betas[{i}] = {float(betas[i])!r}; {fix}.")
     # log alphas_cumprod = sum log(1 - beta): a sum of logs is exact where a product of
     # numbers near 1 would lose digits.
     return 0.5 * np.cumsum(np.log1p(-betas))
@@ -1038,7 +1043,7 @@ class DiscreteVP(ForwardProcess):
                 raise _table_error(
                     name,
                     f"entries {i} and {i + 1} are equal in {jnp.dtype(dtype).name} (log alpha "
-                    f"{la[i]!r} vs {la[i + 1]!r}); enable float64 (jax_enable_x64) or use a table "
+                    f"{float(la[i])!r} vs {float(la[i + 1])!r}); enable float64 (jax_enable_x64) or use a table "
                     "whose entries differ.",
                 )
             self.log_alphas = stored
