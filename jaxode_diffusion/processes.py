@@ -985,7 +985,9 @@ class DiscreteVP(ForwardProcess):
     increasing in ``log alpha``, so its inverse is exact on each piece:
     ``log alpha = -0.5 log(1 + e^{-2 lambda})``, then invert the linear piece. The valid time
     range is ``[1/N, 1]`` (``sigma(1/N) = sqrt(1 - alphas_cumprod[0]) > 0``), the default
-    early-stopping time ``1/N`` (Lu et al. 2022, DPM-Solver, App. D / ``NoiseScheduleVP``).
+    early-stopping time ``1/N`` (Lu et al. 2022, DPM-Solver, App. D / ``NoiseScheduleVP``). A
+    table with ``alphas_cumprod[0] = 1`` has ``sigma(1/N) = 0``: its range is ``(1/N, 1]`` and
+    its default early-stopping time the second node ``2/N``.
 
     ``f`` and ``g^2`` (autodiff) are piecewise constant / piecewise smooth in ``t``: solvers
     stepping in ``lambda`` or ``rho`` (``x0-lambda``, ``eps-rho``, ``x0-snr``) see a smooth ODE
@@ -1162,7 +1164,9 @@ class DiscreteVP(ForwardProcess):
 
     @property
     def default_t_end(self):
-        return 1.0 / self.num_train_timesteps
+        # The first node, unless the table starts at alphas_cumprod = 1 (sigma = 0 there):
+        # then the second node.
+        return (2.0 if self.valid_t_range().lo_open else 1.0) / self.num_train_timesteps
 
     def valid_t_range(self) -> TimeRange:
         # sigma(1/N)^2 = 1 - alphas_cumprod[0] > 0 unless the table starts at exactly 1.

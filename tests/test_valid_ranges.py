@@ -1,0 +1,43 @@
+"""valid_t_range: the coefficients f, g^2 and lambda are finite exactly where a process says so;
+and the docstring examples of processes.py, tableaux.py and grids.py run."""
+
+import doctest
+
+import jax.numpy as jnp
+import pytest
+from helpers import ALL_PROCESSES
+
+import jaxode_diffusion as jd
+from jaxode_diffusion import grids, processes, tableaux
+from jaxode_diffusion.processes import DiscreteVP
+
+PROCESSES = (*ALL_PROCESSES, DiscreteVP.ddpm_linear(), DiscreteVP.from_alphas_cumprod([1.0, 0.9, 0.5, 0.1]))
+
+
+def _coefficients(p, t):
+    t = jnp.asarray([t])
+    return [p.f(t), p.g2(t), p.lam(t)]
+
+
+@pytest.mark.parametrize("p", PROCESSES, ids=lambda p: type(p).__name__)
+def test_coefficients_finite_exactly_on_the_valid_range(p):
+    rng = p.valid_t_range()
+    assert (rng.lo, rng.hi) == (float(p.t_min), float(p.t_max))
+    inside = rng.lo + 1e-3 * (rng.hi - rng.lo)
+    for t in (inside, rng.hi) if rng.lo_open else (rng.lo, inside, rng.hi):
+        assert all(bool(jnp.all(jnp.isfinite(v))) for v in _coefficients(p, t)), (p, t)
+    if rng.lo_open:
+        assert rng.reason
+        assert not all(bool(jnp.all(jnp.isfinite(v))) for v in _coefficients(p, rng.lo)), p
+    # the defaults are valid sampling times, and a grid between them is valid
+    p.check_times(p.default_t_end, "t_end")
+    p.check_times(p.default_t_start, "t_start")
+    ts = jd.make_grid("log_snr", p, 4, p.default_t_start, p.default_t_end)
+    assert bool(jd.grid_is_valid(ts, p))
+
+
+@pytest.mark.parametrize("module", [processes, tableaux, grids], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module.__name__}"
