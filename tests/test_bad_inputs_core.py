@@ -8,7 +8,16 @@ import pytest
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.grids import grid_is_valid, make_grid, validate_grid
-from jaxode_diffusion.processes import EDM, VE, DiscreteVP, ForwardProcess, RectifiedFlow, SubVP, VPCosine, VPLinear
+from jaxode_diffusion.processes import (
+    EDM,
+    VE,
+    DiscreteVP,
+    ForwardProcess,
+    RectifiedFlow,
+    SubVP,
+    VPCosine,
+    VPLinear,
+)
 from jaxode_diffusion.tableaux import ButcherTableau
 
 NAN, INF = float("nan"), float("inf")
