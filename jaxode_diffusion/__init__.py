@@ -34,6 +34,7 @@ from .grid_optimization import NonFiniteGridLossError, OptimizedGrid, evaluate_g
 from .tune import TunedSampler, load_tuned, tune
 from .grids import GRID_NAMES, grid_is_valid, make_grid
 from .guidance import ClassifierFreeGuidance, DynamicThresholding, classifier_free_guidance, dynamic_thresholding
+from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, uniform_dequantize
 from .metrics import (
     TVEstimate,
     energy_distance,

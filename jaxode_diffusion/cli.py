@@ -5,7 +5,8 @@ Subcommands are contributed by modules with a ``register(subparsers)`` function:
 * ``convergence`` (this module): empirical orders with exact scores, printed as a table;
 * ``train`` / ``sample`` (:mod:`jaxode_diffusion.cli_models`);
 * ``regularity`` (:mod:`jaxode_diffusion.cli_regularity`);
-* ``study`` (:mod:`jaxode_diffusion.study`): the whole study and its report.
+* ``study`` (:mod:`jaxode_diffusion.study`): the whole study and its report;
+* ``likelihood`` (:mod:`jaxode_diffusion.cli_likelihood`): log-likelihood / bits per dim of data.
 
 Errors: every subcommand runs under one handler (:func:`run_command`). A user error -- a bad value
 (``ValueError``), a path problem (``OSError``: missing, in the way, no permission, disk full) or
@@ -35,6 +36,7 @@ _SUBCOMMAND_MODULES = (
     "jaxode_diffusion.cli_regularity",
     "jaxode_diffusion.study",
     "jaxode_diffusion.tune",
+    "jaxode_diffusion.cli_likelihood",
 )
 
 
