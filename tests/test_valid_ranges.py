@@ -1,14 +1,11 @@
-"""valid_t_range: the coefficients f, g^2 and lambda are finite exactly where a process says so;
-and the docstring examples of processes.py, tableaux.py and grids.py run."""
-
-import doctest
+"""valid_t_range: the coefficients f, g^2 and lambda are finite exactly where a process says so.
+(The docstring examples of processes.py, tableaux.py and grids.py run via --doctest-modules.)"""
 
 import jax.numpy as jnp
 import pytest
 from helpers import ALL_PROCESSES
 
 import jaxode_diffusion as jd
-from jaxode_diffusion import grids, processes, tableaux
 from jaxode_diffusion.processes import DiscreteVP
 
 PROCESSES = (*ALL_PROCESSES, DiscreteVP.ddpm_linear(), DiscreteVP.from_alphas_cumprod([1.0, 0.9, 0.5, 0.1]))
@@ -34,10 +31,3 @@ def test_coefficients_finite_exactly_on_the_valid_range(p):
     p.check_times(p.default_t_start, "t_start")
     ts = jd.make_grid("log_snr", p, 4, p.default_t_start, p.default_t_end)
     assert bool(jd.grid_is_valid(ts, p))
-
-
-@pytest.mark.parametrize("module", [processes, tableaux, grids], ids=lambda m: m.__name__)
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
-    assert result.attempted > 0
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module.__name__}"
