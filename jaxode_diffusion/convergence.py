@@ -22,7 +22,12 @@ __all__ = ["convergence_study", "ConvergenceResult", "fit_order"]
 
 
 def fit_order(h, err) -> float:
-    """Least-squares slope of ``log err`` against ``log h`` (the empirical order)."""
+    """Least-squares slope of ``log err`` against ``log h`` (the empirical order).
+
+    Example:
+        >>> round(fit_order([0.1, 0.05, 0.025], [1e-4, 1.25e-5, 1.5625e-6]), 6)
+        3.0
+    """
     h = np.asarray(h, dtype=np.float64)
     err = np.asarray(err, dtype=np.float64)
     if h.shape != err.shape or h.size < 2:

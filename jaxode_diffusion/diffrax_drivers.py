@@ -57,6 +57,14 @@ def reference_solve(
 
     Returns:
         The end points, shaped like ``x_init``.
+
+    Example:
+        >>> import jax
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear, reference_solve
+        >>> gm, vp = GaussianMixture.ring(4), VPLinear()
+        >>> x0 = vp.prior_sample(jax.random.PRNGKey(0), (8, 2))
+        >>> reference_solve(gm.score_fn(vp), vp, x0, rtol=1e-6, atol=1e-6).shape
+        (8, 2)
     """
     form = get_form(form)
     t_start = process.default_t_start if t_start is None else t_start
@@ -162,6 +170,16 @@ def diffrax_fixed_step(score_fn, process, x_init, *, solver="rk4", num_steps=Non
 
     The tableau is converted with :func:`~jaxode_diffusion.solvers.diffrax_bridge.diffrax_solver`
     and stepped with ``diffrax.StepTo`` over the grid in the form's variable.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear, diffrax_fixed_step, sample
+        >>> gm, vp = GaussianMixture.ring(4), VPLinear()
+        >>> x0 = vp.prior_sample(jax.random.PRNGKey(0), (8, 2))
+        >>> a = diffrax_fixed_step(gm.score_fn(vp), vp, x0, solver="rk4", num_steps=8)
+        >>> b = sample(gm.score_fn(vp), vp, x0, solver="rk4", num_steps=8)
+        >>> bool(jnp.allclose(a, b, atol=1e-5))
+        True
     """
     rk = get_solver(solver)
     if not isinstance(rk, RungeKutta):

@@ -23,7 +23,7 @@ probability-flow ODE is ``dY/ds = -Y - grad_Y log p``. ``ou-exp`` removes the li
 the integrating factor ``e^s`` (``W = e^s Y = x / alpha``) and steps in ``v = e^s``, so that
 ``dW/dv = -grad_Y log p = -c s``: Euler there is the exponential Euler step of the OU flow.
 
-``x0-lambda`` is the Lawson (integrating-factor) scheme in log-SNR time as in the design notes:
+``x0-lambda`` is the Lawson (integrating-factor) scheme in log-SNR time (Hochbruck & Ostermann 2010):
 its vector field carries the weight ``e^lambda``, which RK only approximates, so at few steps it
 is less accurate than ``x0-snr``, which steps in ``e^lambda`` and integrates that weight exactly
 (Euler in ``x0-snr`` and in ``eps-rho`` are both DDIM).
@@ -221,7 +221,13 @@ FORM_NAMES = tuple(_FORMS)
 
 
 def get_form(name: str | AbstractForm) -> AbstractForm:
-    """Return the form called ``name`` (one of ``FORM_NAMES``); a form instance is returned as is."""
+    """Return the form called ``name`` (one of ``FORM_NAMES``); a form instance is returned as is.
+
+    Example:
+        >>> from jaxode_diffusion import get_form
+        >>> type(get_form("x0-lambda")).__name__ in {type(get_form(n)).__name__ for n in ("x0-lambda",)}
+        True
+    """
     if isinstance(name, AbstractForm):
         return name
     key = str(name).lower()

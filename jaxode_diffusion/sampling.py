@@ -86,7 +86,16 @@ class Plan(eqx.Module):
 
 
 def make_plan(process: ForwardProcess, solver, ts) -> Plan:
-    """Build the :class:`Plan` for ``solver`` on the time grid ``ts`` (decreasing)."""
+    """Build the :class:`Plan` for ``solver`` on the time grid ``ts``: the grid in ``t`` and in the
+    form's variable ``u``, and the time of every stage.
+
+    Example:
+        >>> from jaxode_diffusion import VPLinear, make_plan, make_times
+        >>> vp = VPLinear()
+        >>> plan = make_plan(vp, "x0-lambda:rk4", make_times(vp, num_steps=5, grid="log_snr"))
+        >>> plan.num_steps, plan.t_stages.shape
+        (5, (5, 4))
+    """
     solver = get_solver(solver)
     form = solver.form
     ts = jnp.asarray(ts)
@@ -188,8 +197,8 @@ class Conditioned(eqx.Module):
     Example:
         >>> import jax.numpy as jnp
         >>> f = lambda x, t, c: x * c[:, None]
-        >>> Conditioned(f, jnp.array([1.0, 2.0]))(jnp.ones((2, 3)), 0.5)[1, 0]
-        Array(2., dtype=float32)
+        >>> float(Conditioned(f, jnp.array([1.0, 2.0]))(jnp.ones((2, 3)), 0.5)[1, 0])
+        2.0
     """
 
     score_fn: Callable
@@ -274,14 +283,15 @@ def _validate_x_init(x_init):
         raise ValueError(
             f"x_init must be a floating-point array, got dtype {x_init.dtype}; e.g. x_init.astype(jnp.float32)."
         )
-    if not _is_traced(x_init):
-        bad = ~np.isfinite(np.asarray(x_init, dtype=np.float64)).reshape(x_init.shape[0], -1).all(axis=1)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(
-                f"x_init holds NaN/inf values: batch element {i} first ({int(bad.sum())} of {bad.shape[0]} "
-                "elements affected). This is bad input, not a score failure: check how x_init was made."
-            )
+
+
+def _raise_nonfinite_input(x_init):
+    bad = ~np.isfinite(np.asarray(x_init, dtype=np.float64)).reshape(x_init.shape[0], -1).all(axis=1)
+    i = int(np.argmax(bad))
+    raise ValueError(
+        f"x_init holds NaN/inf values: batch element {i} first ({int(bad.sum())} of {bad.shape[0]} "
+        "elements affected). This is bad input, not a score failure: check how x_init was made."
+    )
 
 
 def _allows_zero_steps(solver) -> bool:
@@ -328,6 +338,8 @@ def _grid_ok(ts, process, solver):
 
 def _solve_impl(score_fn, process, x_init, ts, solver, return_trajectory: bool, remat: bool,
                 throw: bool):
+    # Checked while tracing, so once per compilation: free on every cached call.
+    _validate_score(score_fn, x_init, ts[0])
     plan = make_plan(process, solver, ts)
     input_ok = jnp.all(jnp.isfinite(x_init))
     grid_ok = _grid_ok(ts, process, plan.solver)
@@ -454,7 +466,6 @@ def solve(
     if cond is not None:
         _validate_cond(cond, x_init.shape[0])
         score_fn = Conditioned(score_fn, cond)
-    _validate_score(score_fn, x_init, ts[0])
     if return_trajectory:
         nbytes = (ts.shape[0]) * x_init.size * x_init.dtype.itemsize
         if nbytes > max_trajectory_bytes:
@@ -467,14 +478,16 @@ def solve(
     sol = _solve_jit(score_fn, process, x_init, ts, solver, bool(return_trajectory), bool(remat),
                      bool(throw) and traced)
     if throw and not traced:
-        _raise_if_failed(sol)
+        _raise_if_failed(sol, x_init)
     return sol
 
 
-def _raise_if_failed(sol: Solution) -> None:
+def _raise_if_failed(sol: Solution, x_init) -> None:
     code = int(sol.result)
     if code == RESULTS.successful:
         return
+    if code == RESULTS.nonfinite_input:
+        _raise_nonfinite_input(x_init)
     if code == RESULTS.nonfinite_state:
         fb = np.asarray(sol.first_nonfinite_step)
         i = int(np.argmax(fb >= 0))
