@@ -110,7 +110,8 @@ def run(args) -> dict[str, str]:
     from .grids import make_grid
     from .outputs import ensure_output_dir
     from .processes import get_process
-    from .regularity import plot_profile, profile
+    from .plotting import plot_profile
+    from .regularity import profile
 
     _check_args(args)
     out = ensure_output_dir(args.out, "--out")  # before the work: a bad --out is reported at once
@@ -153,8 +154,8 @@ def run(args) -> dict[str, str]:
 
     prof = profile(score_fn, process, t_grid=t_grid, x_source=x_source, source=args.source, key=k_prof,
                    solver=args.solver, substeps=args.substeps, method=args.method)
-    prof.meta["score"] = label
-    prof.meta["command"] = "regularity " + " ".join(
+    prof.settings.score = label
+    prof.settings.command = "regularity " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items())
         if k not in ("func", "command") and v is not None and v is not False
     )
@@ -162,7 +163,7 @@ def run(args) -> dict[str, str]:
     png_path = out / "regularity.png"
     prof.to_json(json_path)
     plot_profile(prof, png_path, title=f"Score regularity: {label}, {type(process).__name__}, "
-                                       f"method={prof.meta['method']}")
+                                       f"method={prof.settings.method}")
     print(f"wrote {os.fspath(json_path)} and {os.fspath(png_path)}")
     return {"json": os.fspath(json_path), "png": os.fspath(png_path)}
 

@@ -15,13 +15,13 @@ from jaxode_diffusion.processes import VPLinear  # noqa: E402
 from jaxode_diffusion.regularity import (  # noqa: E402
     AUTO_EXACT_MAX_DIM,
     RegularityProfile,
-    _dense_d2_operator,
     directional_second_derivative,
     jacobian_norm,
     plot_profile,
     profile,
     second_derivative_norm,
 )
+from jaxode_diffusion.regularity.kernels import dense_d2_operator  # noqa: E402
 from jaxode_diffusion.targets import GaussianMixture  # noqa: E402
 
 VP = VPLinear()
@@ -38,7 +38,7 @@ def _close(est, ref, rtol=1e-3):
 
 
 _dense_operator_norms = jax.jit(
-    jax.vmap(lambda a: _dense_d2_operator(a, jax.random.PRNGKey(7), 1e-14, 2000, 128)[0])
+    jax.vmap(lambda a: dense_d2_operator(a, jax.random.PRNGKey(7), 1e-14, 2000, 128)[0])
 )
 
 
@@ -197,23 +197,27 @@ def test_profile_finite_and_json(tmp_path):
     x0 = gm.sample(jax.random.PRNGKey(1), 4)
     prof = profile(gm.score_fn(VP), VP, t_grid=[1.0, 0.3, 0.05, 0.01], x_source=x0, substeps=2)
     assert isinstance(prof, RegularityProfile)
-    assert prof.t == sorted(prof.t) and len(prof.sigma) == 4
-    for src in ("trajectory", "data"):
-        for q, by_w in prof.results[src].items():
-            for w in ("raw", "weighted"):
-                assert set(by_w[w]) == {"max", "mean", "q50", "q90", "q99"}
-                for stat, vals in by_w[w].items():
-                    assert len(vals) == 4 and np.all(np.isfinite(vals)), (src, q, w, stat)
-                assert np.all(np.asarray(by_w[w]["max"]) >= np.asarray(by_w[w]["q50"]))
+    assert list(prof.t) == sorted(prof.t) and len(prof.sigma) == 4
+    assert set(prof.sources) == {"trajectory", "data"} and len(prof.curves) == 8
+    for c in prof.curves:
+        for w in ("raw", "weighted"):
+            stats = c.stats(w)
+            assert stats.names() == ["max", "mean", "q50", "q90", "q99"]
+            for stat in stats.names():
+                vals = stats.stat(stat)
+                assert len(vals) == 4 and np.all(np.isfinite(vals)), (c.source, c.quantity, w, stat)
+            assert np.all(np.asarray(stats.max) >= np.asarray(stats.stat("q50")))
     # sigma weighting: sigma^2 for first, sigma^3 for second derivatives.
     sig = np.asarray(prof.sigma)
-    np.testing.assert_allclose(prof.results["data"]["jacobian_spectral"]["weighted"]["max"],
-                               sig**2 * np.asarray(prof.results["data"]["jacobian_spectral"]["raw"]["max"]))
-    np.testing.assert_allclose(prof.results["data"]["second_fro"]["weighted"]["mean"],
-                               sig**3 * np.asarray(prof.results["data"]["second_fro"]["raw"]["mean"]))
+    jac = prof.curve("data", "jacobian_spectral")
+    np.testing.assert_allclose(jac.weighted.max, sig**2 * np.asarray(jac.raw.max))
+    d2 = prof.curve("data", "second_fro")
+    np.testing.assert_allclose(d2.weighted.mean, sig**3 * np.asarray(d2.raw.mean))
     text = prof.to_json(tmp_path / "p.json")
     again = RegularityProfile.from_dict(json.loads(text))
-    assert again.results == json.loads(json.dumps(prof.results))
+    assert again == prof
+    with pytest.raises(ValueError, match="no curve"):
+        prof.curve("data", "nope")
     png = plot_profile(again, tmp_path / "p.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -224,8 +228,8 @@ def test_trajectory_profile_is_aligned_with_the_grid():
     score = lambda x, t: -(x**3)  # noqa: E731
     prof = profile(score, VP, t_grid=[0.5, 0.9], x_source=jnp.zeros((3, 2)), source="trajectory",
                    x_init=jnp.full((3, 2), 2.0), quantities=("jacobian_spectral",))
-    vals = prof.results["trajectory"]["jacobian_spectral"]["raw"]["max"]
-    assert prof.t == pytest.approx([0.5, 0.9])
+    vals = prof.curve("trajectory", "jacobian_spectral").raw.max
+    assert list(prof.t) == pytest.approx([0.5, 0.9])
     assert vals[1] == pytest.approx(12.0) and abs(vals[0] - 12.0) > 1e-3
 
 
