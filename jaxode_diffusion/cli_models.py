@@ -6,6 +6,9 @@ Usage::
     jaxode-diffusion train --data two_moons --steps 4000 --out runs/moons --resume
     jaxode-diffusion sample --checkpoint runs/moons --solver x0-lambda:rk4 \\
         --steps 5 --num-samples 2000 --out moons.npy       # also writes moons.png
+    jaxode-diffusion train --data digits --steps 1200 --out runs/cdigits --conditional
+    jaxode-diffusion sample --checkpoint runs/cdigits --solver dpmpp_2m --steps 10 --grid log_snr \
+        --num-samples 64 --class 3 --guidance 2 --out three.npy    # classifier-free guidance
 
 Errors follow the package CLI's policy (:func:`jaxode_diffusion.cli.run_command`): one line
 ``jaxode-diffusion: error: ...`` and exit status 2 (``--debug`` for the traceback).
