@@ -466,7 +466,7 @@ def _raise_if_diverged(unchecked: list, config: TrainConfig, last_saved: int | N
     )
 
 
-def _claim_run_dir(out: Path, seen: int | None, corrupt_steps, config: TrainConfig, run_cfg, pbar):
+def _claim_run_dir(out: Path, seen: int | None, corrupt_steps, config: TrainConfig, run_cfg):
     """Take the run's writer lock, then write: move corrupt steps aside, config.json, the manager.
 
     ``seen`` is the latest step found before the lock was taken; if another writer changed the
@@ -484,7 +484,7 @@ def _claim_run_dir(out: Path, seen: int | None, corrupt_steps, config: TrainConf
             )
         if corrupt_steps:
             moved = ckpt.quarantine_steps(out, corrupt_steps)
-            pbar.write(f"moved corrupt checkpoints aside: {', '.join(os.fspath(m) for m in moved)}")
+            tqdm.write(f"moved corrupt checkpoints aside: {', '.join(os.fspath(m) for m in moved)}")
         ckpt.write_json_atomic(out / "config.json", run_cfg)
         manager = ckpt.open_manager(out, max_to_keep=config.max_to_keep)
     except BaseException:
@@ -610,19 +610,21 @@ def train(
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
     history: list[dict[str, float]] = []
     postfix: dict[str, str] = {}
-    pbar = tqdm(
-        total=config.steps, initial=start, disable=not config.progress, desc="train", dynamic_ncols=True
-    )
     # (step, device flag) of the steps whose finiteness has not been checked yet, and the last
     # checkpoint written (for the divergence message).
     unchecked: list[tuple[int, jax.Array]] = []
     last_saved = start if run_dir is not None and start > 0 else None
+    pbar = None
     try:
         if run_dir is not None:
-            # Everything that writes to the run directory happens under its lock (one writer).
+            # Everything that writes to the run directory happens under its lock (one writer);
+            # claimed before the progress bar so a refusal is the only thing printed.
             lock, manager = _claim_run_dir(
-                run_dir, existing, corrupt_steps, config, _run_config(config, model_cfg, ds.meta, start), pbar
+                run_dir, existing, corrupt_steps, config, _run_config(config, model_cfg, ds.meta, start)
             )
+        pbar = tqdm(
+            total=config.steps, initial=start, disable=not config.progress, desc="train", dynamic_ncols=True
+        )
         for s in range(start, end):
             params, opt_state, ema, loss, finite = train_step(
                 params, opt_state, ema, jnp.int32(s), base_key, train_x, *labels[0]
@@ -658,7 +660,8 @@ def train(
                 last_saved = done
         _raise_if_diverged(unchecked, config, last_saved)
     finally:
-        pbar.close()
+        if pbar is not None:
+            pbar.close()
         if manager is not None:
             try:
                 manager.wait_until_finished()
