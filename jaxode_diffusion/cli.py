@@ -74,7 +74,8 @@ def _convergence(args) -> int:
 
     _check_convergence_args(args)
     jax.config.update("jax_enable_x64", True)
-    from .convergence import convergence_study, reference_solve
+    from .convergence import convergence_study
+    from .diffrax_drivers import reference_solve
     from .processes import get_process
     from .sampling import get_solver
     from .targets import GaussianMixture
@@ -252,9 +253,9 @@ def main(argv=None) -> int:
     """``jaxode-diffusion [--debug] <command> ...``; returns the exit status (2 on a user error).
 
     Example:
-        >>> main(["convergence", "--steps", "a,b"])  # doctest: +SKIP
-        usage: jaxode-diffusion convergence [-h] ...
-        jaxode-diffusion convergence: error: argument --steps: expected comma-separated integers ...
+        >>> main(["sample", "--checkpoint", "/no/such/run", "--solver", "rk4", "--steps", "2",
+        ...       "--num-samples", "2", "--out", "/tmp/samples.npy"])  # one line on stderr
+        2
     """
     args = build_parser().parse_args(argv)
     return run_command(args.func, args, debug=bool(getattr(args, "debug", False)))
