@@ -433,6 +433,9 @@ def register(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    from .outputs import ensure_output_dir
+
+    ensure_output_dir(args.out, "--out")  # a file in the way is reported before the study starts
     preset = "quick" if args.quick else "full" if args.full else "default"
     cfg = make_config(preset, out=args.out, seed=args.seed, process=args.process, dim=args.dim)
     if args.no_learned:

@@ -340,6 +340,10 @@ def _resolve(run_dir, step):
 
 def _corrupt(ckdir: Path, step: int, reason: str) -> CheckpointCorruptError:
     path = os.fspath(ckdir / str(step))
+    # tensorstore appends its whole JSON spec to read errors: keep the cause, drop the spec.
+    reason = reason.split(" [tensorstore_spec=")[0]
+    if len(reason) > 400:
+        reason = reason[:400] + " ..."
     return CheckpointCorruptError(
         f"checkpoint {path!r} is corrupt or incomplete ({reason}). "
         "Delete that folder to fall back to an earlier step (`train --resume` does so by itself), "
