@@ -178,16 +178,66 @@ def write_report(m: dict, out: Path) -> Path:
     lines += [
         "## 3. TV vs dimension",
         "",
-        f"Solver `{dm['solver']}`, {dm['steps']} steps, exact scores; target: two Gaussians at +-2 e_1 (std 0.3) in R^d.",
+        f"Target family: `{dm.get('family', 'two Gaussians at +-2 e_1')}`: 4 components with means and "
+        "anisotropic covariances (random rotations, eigenvalues log-uniform in [0.05, 0.5]) in all d "
+        "directions, normalised to per-coordinate variance 1, so the problem gets harder with d. Exact "
+        f"scores, grid `{cfg['grid']}`, {dm.get('tv_samples', cfg['tv_samples'])} samples per TV.",
         "",
-        "| d | TV | 95% CI |",
-        "|---|---|---|",
     ]
-    for r in dm["rows"]:
-        lines.append(f"| {r['dim']} | {_fmt(r['tv']['value'])} | [{_fmt(r['tv']['low'])}, {_fmt(r['tv']['high'])}] |")
-    lines += ["", f"Fitted slope of log TV vs log d: **{_fmt(dm['slope'])}** (the bound's discretisation "
-              "term grows like d^{p+1} at fixed H_max; the bound is a worst case over targets).",
-              "", f"![TV vs d]({fig})", ""]
+    if "fits" in dm:
+        lines += [
+            "**(a) TV at a fixed step count (fixed H_max) against d.** Exponent of TV ~ d^a fitted on the",
+            "points with 3 standard errors < TV < 0.5, 95% interval (Monte Carlo bootstrap joined with the",
+            "regression's own scatter):",
+            "",
+            "| p | solver | steps | fitted exponent a | 95% interval | bound's exponent p+1 | d excluded |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for f in dm["fits"]:
+            lines.append(f"| {f['order']} | {f['solver']} | {f['steps']} | {_fmt(f['slope'])} | "
+                         f"[{_fmt(f['low'])}, {_fmt(f['high'])}] | {f['bound_exponent']} | {f['excluded'] or '-'} |")
+        lines += ["", "| d | " + " | ".join(f"TV p={f['order']}" for f in dm["fits"]) + " |",
+                  "|---|" + "---|" * len(dm["fits"])]
+        for d in sorted({r["dim"] for r in dm["all_rows"]}):
+            cells = []
+            for f in dm["fits"]:
+                r = next(r for r in dm["all_rows"] if r["dim"] == d and r["order"] == f["order"])
+                cells.append(f"{_fmt(r['tv']['value'])} +- {_fmt(r['tv']['stderr'], 2)}")
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
+        nf = dm["need_fit"]
+        q = dm["need_order"]
+        lines += [
+            "",
+            f"**(b) Step size needed to reach TV = {dm['tv_target']} with `{dm['solver']}`** (step counts doubled",
+            "or halved from the fixed count until TV crosses the target, then log-log interpolation; H in",
+            "log-SNR, where the grid is uniform):",
+            "",
+            "| d | steps needed | H_lambda needed | TV at the step counts tried |",
+            "|---|---|---|---|",
+        ]
+        for r in dm["needed"]:
+            tried = ", ".join(f"{k}: {_fmt(v['value'])}" for k, v in r["tried"].items())
+            lines.append(f"| {r['dim']} | {_fmt(r['steps_needed']) if r['reached'] else 'not reached'} | "
+                         f"{_fmt(r['h_lambda_needed'])} | {tried} |")
+        lines += [
+            "",
+            f"Fitted exponent of H_needed ~ d^b: **{_fmt(nf['slope'])}** [{_fmt(nf['low'])}, {_fmt(nf['high'])}] "
+            f"({nf['points']} points; interval from the scatter only); the bound predicts b = -(p+1)/p = "
+            f"{_fmt(-(q + 1) / q)}.",
+            "",
+            "Cost: the exact-density TV pushes every sample through jacfwd (d forward passes of the",
+            "sampler) and a d x d log-determinant; seconds per TV (including compilation): "
+            + ", ".join(f"d={c['dim']}: {c['seconds']:.1f} s" for c in dm["cost"]) + ". It grows about",
+            "linearly in d up to d ~ 100 (the jvp passes dominate) and as d^3 beyond (slogdet); past",
+            "d ~ 10^3 per sample it is too costly on CPU and sample-based distances (sliced Wasserstein,",
+            "MMD in `metrics`) replace it, at the price of an estimator bias instead of an exact density.",
+            "",
+        ]
+    else:
+        lines += ["| d | TV | 95% CI |", "|---|---|---|"]
+        for r in dm["rows"]:
+            lines.append(f"| {r['dim']} | {_fmt(r['tv']['value'])} | [{_fmt(r['tv']['low'])}, {_fmt(r['tv']['high'])}] |")
+    lines += ["", f"![TV vs d]({fig})", ""]
     # 4. bound
     b = m["bound"]
     fig = _fig_bound(b, out)

@@ -9,7 +9,10 @@ the report):
    error is the discretisation; fitted slopes (expected about ``p``).
 2. ``score_floor``: TV against ``eps_score`` with a smooth perturbation of the exact score of
    prescribed L2 size (fine steps, so discretisation is negligible); fitted slope.
-3. ``dimension``: TV against ``d`` at a fixed solver and step count.
+3. ``dimension``: on Gaussian mixtures whose difficulty grows with ``d`` (means and anisotropic
+   covariances in all directions, unit per-coordinate scale): TV at a fixed step count against
+   ``d`` for ``p = 1..4`` with fitted exponents and intervals, and the step size needed to reach
+   a fixed TV against ``d``.
 4. ``bound``: the theorem's terms ``d^{7/4} eps^{1/2}`` and ``d (d H_max)^p`` from the measured
    quantities beside the measured TV, constants fitted by non-negative least squares.
 5. ``learned``: a Flax MLP trained by denoising score matching on the mixture; measured
@@ -56,9 +59,15 @@ class StudyConfig:
     floor_solver: str = "x0-lambda:rk4"
     floor_steps: int = 32
     eps_values: tuple = (0.01, 0.03, 0.1, 0.3)
-    dims: tuple = (1, 2, 4, 8)
+    dims: tuple = (2, 4, 8, 16, 32)
     dim_solver: str = "x-t:rk4"
     dim_steps: int = 8
+    # Section 3: orders p whose TV-vs-d exponent is fitted at a fixed step count (fixed H_max),
+    # the step count per order, and the TV that section 3(b) asks each d to reach with dim_solver.
+    dim_orders: tuple = (1, 2, 3, 4)
+    dim_steps_by_order: tuple = ((1, 16), (2, 8), (3, 8), (4, 8))
+    dim_tv_target: float = 0.02
+    dim_max_steps: int = 64
     learned: bool = True
     train_steps: int = 3000
     learned_solver: str = "x0-lambda:rk4"
@@ -75,13 +84,14 @@ class StudyConfig:
 
 PRESETS = {
     # about a minute on 2 CPU cores
-    "quick": dict(step_counts=(4, 8, 16), tv_samples=1000, eps_values=(0.03, 0.1, 0.3), dims=(1, 2, 4),
+    "quick": dict(step_counts=(4, 8, 16), tv_samples=1000, eps_values=(0.03, 0.1, 0.3), dims=(2, 4, 8, 16),
+                  dim_orders=(2, 4),
                   train_steps=600, regularity_times=5, regularity_batch=8, floor_steps=16),
     # the default: well within 10 minutes on 2 CPU cores
     "default": {},
     # sized for a GPU
     "full": dict(step_counts=(4, 8, 16, 32, 64, 128), tv_samples=50_000, eps_values=(0.003, 0.01, 0.03, 0.1, 0.3),
-                 dims=(1, 2, 4, 8, 16), train_steps=20_000, regularity_times=20, regularity_batch=256,
+                 dims=(2, 4, 8, 16, 32, 64, 128), train_steps=20_000, regularity_times=20, regularity_batch=256,
                  floor_steps=64),
 }
 
@@ -112,11 +122,13 @@ def _slope(x, y, floor=None):
         keep &= y > floor
     if keep.sum() < 2:
         return float("nan")
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+    from .convergence import fit_order
+
+    return fit_order(x[keep], y[keep])
 
 
 def _tv(score_fn, process, target, cfg, key, solver, num_steps):
-    from .metrics import sampler_tv
+    from .density import sampler_tv
 
     est = sampler_tv(score_fn, process, target, solver=solver, num_steps=num_steps, key=key,
                      num_samples=cfg.tv_samples, t_end=cfg.t_end, grid=cfg.grid)
@@ -183,27 +195,137 @@ def score_floor(cfg: StudyConfig, process, bar) -> dict:
             "steps": cfg.floor_steps, "dim": cfg.dim}
 
 
-def dimension_target(d: int):
-    """The same mixture in every d: two components at +-2 e_1, isotropic std 0.3, so every
-    added coordinate is one more Gaussian direction (TV vs d is then a clean d-dependence)."""
+def dimension_target(d: int, seed: int = 0):
+    """Section 3's family: :meth:`GaussianMixture.dimension_family` (4 components, means and
+    anisotropic covariances in all d directions, per-coordinate variance 1), so the problem
+    really gets harder with d (the former two Gaussians at +-2 e_1 were one-dimensional)."""
     from .targets import GaussianMixture
 
-    means = np.zeros((2, d))
-    means[0, 0], means[1, 0] = -2.0, 2.0
-    return GaussianMixture(np.ones(2), means, np.full(2, 0.09))
+    return GaussianMixture.dimension_family(int(d), seed=seed)
+
+
+def _fit_exponent(x, tv, se, *, confidence: float = 0.95, num_boot: int = 2000, seed: int = 0) -> dict:
+    """Slope of log TV against log x with a confidence interval.
+
+    The interval combines the two sources of uncertainty: Monte Carlo error of each TV (parametric
+    bootstrap, TV_i ~ N(TV_i, se_i), refit) and the scatter of the points about the line (the OLS
+    standard error with a t quantile, when there are >= 3 points). The reported interval is the
+    union of the two intervals. Fewer than 2 usable points: slope NaN.
+    """
+    x, tv, se = (np.asarray(v, float) for v in (x, tv, se))
+    n = x.size
+    out = dict(slope=float("nan"), low=float("nan"), high=float("nan"), points=int(n))
+    if n < 2:
+        return out
+    lx, ly = np.log(x), np.log(tv)
+    slope = float(np.polyfit(lx, ly, 1)[0])
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(num_boot):
+        yb = tv + se * rng.standard_normal(n)
+        if np.all(yb > 0):
+            boot.append(np.polyfit(lx, np.log(yb), 1)[0])
+    a = 0.5 * (1 - confidence)
+    lo, hi = (np.quantile(boot, [a, 1 - a]) if len(boot) >= 100 else (-np.inf, np.inf))
+    if n >= 3:
+        resid = ly - np.polyval(np.polyfit(lx, ly, 1), lx)
+        se_ols = math.sqrt(resid @ resid / (n - 2) / np.sum((lx - lx.mean()) ** 2))
+        from scipy.stats import t as student_t
+
+        q = float(student_t.ppf(1 - a, n - 2))
+        lo, hi = min(lo, slope - q * se_ols), max(hi, slope + q * se_ols)
+    out.update(slope=slope, low=float(lo), high=float(hi))
+    return out
+
+
+def _usable(r) -> bool:
+    # Within 3 standard errors of 0 is Monte Carlo noise; above 0.5, TV saturates (TV <= 1).
+    return 3 * r["tv"]["stderr"] < r["tv"]["value"] < 0.5
 
 
 def dimension(cfg: StudyConfig, process, bar) -> dict:
-    rows = []
+    """Section 3: (a) TV at a fixed step count (fixed H_max) against d for each order p, with the
+    fitted exponent and its interval beside the bound's d^{p+1}; (b) the steps (and H_max) that
+    ``dim_solver`` needs to reach TV = ``dim_tv_target`` against d, beside the bound's
+    H ~ d^{-(p+1)/p}. Exact-density TV (jacfwd through the sampler: d forward passes and an
+    O(d^3) log-determinant per sample); the seconds per TV are recorded to show where it becomes
+    too costly."""
+    from .sampling import get_solver
+
+    steps_by_order = dict(cfg.dim_steps_by_order)
     key = jax.random.PRNGKey(cfg.seed + 2)
+    rows = []
+    for p in cfg.dim_orders:
+        for d in cfg.dims:
+            target = dimension_target(int(d), cfg.seed)
+            solver = f"x-t:{ORDERS[p]}"
+            n = int(steps_by_order[p])
+            key, sub = jax.random.split(key)
+            s = time.time()
+            tv = _tv(target.score_fn(process), process, target, cfg, sub, solver, n)
+            rows.append(dict(dim=int(d), order=int(p), solver=solver, steps=n, tv=tv,
+                             h_max=_h_max(process, solver, n, cfg), seconds=time.time() - s))
+            bar.update(1)
+    fits = []
+    for p in cfg.dim_orders:
+        ok = [r for r in rows if r["order"] == p and _usable(r)]
+        fit = _fit_exponent([r["dim"] for r in ok], [r["tv"]["value"] for r in ok], [r["tv"]["stderr"] for r in ok])
+        fits.append(dict(order=int(p), solver=f"x-t:{ORDERS[p]}", steps=int(steps_by_order[p]),
+                         bound_exponent=p + 1, excluded=[r["dim"] for r in rows if r["order"] == p and not _usable(r)],
+                         **fit))
+    # (b) steps needed to reach the target TV, by doubling / halving from dim_steps.
+    p_b = get_solver(cfg.dim_solver).order
+    need = []
     for d in cfg.dims:
-        target = dimension_target(int(d))
-        key, sub = jax.random.split(key)
-        tv = _tv(target.score_fn(process), process, target, cfg, sub, cfg.dim_solver, cfg.dim_steps)
-        rows.append(dict(dim=int(d), tv=tv, h_max=_h_max(process, cfg.dim_solver, cfg.dim_steps, cfg)))
+        target = dimension_target(int(d), cfg.seed)
+        sf = target.score_fn(process)
+        tried = {}
+
+        def tv_at(n):
+            nonlocal key
+            if n not in tried:
+                reuse = [r for r in rows if r["dim"] == d and r["solver"] == cfg.dim_solver and r["steps"] == n]
+                if reuse:
+                    tried[n] = reuse[0]["tv"]
+                else:
+                    key, sub = jax.random.split(key)
+                    tried[n] = _tv(sf, process, target, cfg, sub, cfg.dim_solver, n)
+            return tried[n]["value"]
+
+        s = time.time()
+        n = int(cfg.dim_steps)
+        if tv_at(n) > cfg.dim_tv_target:
+            while tv_at(n) > cfg.dim_tv_target and 2 * n <= cfg.dim_max_steps:
+                n *= 2
+            lo_n, hi_n = n // 2, n
+        else:
+            while tv_at(n) <= cfg.dim_tv_target and n // 2 >= 1:
+                n //= 2
+            lo_n, hi_n = n, 2 * n
+        reached = lo_n in tried and hi_n in tried and tv_at(hi_n) <= cfg.dim_tv_target < tv_at(lo_n)
+        if reached:
+            # log-log interpolation of TV between the bracketing step counts
+            a, b = math.log(tv_at(lo_n)), math.log(max(tv_at(hi_n), 1e-300))
+            frac = (a - math.log(cfg.dim_tv_target)) / (a - b)
+            n_star = math.exp(math.log(lo_n) + frac * (math.log(hi_n) - math.log(lo_n)))
+        else:
+            n_star = float("nan")
+        lam0, lam1 = float(process.lam(process.default_t_start)), float(process.lam(cfg.t_end))
+        need.append(dict(dim=int(d), steps_needed=n_star, h_lambda_needed=abs(lam1 - lam0) / n_star,
+                         tried={str(k): v for k, v in sorted(tried.items())}, reached=bool(reached),
+                         seconds=time.time() - s))
         bar.update(1)
-    slope = _slope([r["dim"] for r in rows], [r["tv"]["value"] for r in rows])
-    return {"rows": rows, "slope": slope, "solver": cfg.dim_solver, "steps": cfg.dim_steps}
+    okb = [r for r in need if r["reached"]]
+    fit_b = _fit_exponent([r["dim"] for r in okb], [r["h_lambda_needed"] for r in okb],
+                          [0.0 * r["h_lambda_needed"] for r in okb])
+    main = [r for r in rows if r["solver"] == cfg.dim_solver]
+    main_fit = next((f for f in fits if f["solver"] == cfg.dim_solver), None)
+    cost = [dict(dim=r["dim"], seconds=r["seconds"]) for r in main] or \
+        [dict(dim=r["dim"], seconds=r["seconds"]) for r in rows if r["order"] == cfg.dim_orders[-1]]
+    return {"rows": main, "all_rows": rows, "fits": fits, "slope": main_fit["slope"] if main_fit else float("nan"),
+            "solver": cfg.dim_solver, "steps": cfg.dim_steps, "needed": need, "need_fit": fit_b,
+            "need_order": int(p_b), "tv_target": cfg.dim_tv_target, "tv_samples": cfg.tv_samples,
+            "cost": cost, "family": "GaussianMixture.dimension_family(d, num_components=4, seed)"}
 
 
 def _broadcast_terms(terms, tv):
@@ -308,8 +430,7 @@ def learned(cfg: StudyConfig, process, out_dir: Path, bar) -> dict:
 
 
 def regularity_section(cfg: StudyConfig, process, out_dir: Path, learned_score, bar) -> dict:
-    from .plotting import plot_profile
-    from .regularity import profile
+    from .regularity import plot_profile, profile
 
     target = _target(cfg, 2)
     t_grid = np.geomspace(cfg.t_end, process.default_t_start, cfg.regularity_times)
@@ -358,7 +479,7 @@ def run_study(cfg: StudyConfig) -> dict:
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     process = get_process(cfg.process)
     n_disc = len(cfg.forms) * len(ORDERS) * len(cfg.step_counts)
-    total = n_disc + len(cfg.eps_values) + len(cfg.dims) + (2 if cfg.learned else 0) + (
+    total = n_disc + len(cfg.eps_values) + len(cfg.dims) * (len(cfg.dim_orders) + 1) + (2 if cfg.learned else 0) + (
         (2 if cfg.learned else 1) if cfg.regularity else 0)
     t0 = time.time()
     metrics: dict = {"config": cfg.to_dict(), "timings": {}}

@@ -104,6 +104,63 @@ class GaussianMixture(eqx.Module):
         return cls(weights, means, covs)
 
     @classmethod
+    def dimension_family(cls, dim: int, *, num_components: int = 4, seed: int = 0, separation: float = 1.5,
+                         min_var: float = 0.05, max_var: float = 0.5):
+        """A mixture whose difficulty grows with ``dim``, normalised to unit per-coordinate scale.
+
+        ``K = num_components`` Gaussians with means ``separation * N(0, I_d)`` (generic directions
+        of R^d, pairwise distances growing like ``sqrt(2 d) * separation``) and full covariances
+        ``Q_k diag(lambda_k) Q_k^T`` with a uniformly random rotation ``Q_k`` and eigenvalues
+        log-uniform in ``[min_var, max_var]`` (anisotropic in every direction). The mixture is then
+        centred and every coordinate scaled so that the mixture's per-coordinate variance is 1
+        (``Cov_ii = 1``), so only the shape, not the scale, changes with ``d``. Deterministic
+        from ``(dim, num_components, seed)`` (NumPy ``default_rng``), in float64 under x64.
+
+        Args:
+            dim: ``d >= 1``.
+            num_components: ``K >= 1``.
+            seed: integer seed.
+            separation: scale of the means before normalisation (relative to unit within-component
+                scale ``~ sqrt(max_var)``).
+            min_var, max_var: eigenvalue range of the covariances before normalisation.
+
+        Raises:
+            ValueError: on ``dim < 1``, ``num_components < 1`` or a bad variance range.
+
+        Example:
+            >>> import numpy as np
+            >>> gm = GaussianMixture.dimension_family(8, seed=0)
+            >>> gm.dim, gm.num_components, bool(np.allclose(np.diag(gm.covariance()), 1.0))
+            (8, 4, True)
+        """
+        for name, v in (("dim", dim), ("num_components", num_components)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"GaussianMixture.dimension_family: {name}={v!r} must be an int >= 1.")
+        if not 0 < min_var <= max_var:
+            raise ValueError(
+                f"GaussianMixture.dimension_family: need 0 < min_var <= max_var; got min_var={min_var!r}, "
+                f"max_var={max_var!r}."
+            )
+        rng = np.random.default_rng([int(seed), int(dim), int(num_components)])
+        k, d = int(num_components), int(dim)
+        weights = rng.uniform(0.5, 1.5, k)
+        means = separation * rng.standard_normal((k, d))
+        eig = np.exp(rng.uniform(np.log(min_var), np.log(max_var), (k, d)))
+        q, r = np.linalg.qr(rng.standard_normal((k, d, d)))
+        q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[:, None, :]  # Haar-distributed rotations
+        covs = np.einsum("kij,kj,klj->kil", q, eig, q)
+        w = weights / weights.sum()
+        mu = w @ means
+        dm = means - mu
+        cov = np.einsum("k,kij->ij", w, covs) + np.einsum("k,ki,kj->ij", w, dm, dm)
+        s = 1.0 / np.sqrt(np.diag(cov))
+        means = dm * s
+        covs = covs * s[None, :, None] * s[None, None, :]
+        covs = 0.5 * (covs + np.swapaxes(covs, -1, -2))
+        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        return cls(jnp.asarray(weights, dtype), jnp.asarray(means, dtype), jnp.asarray(covs, dtype))
+
+    @classmethod
     def ring(cls, num_components: int = 8, radius: float = 2.0, std: float = 0.2):
         """``num_components`` isotropic Gaussians evenly spaced on a circle in 2-D (the "8 gaussians")."""
         ang = 2 * np.pi * np.arange(num_components) / num_components
