@@ -258,7 +258,19 @@ def main(argv=None) -> int:
         2
     """
     args = build_parser().parse_args(argv)
-    return run_command(args.func, args, debug=bool(getattr(args, "debug", False)))
+    debug = bool(getattr(args, "debug", False))
+    if not debug:
+        _quiet_background_loggers()
+    return run_command(args.func, args, debug=debug)
+
+
+def _quiet_background_loggers() -> None:
+    # orbax logs a failed background write (absl ERROR, with a traceback) and asyncio logs its
+    # never-retrieved future, both repeating the error the handler reports in one line.
+    import logging
+
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":
