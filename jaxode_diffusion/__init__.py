@@ -15,11 +15,14 @@ Public API (see the README):
 from . import (
     convergence,
     data,
+    density,
+    distances,
     forms,
     grids,
     metrics,
     models,
     parameterizations,
+    plotting,
     regularity,
     sampling,
     tableaux,
@@ -35,17 +38,8 @@ from .tune import TunedSampler, load_tuned, tune
 from .grids import GRID_NAMES, grid_is_valid, make_grid
 from .guidance import ClassifierFreeGuidance, DynamicThresholding, classifier_free_guidance, dynamic_thresholding
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, uniform_dequantize
-from .metrics import (
-    TVEstimate,
-    energy_distance,
-    frechet_distance,
-    histogram_tv,
-    mmd,
-    sampler_log_density,
-    sampler_tv,
-    sliced_wasserstein,
-    tv_distance,
-)
+from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
+from .distances import energy_distance, frechet_distance, histogram_tv, mmd, rmse, sliced_wasserstein
 from .models import MLP, DiffusionModel, NetworkScore, ScoreModel, UNet, as_score_fn, build_model, network_from_score
 from .parameterizations import convert, from_score, to_score
 from .processes import (

@@ -168,35 +168,9 @@ def cmd_train(args) -> int:
 
 def save_png(samples, path, kind: str, meta: dict) -> None:
     """Scatter plot (2-D), image grid (images) or first-two-coordinates scatter (other vectors)."""
-    import matplotlib
+    from .plotting import plot_samples
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    x = np.asarray(samples)
-    if kind == "image":
-        n = min(64, x.shape[0])
-        cols = int(np.ceil(np.sqrt(n)))
-        rows = int(np.ceil(n / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows))
-        lo, hi = np.percentile(x, 0.5), np.percentile(x, 99.5)
-        lo, hi = meta.get("raw_range", [lo, hi])
-        for i, ax in enumerate(np.atleast_1d(axes).ravel()):
-            ax.axis("off")
-            if i < n:
-                img = np.clip((x[i] - lo) / max(hi - lo, 1e-12), 0, 1)
-                ax.imshow(
-                    img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None
-                )
-        fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    else:
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter(x[:, 0], x[:, 1] if x.shape[1] > 1 else np.zeros(len(x)), s=2, alpha=0.5)
-        ax.set_aspect("equal")
-        ax.set_title(f"{x.shape[0]} samples" + ("" if x.shape[1] == 2 else " (first two coordinates)"))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    plot_samples(samples, path, kind=kind, raw_range=meta.get("raw_range"))
 
 
 def cmd_sample(args) -> int:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .diffrax_drivers import reference_solve
+from .distances import rmse
 from .processes import ForwardProcess
 from .sampling import get_solver, make_plan, make_times, solve
 from .solvers.runge_kutta import RungeKutta
@@ -112,7 +113,7 @@ def convergence_study(
         x, nfe = sol.samples, sol.nfe
         diff = (x - reference).reshape(x_init.shape[0], -1)
         per = jnp.sqrt(jnp.sum(diff**2, axis=1))
-        errs.append(float(jnp.sqrt(jnp.mean(per**2)) if error == "rmse" else jnp.max(per)))
+        errs.append(float(rmse(x, reference) if error == "rmse" else jnp.max(per)))
         plan = make_plan(process, rk, ts)
         hs.append(float(jnp.max(jnp.abs(jnp.diff(plan.us)))))
         nfes.append(int(nfe) if not isinstance(rk, RungeKutta) else int(n) * rk.tableau.num_stages)

@@ -44,6 +44,7 @@ import optax
 
 from . import processes as _processes
 from .diffrax_drivers import reference_solve
+from .distances import rmse
 from .processes import ForwardProcess
 from .sampling import get_solver, make_times
 
@@ -91,15 +92,11 @@ def _logits_of_grid(process, ts):
     return np.log(d / d.sum())
 
 
-def _rmse(x, ref):
-    diff = (x - ref).reshape(x.shape[0], -1)
-    return jnp.sqrt(jnp.mean(jnp.sum(diff**2, axis=1)))
-
-
 # ---------------------------------------------------------------------------------------------
 # Result and (de)serialisation.
 # ---------------------------------------------------------------------------------------------
-def _process_spec(process: ForwardProcess) -> dict:
+def process_spec(process: ForwardProcess) -> dict:
+    """``{"class", "params"}``: the process's class and scalar parameters, for saved grids to match."""
     params: dict[str, Any] = {}
     for f in dataclasses.fields(process):
         v = getattr(process, f.name)
@@ -113,7 +110,8 @@ def _process_spec(process: ForwardProcess) -> dict:
     return {"class": type(process).__name__, "params": params}
 
 
-def _spec_matches(a: dict, b: dict) -> bool:
+def spec_matches(a: dict, b: dict) -> bool:
+    """Whether two :func:`process_spec` dicts describe the same process (floats to 1e-12)."""
     if a["class"] != b["class"]:
         return False
     pa, pb = a["params"], b["params"]
@@ -233,9 +231,9 @@ def load_grid(path: str | os.PathLike, process: ForwardProcess | None = None) ->
         raise ValueError(f"{str(path)!r}: the times must be finite and strictly decreasing; got {ts}.")
     spec = d["process"]
     if process is not None:
-        if not _spec_matches(spec, _process_spec(process)):
+        if not spec_matches(spec, process_spec(process)):
             raise ValueError(
-                f"{str(path)!r} was optimised for {spec}, not for {_process_spec(process)}; "
+                f"{str(path)!r} was optimised for {spec}, not for {process_spec(process)}; "
                 "pass the matching process (or none)."
             )
         if ts[0] > float(process.t_max) * (1 + 1e-12) or ts[-1] < float(process.t_min):
@@ -289,7 +287,7 @@ def evaluate_grid(score_fn, process: ForwardProcess, x_init, grid, *, solver, re
     if reference is None:
         reference = reference_solve(score_fn, process, x_init, t_start=ts[0], t_end=ts[-1])
     x = _endpoint(score_fn, process, x_init, ts, get_solver(solver))
-    return float(_rmse(x, reference))
+    return float(rmse(x, reference))
 
 
 def optimize_grid(
@@ -529,7 +527,7 @@ def optimize_grid(
         ts=ts_np,
         solver=solver_name,
         num_steps=int(num_steps),
-        process=_process_spec(process),
+        process=process_spec(process),
         init_grid=init_name,
         calibration_loss=ev(x_fit, ts_best, ref_fit),
         initial_calibration_loss=ev(x_fit, ts0, ref_fit),

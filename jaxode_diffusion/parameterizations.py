@@ -72,6 +72,7 @@ __all__ = [
     "from_model_time",
     "canonical_kind",
     "target_coefficients",
+    "tweedie_x0",
     "to_x0_eps",
     "from_x0_eps",
     "convert",
@@ -364,6 +365,23 @@ def target_coefficients(kind: str, process: ForwardProcess, t, x=None):
     return a, b
 
 
+def tweedie_x0(x, score, alpha, sigma):
+    """Tweedie's formula: the posterior mean ``E[x0 | x_t = x] = (x + sigma^2 score) / alpha``.
+
+    For ``x_t = alpha x0 + sigma eps``, ``score = grad log p_t(x)`` gives the denoised estimate
+    ``x0_hat`` (Efron 2011, "Tweedie's formula and selection bias"). The one place this formula
+    is written; ``alpha`` and ``sigma`` must broadcast against ``x`` (see
+    :func:`broadcast_to_batch`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[2.0]])                # p_t = N(0, 4): score = -x / 4
+        >>> float(tweedie_x0(x, -x / 4.0, 1.0, jnp.sqrt(3.0))[0, 0])   # x0 ~ N(0, 1), sigma^2 = 3
+        0.5
+    """
+    return (x + sigma**2 * score) / alpha
+
+
 def to_x0_eps(pred, kind: str, x, t, process: ForwardProcess):
     """Recover ``(x0_hat, eps_hat)`` from a prediction of the given kind at ``(x, t)``.
 
@@ -377,8 +395,7 @@ def to_x0_eps(pred, kind: str, x, t, process: ForwardProcess):
     if kind == "x0":
         return pred, (x - alpha * pred) / sigma
     if kind == "score":
-        eps = -sigma * pred
-        return (x + sigma**2 * pred) / alpha, eps
+        return tweedie_x0(x, pred, alpha, sigma), -sigma * pred
     if kind == "v":
         norm = alpha**2 + sigma**2
         return (alpha * x - sigma * pred) / norm, (sigma * x + alpha * pred) / norm
@@ -452,7 +469,7 @@ def from_score(score, kind: str, x, t, process: ForwardProcess):
     eps = -sigma * score
     if kind == "eps":
         return eps
-    x0 = (x + sigma**2 * score) / alpha
+    x0 = tweedie_x0(x, score, alpha, sigma)
     return from_x0_eps(x0, eps, kind, process, t)
 
 

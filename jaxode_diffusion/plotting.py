@@ -54,7 +54,8 @@ _PROFILE_LABELS = {
     "second_operator": ("$\\|D^2s\\|_{op}$", "$\\sigma^3\\|D^2s\\|_{op}$"),
     "second_fro": ("$\\|D^2s\\|_F$", "$\\sigma^3\\|D^2s\\|_F$"),
 }
-_PROFILE_COLORS = {"jacobian_spectral": "C0", "jacobian_fro": "C1", "second_operator": "C2", "second_fro": "C3"}
+_PROFILE_COLORS = {"jacobian_spectral": "C0", "jacobian_fro": "C1", "second_operator": "C2",
+                   "second_fro": "C3"}
 _SOURCE_STYLES = {"trajectory": "-", "data": "--"}
 
 

@@ -1,64 +1,18 @@
-"""Write the study's ``report.md`` and its figures from the metrics dict of :func:`run_study`."""
+"""Write the study's ``report.md`` from the metrics dict of :func:`run_study` (figures: :mod:`.plotting`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from .plotting import plot_bound_families, plot_tv_errorbar, plot_tv_vs_hmax
 
 __all__ = ["write_report"]
 
 
-def _save(fig: Figure, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path.name
-
-
-def _fig_discretisation(disc: dict, out: Path) -> str:
-    forms = sorted({r["form"] for r in disc["rows"]}, key=lambda f: (f != "x-t", f))
-    fig = Figure(figsize=(5.2 * len(forms), 4.2))
-    for i, form in enumerate(forms):
-        ax = fig.add_subplot(1, len(forms), i + 1)
-        for p in sorted({r["order"] for r in disc["rows"]}):
-            rs = [r for r in disc["rows"] if r["form"] == form and r["order"] == p]
-            h = np.array([r["h_max"] for r in rs])
-            tv = np.array([r["tv"]["value"] for r in rs])
-            se = np.array([r["tv"]["stderr"] for r in rs])
-            fit = next(f for f in disc["fits"] if f["form"] == form and f["order"] == p)
-            ax.errorbar(h, np.maximum(tv, 1e-16), yerr=se, marker="o", capsize=2,
-                        label=f"p={p} ({rs[0]['solver'].split(':')[1]}), slope {fit['slope']:.2f}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("H_max (largest step in the form's variable)")
-        ax.set_ylabel("TV(p_t_end, sampler output)")
-        ax.set_title(f"{form} form: exact-density TV vs step")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, out / "tv_vs_hmax.png")
-
-
-def _fig_errorbar(x, rows, *, label, xlabel, title, path, hline=None):
-    """One log-log TV panel with Monte Carlo error bars (sections 2 and 3)."""
-    fig = Figure(figsize=(5.2, 4.2))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.errorbar(x, [r["tv"]["value"] for r in rows], yerr=[r["tv"]["stderr"] for r in rows],
-                marker="o", capsize=2, label=label)
-    if hline is not None:
-        ax.axhline(hline[0], color="k", ls="--", label=hline[1])
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("TV")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
 def _fig_floor(floor: dict, out: Path) -> str:
-    return _fig_errorbar(
+    return plot_tv_errorbar(
         [r["eps_score"] for r in floor["rows"]], floor["rows"],
         label=f"perturbed score (slope {floor['slope']:.2f})",
         xlabel="eps_score (time-averaged L2 score error)",
@@ -67,30 +21,10 @@ def _fig_floor(floor: dict, out: Path) -> str:
 
 
 def _fig_dim(dims: dict, out: Path) -> str:
-    return _fig_errorbar(
+    return plot_tv_errorbar(
         [r["dim"] for r in dims["rows"]], dims["rows"], label=f"measured (slope {dims['slope']:.2f})",
         xlabel="dimension d", title=f"TV vs d ({dims['solver']}, {dims['steps']} steps)",
         path=out / "tv_vs_dim.png")
-
-
-def _fig_bound(b: dict, out: Path) -> str:
-    fams = b["families"]
-    n = max(len(fams), 1)
-    cols = min(n, 4)
-    rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(4.2 * cols, 3.6 * rows))
-    for i, f in enumerate(fams):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.plot(f["x"], f["measured"], "o-", label="measured TV")
-        ax.plot(f["x"], f["fitted"], "s--", label="bound, fitted constants")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(f["x_name"])
-        ax.set_ylabel("TV")
-        ax.set_title(f["name"], fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, out / "bound.png")
 
 
 def _fmt(x, nd=3):
@@ -130,7 +64,7 @@ def write_report(m: dict, out: Path) -> Path:
     ]
     # 1. discretisation
     disc = m["discretisation"]
-    fig = _fig_discretisation(disc, out)
+    fig = plot_tv_vs_hmax(disc, out / "tv_vs_hmax.png")
     lines += [
         "## 1. Discretisation: TV vs H_max",
         "",
@@ -240,7 +174,7 @@ def write_report(m: dict, out: Path) -> Path:
     lines += ["", f"![TV vs d]({fig})", ""]
     # 4. bound
     b = m["bound"]
-    fig = _fig_bound(b, out)
+    fig = plot_bound_families(b["families"], out / "bound.png")
     lines += [
         "## 4. The bound's terms beside the measured TV",
         "",

@@ -430,7 +430,8 @@ def learned(cfg: StudyConfig, process, out_dir: Path, bar) -> dict:
 
 
 def regularity_section(cfg: StudyConfig, process, out_dir: Path, learned_score, bar) -> dict:
-    from .regularity import plot_profile, profile
+    from .plotting import plot_profile
+    from .regularity import profile
 
     target = _target(cfg, 2)
     t_grid = np.geomspace(cfg.t_end, process.default_t_start, cfg.regularity_times)

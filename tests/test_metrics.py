@@ -27,6 +27,7 @@ import scipy.stats
 import jaxode_diffusion as jd
 from jaxode_diffusion import metrics as M
 from jaxode_diffusion.convergence import fit_order
+from jaxode_diffusion.density import flow_and_jacobian
 from jaxode_diffusion.sampling import get_solver, make_times, solve
 
 # ------------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def flow_problem():
     grid_y = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     xg = solve(sf, vp, grid_y, ts[::-1], solver, throw=False).samples  # the same RK run backwards: first guess
     for _ in range(8):
-        phi, jac = M._flow_and_jacobian(sf, vp, xg, ts, solver)
+        phi, jac = flow_and_jacobian(sf, vp, xg, ts, solver)
         xg = xg - jnp.linalg.solve(jac, (phi - grid_y)[..., None])[..., 0]
     yg, log_qg = M.sampler_log_density(sf, vp, xg, solver=solver, grid=ts, init_log_prob=p_start.log_prob)
     # Newton stalls only far in the tails, where the 4-step map is strongly nonlinear (p ~ 1e-19
@@ -365,8 +366,19 @@ def test_frechet_distance_of_feature_sets():
         M.frechet_distance(a, b[:, :2])
 
 
-def test_empirical_order_is_fit_order():
+def test_empirical_order_is_deprecated_fit_order():
     h = np.array([0.2, 0.1, 0.05])
     err = 3.0 * h**3
-    assert M.empirical_order(h, err) == fit_order(h, err)
-    assert abs(M.empirical_order(h, err) - 3.0) < 1e-10
+    with pytest.warns(DeprecationWarning, match="fit_order"):
+        assert M.empirical_order(h, err) == fit_order(h, err)
+    assert abs(fit_order(h, err) - 3.0) < 1e-10
+
+
+def test_rmse_and_compat_reexports():
+    from jaxode_diffusion import density, distances
+
+    x = jnp.array([[3.0, 4.0], [0.0, 0.0]])
+    assert float(distances.rmse(x, jnp.zeros_like(x))) == pytest.approx(math.sqrt(12.5))
+    with pytest.raises(ValueError, match="ref has shape"):
+        distances.rmse(x, jnp.zeros((3, 2)))
+    assert M.mmd is distances.mmd and M.sampler_tv is density.sampler_tv and jd.rmse is distances.rmse

@@ -191,7 +191,7 @@ def _second_norm_fn(event_shape, dtype, ord, method, num_iters, tol, num_restart
 
 
 def jacobian_estimator(score_fn, x, key, *, ord="spectral", method="auto", num_iters=200, tol=1e-5,
-                    num_probes=64, probe="rademacher"):
+                       num_probes=64, probe="rademacher"):
     """Validate the arguments of :func:`jacobian_norm`; return ``(x, key, jitted compute)``."""
     check_choice("ord", ord, _JAC_ORDS)
     check_choice("method", method, METHODS)
@@ -204,8 +204,8 @@ def jacobian_estimator(score_fn, x, key, *, ord="spectral", method="auto", num_i
     return x, key, _jacobian_norm_fn(x.shape[1:], ord, method, num_iters, tol, num_probes, probe)
 
 
-def second_derivative_estimator(score_fn, x, key, *, ord="operator", method="auto", num_iters=200, tol=1e-5,
-                  num_restarts=None, num_probes=64, probe="rademacher"):
+def second_derivative_estimator(score_fn, x, key, *, ord="operator", method="auto", num_iters=200,
+                                tol=1e-5, num_restarts=None, num_probes=64, probe="rademacher"):
     """Validate the arguments of :func:`second_derivative_norm`; return ``(x, key, jitted compute)``."""
     check_choice("ord", ord, _D2_ORDS)
     check_choice("method", method, METHODS)
@@ -351,8 +351,8 @@ def second_derivative_norm(
     Example:
         >>> import jax.numpy as jnp
         >>> score = lambda x, t: -x**3                          # T[i,i,i] = -6 x_i
-        >>> second_derivative_norm(score, jnp.array([[1.0, 0.0]]), 0.0, method="exact")
-        Array([6.], dtype=float32)
+        >>> second_derivative_norm(score, jnp.array([[1.0, 0.0]]), 0.0, method="exact").tolist()
+        [6.0]
     """
     x, key, compute = second_derivative_estimator(score_fn, x, key, ord=ord, method=method, num_iters=num_iters,
                                     tol=tol, num_restarts=num_restarts, num_probes=num_probes,
@@ -385,8 +385,9 @@ def directional_second_derivative(score_fn: Callable, x, t, v, *, cond=None):
     Example:
         >>> import jax.numpy as jnp
         >>> score = lambda x, t: -x**3
-        >>> directional_second_derivative(score, jnp.array([[2.0]]), 0.0, jnp.array([1.0]))
-        Array([[-12.]], dtype=float32)
+        >>> d2 = directional_second_derivative(score, jnp.array([[2.0]]), 0.0, jnp.array([1.0]))
+        >>> d2.tolist()
+        [[-12.0]]
     """
     x, _ = _prepare(score_fn, x, None)
     v = jnp.asarray(v, x.dtype)
