@@ -48,6 +48,10 @@ time input     value fed to the network              used by
 ``c_noise``    ``log(rho) / 4 = -lambda / 4``        EDM (``log(sigma)/4``), this package's models
 =============  ====================================  ================================================
 
+On a discrete table ``log alpha`` is piecewise linear, so ``flow`` (which contains
+``d log alpha / dt``) jumps at the table nodes: it is one-sided there; every other kind is
+continuous.
+
 ``N`` (``num_train_timesteps``) is read from the process when it has one (the discrete tables of
 :mod:`jaxode_diffusion.processes`) and may be given explicitly otherwise. With ``N = 1000``,
 ``index`` and ``index1000`` coincide. Between table nodes the index is fractional, as in

@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from jaxode_diffusion import EDM, GaussianMixture, RectifiedFlow, VPLinear
+from jaxode_diffusion.processes import DiscreteVP
 from jaxode_diffusion import sampling as S
 from jaxode_diffusion.models import MLP, NetworkScore, ScoreModel, as_score_fn, network_from_score
 from jaxode_diffusion.parameterizations import (
@@ -141,6 +142,32 @@ def test_hand_written_conversions():
     u_net = lambda x, tt: 0.5 * x  # flow u = eps - x0 for x = (1 - t) x0 + t eps
     eps_rf = X + (1 - tr) * 0.5 * X
     np.testing.assert_allclose(_adapt(u_net, rf, "flow", "t")(X, tr), -eps_rf / tr, rtol=1e-9)
+
+
+def test_discrete_table_index_is_exactly_the_training_step():
+    """On a DDPM table the step index is read from the process and is the integer n at t_n."""
+    table = DiscreteVP.ddpm_linear()
+    n = jnp.array([0.0, 1.0, 499.0, 998.0, 999.0])
+    t = (n + 1) / table.num_train_timesteps
+    np.testing.assert_allclose(to_model_time(table, t, "index"), n, atol=1e-9)
+    np.testing.assert_allclose(to_model_time(table, t, "index"), table.timestep_index(t), atol=1e-12)
+    seen = []
+    net = lambda x, n_in: seen.append(n_in) or x
+    sf = as_score_fn(net, table, prediction="eps", time_input="index")
+    sf(X, t[2])
+    assert sf.num_train_timesteps == 1000 and float(seen[-1][0]) == pytest.approx(499.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_on_a_discrete_table(kind):
+    table = DiscreteVP.ddpm_linear()
+    exact = _exact(table)
+    for time_input in ("index", "index1000", "sigma", "log_snr"):
+        sf = as_score_fn(network_from_score(exact, table, kind, time_input), table, kind, time_input=time_input)
+        # Off the table nodes: there d(log alpha)/dt jumps, so `flow` (a time derivative of the
+        # path) is one-sided and a time recovered to rounding may land on the other side.
+        for t in (0.03715, 0.5004, 0.9307):
+            np.testing.assert_allclose(sf(X, t), exact(X, t), rtol=1e-8, atol=1e-9)
 
 
 # -- network types ---------------------------------------------------------------------------
