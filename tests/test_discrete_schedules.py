@@ -168,9 +168,13 @@ def test_table_is_traced_no_retrace_and_differentiable():
 # alone for a VP table), so the piecewise-linear time map does not cost order. Measured
 # (d = 2, batch 8, log-SNR grid, float64) finest-pair slopes: heun 1.92 / 1.96 / 1.87,
 # kutta3 2.93 / 2.96 / 2.88, rk4 3.84 / 3.90 / 3.75 (ddpm_linear / scaled_linear / cosine).
+# kutta3 is left out of the test to keep it small (each tableau is one ~12 s compile; the
+# tables reuse it, since the table is a traced leaf). In the x-t form the drift f and g^2 jump
+# at the nodes and the order collapses (rk4 slopes 1.6 / 0.6 / 2.6 on ddpm_linear): use a
+# lambda- or rho-stepping form with discrete tables.
 # --------------------------------------------------------------------------------------
 
-STEPS = {"heun": [16, 32, 64, 128], "kutta3": [16, 32, 64, 128], "rk4": [8, 16, 32, 64]}
+STEPS = {"heun": [16, 32, 64, 128], "rk4": [8, 16, 32, 64]}
 
 
 @pytest.fixture(scope="module")
