@@ -444,28 +444,26 @@ def regularity_section(cfg: StudyConfig, process, out_dir: Path, learned_score, 
         prof = profile(sf, process, t_grid=t_grid, x_source=x0, key=jax.random.PRNGKey(cfg.seed + 5))
         png = out_dir / f"regularity_{name}.png"
         plot_profile(prof, png, title=f"{name} score: derivative norms")
-        d = prof.to_dict()
-        verdict = _bounded_verdict(d)
-        out[name] = {"profile": d, "figure": png.name, **verdict}
+        out[name] = {"profile": prof.to_dict(), "figure": png.name, **_bounded_verdict(prof)}
         bar.update(1)
     return out
 
 
-def _bounded_verdict(prof: dict) -> dict:
+def _bounded_verdict(prof) -> dict:
     """Do sigma-weighted norms stay bounded down to t_end? Compare the smallest-t values with the
     largest over the grid: bounded if the value at t_end is within 10x of the grid's median and
-    does not grow monotonically over the last three grid points by more than 3x in total."""
+    does not grow monotonically over the last three grid points by more than 3x in total.
+    ``prof``: a :class:`~jaxode_diffusion.regularity.RegularityProfile`."""
     res = {}
-    for src, quantities in prof["results"].items():
-        for q, w in quantities.items():
-            vals = np.asarray(w["weighted"]["max"], float)
-            if vals.size < 3 or not np.all(np.isfinite(vals)):
-                continue
-            first3 = vals[:3]  # increasing t: the first entries are nearest t_end
-            growth = float(first3[0] / max(first3[2], 1e-300))
-            ok = bool(vals[0] <= 10 * np.median(vals) and growth <= 3.0)
-            res[f"{src}/{q}"] = dict(at_t_end=float(vals[0]), median=float(np.median(vals)),
-                                     max=float(vals.max()), growth_last3=growth, bounded=ok)
+    for c in prof.curves:
+        vals = np.asarray(c.weighted.max, float)
+        if vals.size < 3 or not np.all(np.isfinite(vals)):
+            continue
+        first3 = vals[:3]  # increasing t: the first entries are nearest t_end
+        growth = float(first3[0] / max(first3[2], 1e-300))
+        ok = bool(vals[0] <= 10 * np.median(vals) and growth <= 3.0)
+        res[f"{c.source}/{c.quantity}"] = dict(at_t_end=float(vals[0]), median=float(np.median(vals)),
+                                               max=float(vals.max()), growth_last3=growth, bounded=ok)
     return {"checks": res, "bounded": bool(res) and all(v["bounded"] for v in res.values())}
 
 
