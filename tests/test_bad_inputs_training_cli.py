@@ -506,3 +506,27 @@ def test_installed_entry_point_prints_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("jaxode-diffusion: error:")]
     assert len(lines) == 1 and "is an existing file" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_error_policy_units(capsys):
+    from jaxode_diffusion.cli import format_error, is_user_error, run_command
+
+    # a check raised inside jit through equinox.error_if: its own message, on one line
+    jit_err = RuntimeError(
+        "INTERNAL: CpuCallback error ...\n_EquinoxRuntimeError: non-finite sample at step 3, element 2\n\n\n"
+        "--------------------\nAn error occurred during the runtime of your JAX program! ..."
+    )
+    assert is_user_error(jit_err) and format_error(jit_err) == "non-finite sample at step 3, element 2"
+    assert not is_user_error(KeyError("x")) and not is_user_error(TypeError("bug"))
+
+    def bug(args):
+        raise KeyError("a bug keeps its traceback")
+
+    with pytest.raises(KeyError):
+        run_command(bug, None)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert run_command(interrupted, None) == 130
+    assert "interrupted" in capsys.readouterr().err
