@@ -290,6 +290,38 @@ def evaluate_grid(score_fn, process: ForwardProcess, x_init, grid, *, solver, re
     return float(rmse(x, reference))
 
 
+class _Static(eqx.Module):
+    """Carries the solver through ``filter_jit`` as a static (hashed) value."""
+
+    value: Any = eqx.field(static=True)
+
+
+def _mse_log_impl(theta, t_se, solver, sf, proc, x, ref):
+    ts = grid_from_logits(proc, theta, t_se[0], t_se[1])
+    out = _endpoint(sf, proc, x, ts, solver.value)
+    diff = (out - ref).reshape(x.shape[0], -1)
+    return jnp.log(jnp.mean(jnp.sum(diff**2, axis=1)))
+
+
+_mse_log = eqx.filter_jit(_mse_log_impl)
+
+
+@eqx.filter_jit
+def _update(theta, opt_state, theta0, reg, lr, t_se, solver, sf, proc, x, ref):
+    """One Adam step on ``log MSE + reg |theta - theta0|^2`` (module level: compiled once per solver,
+    shapes and score, not once per call; every number is traced)."""
+
+    def loss_fn(th):
+        d = th - theta0
+        d = d - jnp.mean(d)  # softmax is shift invariant: penalise only what changes the grid
+        return _mse_log_impl(th, t_se, solver, sf, proc, x, ref) + reg * jnp.sum(d**2)
+
+    loss, g = jax.value_and_grad(loss_fn)(theta)
+    upd, new_state = optax.adam(lr).update(g, opt_state, theta)
+    ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))
+    return optax.apply_updates(theta, upd), new_state, loss, ok
+
+
 def optimize_grid(
     score_fn,
     process: ForwardProcess,
@@ -447,29 +479,16 @@ def optimize_grid(
             validation_reference = reference_solve(score_fn, process, x_val, t_start=t_start, t_end=t_end)
 
     theta0 = jnp.asarray(_logits_of_grid(process, ts0), dt)
-    reg = float(regularization) / max(1, int(num_steps))
+    reg = jnp.asarray(float(regularization) / max(1, int(num_steps)), dt)
+    lr = jnp.asarray(learning_rate, dt)
+    t_se = jnp.asarray([t_start, t_end], dt)
+    opt = optax.adam(learning_rate)  # for init only: the jitted update rebuilds it from the traced lr
 
-    def mse_log(theta, sf, proc, x, ref):
-        ts = grid_from_logits(proc, theta, t_start, t_end)
-        out = _endpoint(sf, proc, x, ts, solver_obj)
-        diff = (out - ref).reshape(x.shape[0], -1)
-        return jnp.log(jnp.mean(jnp.sum(diff**2, axis=1)))
-
-    def loss_fn(theta, sf, proc, x, ref):
-        d = theta - theta0
-        d = d - jnp.mean(d)  # softmax is shift invariant: penalise only what changes the grid
-        return mse_log(theta, sf, proc, x, ref) + reg * jnp.sum(d**2)
-
-    opt = optax.adam(learning_rate)
-
-    @eqx.filter_jit
     def update(theta, opt_state, sf, proc, x, ref):
-        loss, g = jax.value_and_grad(loss_fn)(theta, sf, proc, x, ref)
-        upd, new_state = opt.update(g, opt_state, theta)
-        ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))
-        return optax.apply_updates(theta, upd), new_state, loss, ok
+        return _update(theta, opt_state, theta0, reg, lr, t_se, _Static(solver_obj), sf, proc, x, ref)
 
-    sel_loss = eqx.filter_jit(mse_log)
+    def sel_loss(theta, sf, proc, x, ref):
+        return _mse_log(theta, t_se, _Static(solver_obj), sf, proc, x, ref)
 
     theta = theta0
     opt_state = opt.init(theta)

@@ -1,0 +1,480 @@
+"""Tune a sampler for *your* model at *your* NFE budget, by measurement.
+
+:func:`tune` takes a score function, a process and a calibration batch of initial states and
+
+1. solves the calibration batch and a separate held-back batch tightly
+   (:func:`~jaxode_diffusion.diffrax_drivers.reference_solve`, an adaptive Dopri8 solve);
+2. runs every registered solver (:func:`~jaxode_diffusion.sampling.solver_names`, plus
+   ``FORM:TABLEAU`` combinations for a few tableaux) on every named grid
+   (:data:`~jaxode_diffusion.grids.GRID_NAMES`) at the largest step count whose NFE fits the
+   budget, and scores each on the held-back batch (end-point RMSE against its reference);
+3. learns a grid (:func:`~jaxode_diffusion.grid_optimization.optimize_grid`, fitted on the
+   calibration batch, iterate chosen on the held-back batch, so never worse than its starting
+   grid there) for the best few solvers, started from their best named grid;
+4. returns the candidate with the lowest held-back error as a :class:`TunedSampler` that holds the
+   solver name and the explicit times ``ts``, so that
+   ``sample(score_fn, process, x, solver=t.solver, grid=t.ts, num_steps=None)`` reproduces it,
+   and that saves to / loads from JSON (``jaxode-diffusion tune`` / ``sample --tuned``).
+
+The held-back errors are what the winner is chosen by, so the winner's own held-back error is an
+optimistic estimate; score it on a fresh batch (:func:`~jaxode_diffusion.grid_optimization.
+evaluate_grid`) when an unbiased number matters.
+
+Every evaluation of a solver at one step count is one compiled program; the grids reuse it (the
+grid is a traced array), so the cost is about (number of solvers) compilations plus the learned
+grids' gradient steps. ``max_seconds`` bounds the whole run (candidates not reached are listed as
+skipped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .convergence import reference_solve
+from .distances import rmse
+from .grid_optimization import optimize_grid, process_spec, spec_matches
+from .grids import GRID_NAMES
+from .processes import ForwardProcess
+
+__all__ = ["TunedSampler", "tune", "load_tuned", "DEFAULT_FORM_TABLEAUX", "register"]
+
+_FORMAT = "jaxode_diffusion.tuned_sampler/1"
+
+#: ``FORM:TABLEAU`` combinations tried besides the registered names (plain RK in ``x-t`` is
+#: covered by the tableau names themselves): the integrating-factor forms where RK does well.
+DEFAULT_FORM_TABLEAUX = (
+    "x0-lambda:heun",
+    "x0-lambda:kutta3",
+    "x0-lambda:rk4",
+    "eps-rho:heun",
+    "eps-rho:rk4",
+    "x0-snr:heun",
+    "ou-exp:heun",
+)
+
+
+@dataclass
+class TunedSampler:
+    """The winner of :func:`tune` and the record of how it won.
+
+    Attributes:
+        solver: solver spec (pass as ``sample(..., solver=t.solver)``).
+        ts: ``(num_steps + 1,)`` decreasing times (NumPy float64; pass as ``grid=t.ts``).
+        nfe: score evaluations of one sample run (``<= nfe_budget``).
+        num_steps: steps of ``ts``.
+        grid: how ``ts`` was made (a grid name, or ``"learned(NAME)"``).
+        heldout_error: the winner's end-point RMSE on the held-back batch.
+        nfe_budget: the budget it was tuned for.
+        process: ``{"class", "params"}`` of the forward process.
+        candidates: one dict per candidate (``solver``, ``grid``, ``num_steps``, ``nfe``,
+            ``heldout_error``, ``status``), sorted by held-back error.
+        calibration_size, heldout_size: batch sizes used.
+        seconds: wall time of the tuning run.
+        info: free-form extras (e.g. the checkpoint path for the CLI).
+    """
+
+    solver: str
+    ts: np.ndarray
+    nfe: int
+    num_steps: int
+    grid: str
+    heldout_error: float
+    nfe_budget: int
+    process: dict
+    candidates: list[dict] = field(default_factory=list)
+    calibration_size: int = 0
+    heldout_size: int = 0
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def sample(self, score_fn, process: ForwardProcess, x_init, **kwargs):
+        """``sample(score_fn, process, x_init, solver=self.solver, grid=self.ts, num_steps=None)``."""
+        from .sampling import sample
+
+        return sample(score_fn, process, x_init, solver=self.solver, grid=self.ts, num_steps=None, **kwargs)
+
+    def table(self, top: int | None = None) -> str:
+        """The candidates as a markdown table (best first)."""
+        lines = ["| solver | grid | steps | NFE | held-back RMSE | status |", "|---|---|---:|---:|---:|---|"]
+        for c in self.candidates[: top or None]:
+            err = c.get("heldout_error")
+            e = f"{err:.3e}" if isinstance(err, float) and math.isfinite(err) else str(err)
+            lines.append(f"| {c['solver']} | {c['grid']} | {c.get('num_steps', '-')} | {c.get('nfe', '-')} | "
+                         f"{e} | {c.get('status', '')} |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["ts"] = [float(t) for t in np.asarray(self.ts, dtype=np.float64)]
+        d["format"] = _FORMAT
+        return d
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write JSON to ``path`` atomically; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(_jsonable(self.to_dict()), indent=2))
+        os.replace(tmp, path)
+        return path
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # "nan" / "inf": JSON has no such numbers
+    if isinstance(v, np.generic):
+        return _jsonable(v.item())
+    return v
+
+
+def load_tuned(path: str | os.PathLike, process: ForwardProcess | None = None) -> TunedSampler:
+    """Read a :class:`TunedSampler` saved by :meth:`TunedSampler.save` (or ``jaxode-diffusion tune``).
+
+    Args:
+        path: the JSON file.
+        process: if given, the recorded process must match it (class and parameters).
+
+    Raises:
+        ValueError: unreadable or not a tuned-sampler file, bad times, or a process mismatch.
+
+    Example:
+        >>> t = load_tuned("tuned.json")                                     # doctest: +SKIP
+        >>> x = t.sample(score_fn, process, x_init)  # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read a tuned sampler from {str(path)!r}: {err}") from err
+    if not isinstance(d, dict) or d.get("format") != _FORMAT:
+        fmt = d.get("format") if isinstance(d, dict) else None
+        raise ValueError(f"{str(path)!r} is not a tuned-sampler file (format={fmt!r}, want {_FORMAT!r}); "
+                         "write one with `jaxode-diffusion tune` or TunedSampler.save.")
+    fields = {f.name for f in dataclasses.fields(TunedSampler)}
+    required = {f.name for f in dataclasses.fields(TunedSampler)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    missing = sorted(required - set(d))
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks the fields {missing}; re-run the tuning.")
+    ts = np.asarray(d["ts"], dtype=np.float64)
+    if ts.ndim != 1 or ts.shape[0] != int(d["num_steps"]) + 1:
+        raise ValueError(f"{str(path)!r}: num_steps={d['num_steps']} needs {int(d['num_steps']) + 1} times, "
+                         f"got shape {ts.shape}.")
+    if not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) < 0):
+        raise ValueError(f"{str(path)!r}: the times must be finite and strictly decreasing; got {ts}.")
+    if process is not None and not spec_matches(d["process"], process_spec(process)):
+        raise ValueError(f"{str(path)!r} was tuned for {d['process']}, not for {process_spec(process)}; "
+                         "pass the matching process or re-tune.")
+    kw = {k: v for k, v in d.items() if k in fields}
+    kw["ts"] = ts
+    kw["heldout_error"] = float(kw["heldout_error"])
+    return TunedSampler(**kw)
+
+
+def _run(score_fn, process, x, ts, solver):
+    """(samples, nfe) of one fixed-grid solve; failures (NaN/inf) come back as samples, not raised."""
+    from . import sampling
+
+    solve = getattr(sampling, "solve", None)
+    if solve is not None:
+        sol = solve(score_fn, process, x, ts, solver, throw=False)
+    else:
+        sol = sampling.sample(score_fn, process, x, solver=solver, grid=ts, num_steps=None, return_nfe=True,
+                              check_finite=False)
+    return sol.samples, int(sol.nfe)
+
+
+def _default_solvers(form_tableaux) -> list[str]:
+    from .sampling import solver_names
+
+    names = list(solver_names())
+    return names + [s for s in form_tableaux if s not in names]
+
+
+def tune(
+    score_fn,
+    process: ForwardProcess,
+    calib_x_init,
+    *,
+    nfe: int,
+    heldout_x_init=None,
+    key=None,
+    solvers=None,
+    grids=GRID_NAMES,
+    form_tableaux=DEFAULT_FORM_TABLEAUX,
+    learn_top: int = 3,
+    learn_steps: int = 100,
+    learning_rate: float = 0.02,
+    patience: int = 30,
+    t_start=None,
+    t_end=None,
+    rtol: float | None = None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> TunedSampler:
+    """Find the best solver and time grid for ``score_fn`` within ``nfe`` score evaluations.
+
+    Every solver in ``solvers`` (default: all registered names, plus ``form_tableaux``) runs on
+    every grid in ``grids`` at the largest step count whose NFE fits ``nfe``; each is scored by
+    the end-point RMSE ``sqrt(mean_b ||x_b - x_ref_b||^2)`` on the held-back batch against a
+    tight reference solve. Then, for the ``learn_top`` best solvers (distinct, at least 2 steps),
+    a grid is learned from their best named grid with
+    :func:`~jaxode_diffusion.grid_optimization.optimize_grid`: fitted on the calibration batch, the
+    iterate chosen on the held-back batch (so a learned grid is never worse than its start
+    there). The candidate with the lowest held-back error wins.
+
+    Batch sizes: a few hundred samples in each batch (256 is a good default; 128 for d = 2).
+    The run costs two reference solves, one compilation per solver, and up to
+    ``learn_top x learn_steps`` gradient steps.
+
+    Args:
+        score_fn, process: as for :func:`~jaxode_diffusion.sample`.
+        calib_x_init: ``(B, *event_shape)`` initial states at ``t_start`` used to fit learned grids.
+        nfe: the budget of score evaluations per sample (``>= 1``).
+        heldout_x_init: the held-back batch that scores every candidate (default: drawn from
+            ``process.prior_sample(key or PRNGKey(1), calib_x_init.shape)``); must differ from the
+            calibration batch.
+        solvers: solver specs to try (default: :func:`~jaxode_diffusion.sampling.solver_names`
+            plus ``form_tableaux``).
+        grids: named grids to try.
+        learn_top: how many of the best solvers get a learned grid (0: none).
+        learn_steps, learning_rate, patience: :func:`optimize_grid`'s ``steps``,
+            ``learning_rate`` and ``patience``.
+        t_start, t_end: the sampling range (process defaults).
+        rtol: tolerance of the reference solves (default ``1e-10`` in float64, ``1e-6`` in float32).
+        max_seconds: stop trying new candidates after this many seconds (``None``: no limit).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        :class:`TunedSampler`.
+
+    Raises:
+        ValueError: a bad budget or batch, a held-back batch equal to the calibration batch, an
+            unknown solver or grid, or no candidate that fits the budget and stays finite.
+
+    Example:
+        >>> import jax
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear, sample
+        >>> gm, vp = GaussianMixture.ring(4), VPLinear()
+        >>> sf = gm.score_fn(vp)
+        >>> x_cal = vp.prior_sample(jax.random.PRNGKey(0), (32, 2))
+        >>> t = tune(sf, vp, x_cal, nfe=6, solvers=["ddim", "dpmpp_2m"], learn_top=0, progress=False)
+        >>> x = sample(sf, vp, x_cal, solver=t.solver, grid=t.ts, num_steps=None)
+        >>> t.nfe <= 6
+        True
+    """
+    from tqdm.auto import tqdm
+
+    from .sampling import get_solver, make_times
+
+    t0 = time.time()
+    if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+        raise ValueError(f"nfe={nfe!r}: the budget must be a positive integer number of score evaluations.")
+    nfe = int(nfe)
+    if int(learn_top) != learn_top or learn_top < 0:
+        raise ValueError(f"learn_top={learn_top!r} must be an integer >= 0.")
+    x_cal = jnp.asarray(calib_x_init)
+    if x_cal.ndim < 2 or x_cal.shape[0] < 2 or not jnp.issubdtype(x_cal.dtype, jnp.floating):
+        raise ValueError(f"calib_x_init must be a float batch (B >= 2, *event_shape); got {x_cal.shape} "
+                         f"{x_cal.dtype}.")
+    dt = x_cal.dtype
+    t_start = float(process.default_t_start if t_start is None else t_start)
+    t_end = float(process.default_t_end if t_end is None else t_end)
+    if heldout_x_init is None:
+        heldout_x_init = process.prior_sample(jax.random.PRNGKey(1) if key is None else key, x_cal.shape,
+                                              t_start, dtype=dt)
+    x_held = jnp.asarray(heldout_x_init, dt)
+    if x_held.shape[1:] != x_cal.shape[1:]:
+        raise ValueError(f"heldout_x_init has event shape {x_held.shape[1:]}, calib_x_init "
+                         f"{x_cal.shape[1:]}; "
+                         "they must match.")
+    if x_held.shape == x_cal.shape and bool(jnp.all(x_held == x_cal)):
+        raise ValueError("heldout_x_init equals calib_x_init; pass a separate held-back batch.")
+    grids = tuple(grids)
+    for g in grids:
+        make_times(process, num_steps=2, t_start=t_start, t_end=t_end, grid=g)  # names the bad grid
+    specs = list(solvers) if solvers is not None else _default_solvers(form_tableaux)
+    resolved = []
+    for s in specs:
+        resolved.append((s, get_solver(s)))  # ValueError names an unknown solver
+
+    tol = rtol if rtol is not None else (1e-10 if dt == jnp.float64 else 1e-6)
+    ref_cal = reference_solve(score_fn, process, x_cal, t_start=t_start, t_end=t_end, rtol=tol, atol=tol)
+    ref_held = reference_solve(score_fn, process, x_held, t_start=t_start, t_end=t_end, rtol=tol, atol=tol)
+
+    candidates: list[dict] = []
+    bar = tqdm(total=len(resolved) * len(grids) + learn_top, desc=f"tune NFE {nfe}", disable=not progress,
+               leave=False)
+
+    def out_of_time() -> bool:
+        return max_seconds is not None and time.time() - t0 > max_seconds
+
+    def evaluate(spec, solver, n, g):
+        ts = make_times(process, num_steps=n, t_start=t_start, t_end=t_end, grid=g).astype(dt)
+        x, used = _run(score_fn, process, x_held, ts, solver)
+        return ts, float(rmse(x, ref_held)), used
+
+    for spec, solver in resolved:
+        # Largest n with NFE(n) <= budget: start from budget / stages, correct by the actual count.
+        stages = max(1, len(getattr(solver, "stage_fractions", (0,))))
+        n = max(1, nfe // stages)
+        first = None
+        while n >= 1:
+            if out_of_time():
+                break
+            ts, err, used = evaluate(spec, solver, n, grids[0])
+            per_step = used / n
+            if used > nfe:
+                n -= 1
+                continue
+            if used + per_step <= nfe and first is None:
+                # The stage count underestimated the budget (e.g. multistep: 1 per step).
+                n_try = n + int((nfe - used) // max(per_step, 1e-9))
+                ts2, err2, used2 = evaluate(spec, solver, n_try, grids[0]) if n_try > n else (ts, err, used)
+                if used2 <= nfe:
+                    n, ts, err, used = n_try, ts2, err2, used2
+            first = (n, ts, err, used)
+            break
+        if first is None:
+            status = ("skipped: out of time" if out_of_time()
+                      else f"skipped: one step needs more than {nfe} NFE")
+            for g in grids:
+                candidates.append(dict(solver=spec, grid=g, num_steps=None, nfe=None,
+                                       heldout_error=float("nan"),
+                                       status=status))
+            bar.update(len(grids))
+            continue
+        n, ts, err, used = first
+        rows = [(grids[0], ts, err)]
+        bar.update(1)
+        for g in grids[1:]:
+            if out_of_time():
+                candidates.append(dict(solver=spec, grid=g, num_steps=n, nfe=used, heldout_error=float("nan"),
+                                       status="skipped: out of time"))
+            else:
+                ts_g, err_g, _ = evaluate(spec, solver, n, g)
+                rows.append((g, ts_g, err_g))
+            bar.update(1)
+        for g, ts_g, err_g in rows:
+            candidates.append(dict(solver=spec, grid=g, num_steps=n, nfe=used, heldout_error=err_g,
+                                   status="ok" if math.isfinite(err_g) else "non-finite samples",
+                                   ts=np.asarray(ts_g, np.float64)))
+        bar.set_postfix_str(f"{spec}: {min(r[2] for r in rows):.3g}")
+
+    def finite(c):
+        return isinstance(c["heldout_error"], float) and math.isfinite(c["heldout_error"])
+
+    ranked = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
+    # Learned grids for the best few distinct solvers, each from its best named grid.
+    chosen, seen = [], set()
+    for c in ranked:
+        if len(chosen) >= learn_top:
+            break
+        if c["solver"] not in seen and c["num_steps"] >= 2:
+            seen.add(c["solver"])
+            chosen.append(c)
+    for c in chosen:
+        if out_of_time():
+            candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
+                                   nfe=c["nfe"], heldout_error=float("nan"), status="skipped: out of time"))
+            bar.update(1)
+            continue
+        og = optimize_grid(score_fn, process, x_cal, solver=c["solver"], num_steps=c["num_steps"],
+                           init_grid=c["ts"], reference=ref_cal, steps=learn_steps,
+                           learning_rate=learning_rate,
+                           patience=patience, selection_x_init=x_held, selection_reference=ref_held,
+                           validate=False)
+        candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
+                               nfe=c["nfe"], heldout_error=float(og.selection_error),
+                               status="ok" if og.improved else "ok (no iterate beat the start: start kept)",
+                               start_heldout_error=float(og.initial_selection_error),
+                               iterations=og.iterations, ts=np.asarray(og.ts, np.float64)))
+        bar.update(1)
+        bar.set_postfix_str(f"learned {c['solver']}: {og.initial_selection_error:.3g} -> "
+                            f"{og.selection_error:.3g}")
+    bar.close()
+
+    ok = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
+    if not ok:
+        raise ValueError(f"nfe={nfe}: no candidate fits the budget with finite samples "
+                         f"({len(candidates)} tried); raise nfe or check the score function.")
+    best = ok[0]
+    rest = [c for c in candidates if not finite(c)]
+    table = [{k: v for k, v in c.items() if k != "ts"} for c in ok + rest]
+    return TunedSampler(
+        solver=best["solver"],
+        ts=np.asarray(best["ts"], np.float64),
+        nfe=int(best["nfe"]),
+        num_steps=int(best["num_steps"]),
+        grid=best["grid"],
+        heldout_error=float(best["heldout_error"]),
+        nfe_budget=nfe,
+        process=process_spec(process),
+        candidates=table,
+        calibration_size=int(x_cal.shape[0]),
+        heldout_size=int(x_held.shape[0]),
+        seconds=time.time() - t0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: ``jaxode-diffusion tune --checkpoint DIR --nfe 10 --out tuned.json``.
+# ---------------------------------------------------------------------------------------------
+def register(subparsers) -> None:
+    """Add the ``tune`` subcommand to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "tune",
+        help="find the best solver and time grid for a trained model at an NFE budget",
+        description="Measure every solver x grid (and learned grids for the best few) against a tight "
+                    "reference of the model on a held-back batch; save the winner as JSON for "
+                    "`jaxode-diffusion sample --tuned FILE`.",
+    )
+    p.add_argument("--checkpoint", required=True, help="run directory written by `train`")
+    p.add_argument("--nfe", type=int, required=True, help="budget of score evaluations per sample")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--batch", type=int, default=256, help="size of the calibration and held-back batches")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learn-top", type=int, default=3, help="learn grids for this many best solvers")
+    p.add_argument("--learn-steps", type=int, default=100, help="Adam iterations per learned grid")
+    p.add_argument("--solvers", default=None, help="comma-separated solver specs (default: all)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop trying candidates after this long")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args) -> int:
+    from .training import load_run
+
+    if args.batch < 4:
+        raise ValueError(f"--batch {args.batch}: need at least 4 samples per batch (256 is a good default).")
+    score_fn, run_cfg = load_run(args.checkpoint)
+    event_shape = tuple(run_cfg["data"]["event_shape"])
+    process = score_fn.process
+    k_cal, k_held = jax.random.split(jax.random.PRNGKey(args.seed))
+    x_cal = process.prior_sample(k_cal, (args.batch, *event_shape))
+    x_held = process.prior_sample(k_held, (args.batch, *event_shape))
+    solvers = [s.strip() for s in args.solvers.split(",")] if args.solvers else None
+    t = tune(score_fn, process, x_cal, nfe=args.nfe, heldout_x_init=x_held, solvers=solvers,
+             learn_top=args.learn_top, learn_steps=args.learn_steps, max_seconds=args.max_seconds,
+             progress=not args.no_progress)
+    t.info = {"checkpoint": os.fspath(Path(args.checkpoint).resolve()), "seed": args.seed,
+              "event_shape": list(event_shape)}
+    path = t.save(args.out)
+    print(t.table(top=10))
+    print(f"winner: {t.solver} on {t.grid} ({t.num_steps} steps, NFE {t.nfe}), held-back RMSE "
+          f"{t.heldout_error:.3e}; {len(t.candidates)} candidates in {t.seconds:.0f} s -> {path}")
+    return 0
