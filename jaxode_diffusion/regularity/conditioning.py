@@ -57,7 +57,14 @@ def bind_cond(score_fn: Callable, cond) -> BoundCond:
 
 def split_cond(cond, batch: int):
     """``(treedef, leaves, mapped)``: leaves with a leading axis of size ``batch`` are one per
-    example (mapped), scalars are shared; anything else is an error naming the leaf."""
+    example (mapped), scalars are shared; anything else is an error naming the leaf.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> treedef, leaves, mapped = split_cond({"label": jnp.array([0, 1]), "scale": 2.0}, batch=2)
+        >>> mapped
+        [True, False]
+    """
     with_path, treedef = jax.tree_util.tree_flatten_with_path(cond)
     leaves, mapped = [], []
     for path, leaf in with_path:
@@ -78,6 +85,12 @@ def with_cond(compute, score_fn, x, cond, *args, mapped_args=()):
     All-scalar conditions are bound once (:func:`bind_cond`); otherwise ``compute`` runs on a
     batch of one per example (``vmap``), that example's condition bound (its mapped leaves keep
     a batch axis of one), and the per-example outputs (leading axis 1) are stacked.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> score = lambda x, t, c: x * c
+        >>> with_cond(lambda f, x, t: f(x, t), score, jnp.ones((2, 1)), jnp.array([1.0, 2.0]), 0.0).tolist()
+        [[1.0], [2.0]]
     """
     treedef, leaves, mapped = split_cond(cond, x.shape[0])
     if not any(mapped):

@@ -54,14 +54,24 @@ _DENSE_CHUNK_BYTES = 256 * 2**20
 # argument handling
 # ------------------------------------------------------------------------------------------
 def check_choice(name: str, value, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices``; otherwise a ValueError naming ``name`` and the choices."""
+    """``value`` if it is one of ``choices``; otherwise a ValueError naming ``name`` and the choices.
+
+    Example:
+        >>> check_choice("method", "exact", ("exact", "auto"))
+        'exact'
+    """
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {list(choices)}.")
     return value
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    """``int(value)`` if it is an integer ``>= minimum`` (bools refused); else a ValueError."""
+    """``int(value)`` if it is an integer ``>= minimum`` (bools refused); else a ValueError.
+
+    Example:
+        >>> check_positive_int("num_iters", 3)
+        3
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     return int(value)
@@ -89,7 +99,12 @@ def _prepare(score_fn, x, key):
 
 
 def resolve_method(method: str, d: int) -> str:
-    """``"exact"`` or ``"matrix_free"``: ``method`` validated, ``"auto"`` resolved for dimension ``d``."""
+    """``"exact"`` or ``"matrix_free"``: ``method`` validated, ``"auto"`` resolved for dimension ``d``.
+
+    Example:
+        >>> resolve_method("auto", 2), resolve_method("auto", 10_000)
+        ('exact', 'matrix_free')
+    """
     check_choice("method", method, METHODS)
     if method == "auto":
         return "exact" if d <= AUTO_EXACT_MAX_DIM else "matrix_free"
@@ -192,7 +207,16 @@ def _second_norm_fn(event_shape, dtype, ord, method, num_iters, tol, num_restart
 
 def jacobian_estimator(score_fn, x, key, *, ord="spectral", method="auto", num_iters=200, tol=1e-5,
                        num_probes=64, probe="rademacher"):
-    """Validate the arguments of :func:`jacobian_norm`; return ``(x, key, jitted compute)``."""
+    """Validate the arguments of :func:`jacobian_norm`; return ``(x, key, jitted compute)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> score = lambda x, t: -2.0 * x
+        >>> x, key, compute = jacobian_estimator(score, jnp.ones((2, 3)), None, method="exact")
+        >>> vals, info = compute(score, x, jnp.asarray(0.0), key)
+        >>> [round(float(v), 4) for v in vals]
+        [2.0, 2.0]
+    """
     check_choice("ord", ord, _JAC_ORDS)
     check_choice("method", method, METHODS)
     check_choice("probe", probe, _PROBES)
@@ -206,7 +230,16 @@ def jacobian_estimator(score_fn, x, key, *, ord="spectral", method="auto", num_i
 
 def second_derivative_estimator(score_fn, x, key, *, ord="operator", method="auto", num_iters=200,
                                 tol=1e-5, num_restarts=None, num_probes=64, probe="rademacher"):
-    """Validate the arguments of :func:`second_derivative_norm`; return ``(x, key, jitted compute)``."""
+    """Validate the arguments of :func:`second_derivative_norm`; return ``(x, key, jitted compute)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> score = lambda x, t: -(x**3)
+        >>> x, key, compute = second_derivative_estimator(score, jnp.array([[1.0, 0.0]]), None, ord="fro")
+        >>> vals, info = compute(score, x, jnp.asarray(0.0), key)
+        >>> [round(float(v), 4) for v in vals]
+        [6.0]
+    """
     check_choice("ord", ord, _D2_ORDS)
     check_choice("method", method, METHODS)
     check_choice("probe", probe, _PROBES)
@@ -282,7 +315,7 @@ def jacobian_norm(
         [0.5, 0.5]
     """
     x, key, compute = jacobian_estimator(score_fn, x, key, ord=ord, method=method, num_iters=num_iters,
-                                      tol=tol, num_probes=num_probes, probe=probe)
+                                         tol=tol, num_probes=num_probes, probe=probe)
     if cond is None:
         vals, info = compute(score_fn, x, jnp.asarray(t), key)
     else:
@@ -354,9 +387,9 @@ def second_derivative_norm(
         >>> second_derivative_norm(score, jnp.array([[1.0, 0.0]]), 0.0, method="exact").tolist()
         [6.0]
     """
-    x, key, compute = second_derivative_estimator(score_fn, x, key, ord=ord, method=method, num_iters=num_iters,
-                                    tol=tol, num_restarts=num_restarts, num_probes=num_probes,
-                                    probe=probe)
+    x, key, compute = second_derivative_estimator(score_fn, x, key, ord=ord, method=method,
+                                                  num_iters=num_iters, tol=tol, num_restarts=num_restarts,
+                                                  num_probes=num_probes, probe=probe)
     if cond is None:
         vals, info = compute(score_fn, x, jnp.asarray(t), key)
     else:
