@@ -1224,12 +1224,27 @@ _BUILTINS = {
     "edm": EDM,
     "rectified_flow": RectifiedFlow,
     "rf": RectifiedFlow,
+    # discrete tables (N = 1000), as continuous processes on [1/N, 1]
+    "ddpm": DiscreteVP.ddpm_linear,
+    "ddpm_linear": DiscreteVP.ddpm_linear,
+    "scaled_linear": DiscreteVP.scaled_linear,
+    "discrete_cosine": DiscreteVP.cosine,
 }
 
 
 def get_process(name: str | ForwardProcess) -> ForwardProcess:
-    """Return a built-in process by name (``vp_linear``, ``vp_cosine``, ``subvp``, ``ve``, ``edm``,
-    ``rectified_flow``) with default parameters; a process instance is returned unchanged."""
+    """Return a built-in process by name with default parameters; a process instance is returned unchanged.
+
+    Names: ``vp_linear``, ``vp_cosine``, ``subvp``, ``ve``, ``edm``, ``rectified_flow``, and the
+    discrete tables ``ddpm_linear``, ``scaled_linear``, ``discrete_cosine`` (:class:`DiscreteVP`).
+
+    Raises:
+        ValueError: for an unknown name; the message lists the names.
+
+    Example:
+        >>> type(get_process("vp-linear")).__name__, get_process("scaled_linear").num_train_timesteps
+        ('VPLinear', 1000)
+    """
     if isinstance(name, ForwardProcess):
         return name
     key = str(name).lower().replace("-", "_")

@@ -117,6 +117,13 @@ def test_matches_dpm_solver_discrete_schedule(name):
     np.testing.assert_allclose(p.g2(mid), g2, rtol=1e-9)
 
 
+def test_get_process_names_the_tables():
+    for name, build in (("ddpm_linear", DiscreteVP.ddpm_linear), ("scaled_linear", DiscreteVP.scaled_linear),
+                        ("discrete_cosine", DiscreteVP.cosine)):
+        p = jd.get_process(name)
+        np.testing.assert_array_equal(p.log_alphas, build().log_alphas)
+
+
 def test_time_range_and_network_index():
     p = DiscreteVP.ddpm_linear()
     assert (p.t_min, p.t_max, p.default_t_end, p.default_t_start) == (1 / N, 1.0, 1 / N, 1.0)
