@@ -41,7 +41,7 @@ from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, uniform_
 from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
 from .distances import energy_distance, frechet_distance, histogram_tv, mmd, rmse, sliced_wasserstein
 from .models import MLP, DiffusionModel, NetworkScore, ScoreModel, UNet, as_score_fn, build_model, network_from_score
-from .parameterizations import convert, from_score, to_score
+from .parameterizations import convert, from_score, to_score, tweedie_x0
 from .processes import (
     EDM,
     VE,
