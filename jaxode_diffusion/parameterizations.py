@@ -380,7 +380,7 @@ def tweedie_x0(x, score, alpha, sigma):
     Example:
         >>> import jax.numpy as jnp
         >>> x = jnp.array([[2.0]])                # p_t = N(0, 4): score = -x / 4
-        >>> float(tweedie_x0(x, -x / 4.0, 1.0, jnp.sqrt(3.0))[0, 0])   # x0 ~ N(0, 1), sigma^2 = 3
+        >>> round(float(tweedie_x0(x, -x / 4.0, 1.0, jnp.sqrt(3.0))[0, 0]), 6)  # x0 ~ N(0, 1), sigma^2 = 3
         0.5
     """
     return (x + sigma**2 * score) / alpha
