@@ -51,3 +51,21 @@ def test_fit_exponent_recovers_slope_with_interval():
     assert fit["low"] < 1.5 < fit["high"] and abs(fit["slope"] - 1.5) < 0.1
     assert fit["high"] - fit["low"] < 0.5
     assert np.isnan(_fit_exponent(d[:1], tv[:1], tv[:1])["slope"])
+
+
+def test_adversarial_perturbation_keeps_size_and_raises_tv():
+    import jax
+
+    from jaxode_diffusion.study import _adversarial, make_config
+    from jaxode_diffusion.theory import make_perturbed_score, measure_score_error
+
+    gm, vp = GaussianMixture.ring(4), VPLinear()
+    cfg = make_config("quick", floor_solver="x-t:heun", floor_steps=4, adv_steps=3, adv_samples=48)
+    pert, _ = make_perturbed_score(gm, vp, 0.1, jax.random.PRNGKey(0), t_min=cfg.t_end, num_samples=512,
+                                   num_times=16)
+    adv, history = _adversarial(pert, gm, vp, cfg, jax.random.PRNGKey(1))
+    assert len(history) == 4 and history[-1] > history[0]  # ascent on the (fixed-sample) TV
+    eps = measure_score_error(adv, gm, vp, key=jax.random.PRNGKey(2), num_times=16, num_samples=1024,
+                              t_min=cfg.t_end)
+    assert abs(eps - 0.1) < 0.01  # the projection keeps the prescribed L2 size
+    assert np.all(np.isfinite(adv.perturbation_bounds()))
