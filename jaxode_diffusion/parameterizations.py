@@ -323,9 +323,6 @@ def broadcast_to_batch(c, x):
     return c.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else c
 
 
-_bcast = broadcast_to_batch  # private alias kept for code written before the public name existed
-
-
 def _alpha_sigma(process: ForwardProcess, t, x):
     t = jnp.asarray(t, x.dtype)
     return broadcast_to_batch(process.alpha(t), x), broadcast_to_batch(process.sigma(t), x)
