@@ -68,7 +68,9 @@ def main() -> int:
         out["ref_samples"] = np.asarray(sample(score, vp, x_all, solver="dpmpp_2m", num_steps=6, grid="log_snr"))
         runs.append(("ref_", False))
     for prefix, parallel in runs:
-        res = train(TrainConfig(**cfg, data_parallel=parallel))
+        # The 8-device run also writes a checkpoint: the test restores it on one device.
+        run_dir = a.out + "_run" if (parallel and a.mode == "single") else None
+        res = train(TrainConfig(**cfg, data_parallel=parallel, out_dir=run_dir))
         for i, leaf in enumerate(jax.tree.leaves(res.params)):
             if parallel:
                 assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == len(jax.devices())

@@ -46,7 +46,7 @@ def single(tmp_path_factory):
         env=_env(8), capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
     )
     _check(proc, "8-device worker")
-    return dict(np.load(out))
+    return dict(np.load(out), _out=str(out))
 
 
 def _params(d, prefix=""):
@@ -62,9 +62,23 @@ def test_eight_devices_sampling_matches_one_device(single):
 def test_eight_devices_training_matches_one_device(single):
     par, ref = _params(single), _params(single, "ref_")
     assert len(par) == len(ref) > 0
-    for a, b in zip(par, ref):
+    for a, b in zip(par, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)  # 20 AdamW steps: rounding only
     np.testing.assert_allclose(single["heldout_loss"], single["ref_heldout_loss"], rtol=1e-4)
+
+
+def test_data_parallel_checkpoint_restores_on_one_device(single, tmp_path_factory):
+    # Same format as a one-device run: this process restores it with the ordinary load_run.
+    import jax
+
+    from jaxode_diffusion.training import load_run
+
+    run_dir = single["_out"] + "_run"
+    score, run_cfg = load_run(run_dir, ema=False)
+    assert run_cfg["train"]["data_parallel"] is True and run_cfg["step"] == 20
+    restored = [np.asarray(x) for x in jax.tree.leaves(score.params)]
+    for a, b in zip(restored, _params(single), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_two_processes_match_one_device(single, tmp_path):
@@ -92,5 +106,5 @@ def test_two_processes_match_one_device(single, tmp_path):
     multi = dict(np.load(out))
     assert int(multi["num_processes"]) == 2 and int(multi["num_devices"]) == 8
     np.testing.assert_allclose(multi["samples"], single["ref_samples"], rtol=1e-5, atol=1e-5)
-    for a, b in zip(_params(multi), _params(single, "ref_")):
+    for a, b in zip(_params(multi), _params(single, "ref_"), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
