@@ -31,7 +31,8 @@ from . import (
 )
 from .convergence import ConvergenceResult, convergence_study, fit_order
 from .diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
-from .data import Dataset, load_dataset, load_digits, load_npy, make_toy
+from .data import Dataset, load_dataset, load_digits, load_npy, load_patches, make_toy
+from .distributed import gather, replicate, sample_multiprocess, sample_sharded, shard_batch, shard_local_batch
 from .forms import FORM_NAMES, get_form
 from .grid_optimization import NonFiniteGridLossError, OptimizedGrid, evaluate_grid, load_grid, optimize_grid
 from .tune import TunedSampler, load_tuned, tune
@@ -93,7 +94,6 @@ from .tableaux import ButcherTableau
 from .targets import GaussianMixture, MixtureScore
 from .theory import BoundTerms, PerturbedScore, bound_terms, fit_bound_constants, make_perturbed_score
 from .training import TrainConfig, TrainResult, dsm_loss, load_run, train
-from .training import CheckpointCorruptError, RunLockedError, TrainingDivergedError
 from .training import CheckpointCorruptError, RunLockedError, TrainingDivergedError
 
 try:
