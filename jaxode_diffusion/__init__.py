@@ -36,6 +36,7 @@ from .distributed import gather, replicate, sample_multiprocess, sample_sharded,
 from .forms import FORM_NAMES, get_form
 from .grid_optimization import NonFiniteGridLossError, OptimizedGrid, evaluate_grid, load_grid, optimize_grid
 from .tune import TunedSampler, load_tuned, tune
+from .defaults import default_grid_for
 from .grids import GRID_NAMES, grid_is_valid, make_grid
 from .guidance import ClassifierFreeGuidance, DynamicThresholding, classifier_free_guidance, dynamic_thresholding
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, uniform_dequantize

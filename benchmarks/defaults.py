@@ -1,0 +1,290 @@
+"""Measured defaults: for every solver, the named grid that measures best across problems; the best
+default solver at a moderate NFE (10-20).
+
+Problems (exact scores, float64, x_init exact draws of p_{t_start}, end-point RMSE against
+``reference_solve`` from the same x_init):
+
+* the accuracy_vs_nfe problems ``GaussianMixture.random(PRNGKey(d), 4, d, scale=2, min_var=0.05,
+  max_var=0.5)`` under ``VPLinear`` (t: 1 -> 1e-3) for several d;
+* the same kind of mixture (another seed, d = 8) under ``EDM`` (another schedule and time scale).
+
+For every solver and budget the step count is the largest whose NFE fits (measured NFE). A grid's
+score for a solver is the mean over problems and budgets of ``log10(RMSE(grid) / min over grids
+RMSE)`` (0 = always the best grid; non-finite results count as 1000x). A solver's score is the mean
+of ``log10(RMSE(solver on its chosen grid) / best RMSE of any solver and grid)``.
+
+Run: ``python benchmarks/defaults.py`` (writes ``benchmarks/results/defaults.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+# See accuracy_vs_nfe.py: XLA's concurrency-optimised CPU scheduler can deadlock on 3-stage solvers.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
+).strip()
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxode_diffusion as jd  # noqa: E402
+from jaxode_diffusion.convergence import reference_solve  # noqa: E402
+from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
+
+GRIDS = ("uniform", "log_snr", "edm", "quadratic")
+
+# solver -> family. Aliases and exact equivalents (dpm_solver_1 = dpmpp_1 = deis_ab1 = ddim,
+# unipc_bh1/bh2 = unipc_bh1_2/bh2_2) are left out, and so are some RK variants, to bound the time on
+# a shared 2-core machine (one compilation per solver, budget and problem).
+FAMILIES = {
+    "ddim": "exponential, noise prediction, singlestep (DPM-Solver)",
+    "dpm_solver_2": "exponential, noise prediction, singlestep (DPM-Solver)",
+    "dpm_solver_3": "exponential, noise prediction, singlestep (DPM-Solver)",
+    "dpmpp_2s": "exponential, data prediction, singlestep (DPM-Solver++)",
+    "dpmpp_3s": "exponential, data prediction, singlestep (DPM-Solver++)",
+    "dpmpp_2m": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "dpmpp_3m": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "deis_ab2": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "deis_ab3": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "unipc_bh1_2": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "unipc_bh1_3": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "unipc_bh2_2": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "unipc_bh2_3": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "edm_heun": "EDM Heun (eps-rho)",
+    "euler": "Runge-Kutta in x-t",
+    "heun": "Runge-Kutta in x-t",
+    "rk4": "Runge-Kutta in x-t",
+    "x0-lambda:heun": "Runge-Kutta in x0-lambda",
+    "x0-lambda:rk4": "Runge-Kutta in x0-lambda",
+    "eps-rho:heun": "Runge-Kutta in eps-rho",
+    "eps-rho:rk4": "Runge-Kutta in eps-rho",
+    "x0-snr:heun": "Runge-Kutta in x0-snr",
+    "ou-exp:heun": "Runge-Kutta in ou-exp",
+}
+CAP = 3.0  # log10 excess charged for a non-finite result (1000x)
+
+
+def problems(quick):
+    """(label, mixture, process, t_start, t_end, x seed), in the order they are measured."""
+    vp = jd.VPLinear()
+    out = []
+    for d in (2,) if quick else (2,):
+        gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
+        out.append((f"VPLinear d={d}", gm, vp, 1.0, 1e-3, 1000 + d))
+    if not quick:
+        for name, proc, d in (("EDM", jd.EDM(), 8), ("VPCosine", jd.VPCosine(), 4)):
+            gm = jd.GaussianMixture.random(jax.random.PRNGKey(100 + d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
+            out.append((f"{name} d={d}", gm, proc, None, None, 2000 + d))
+    return out
+
+
+# (problem index, budget) passes, most informative first: a report is written after each, so a run
+# stopped early (the machine is shared) still leaves its measurements.
+PASSES = ((0, 10), (1, 10), (0, 20), (2, 10), (1, 20), (2, 20))
+
+
+def accuracy_rows(path, budgets):
+    """Rows of benchmarks/results/accuracy_vs_nfe.md (d = 16, 64: the VPLinear mixtures) for the solvers
+    measured here, so that the grid choice also sees higher dimensions."""
+    if not os.path.exists(path):
+        return []
+    rows, d = [], None
+    for line in open(path).read().split("## Trained model")[0].splitlines():
+        if line.startswith("### d = "):
+            d = int(line.split("=")[1])
+        elif d in (16, 64) and line.startswith("| ") and "(SW" in line:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells[0] not in FAMILIES or cells[1] not in GRIDS:
+                continue
+            for b, v in zip((5, 10, 20, 50), cells[2:], strict=False):
+                if b in budgets and v != "-":
+                    rows.append(dict(problem=f"VPLinear d={d} (accuracy_vs_nfe)", solver=cells[0], grid=cells[1],
+                                     budget=b, steps=None, nfe=None, rmse=float(v.split(" (SW")[0])))
+    return rows
+
+
+def rmse(x, ref):
+    v = float(jnp.sqrt(jnp.mean(jnp.sum((x - ref).reshape(x.shape[0], -1) ** 2, axis=1))))
+    return v if math.isfinite(v) else float("inf")
+
+
+def measure_pass(prob, b, batch, log):
+    label, gm, proc, t0, t1, seed = prob
+    t0 = proc.default_t_start if t0 is None else t0
+    t1 = proc.default_t_end if t1 is None else t1
+    sf = gm.score_fn(proc)
+    x = gm.sample_marginal(jax.random.PRNGKey(seed), batch, proc, t0)
+    ref = reference_solve(sf, proc, x, t_start=t0, t_end=t1)
+    rows = []
+    for name in FAMILIES:
+        solver = jd.get_solver(name)
+        stages = max(1, len(solver.stage_fractions))
+        memo = {}
+
+        def nfe_at(n, solver=solver, memo=memo):
+            if n not in memo:
+                ts = make_times(proc, num_steps=n, t_start=t0, t_end=t1, grid=GRIDS[0])
+                memo[n] = int(solve(sf, proc, x, ts, solver, throw=False).nfe)
+            return memo[n]
+
+        n = max(1, b // stages)  # then the largest n whose measured NFE fits b
+        while n > 1 and nfe_at(n) > b:
+            n -= 1
+        while nfe_at(n) + nfe_at(n) / n <= b and nfe_at(n + 1) <= b:
+            n += 1
+        if nfe_at(n) > b:
+            continue
+        for g in GRIDS:
+            ts = make_times(proc, num_steps=n, t_start=t0, t_end=t1, grid=g)
+            sol = solve(sf, proc, x, ts, solver, throw=False)
+            rows.append(dict(problem=label, solver=name, grid=g, budget=b, steps=n, nfe=int(sol.nfe),
+                             rmse=rmse(sol.samples, ref)))
+        log(f"    {label} NFE {b} {name} ({n} steps)")
+    return rows
+
+
+def analyse(rows, budgets):
+    keys = sorted({(r["problem"], r["budget"]) for r in rows})
+    err = {(r["problem"], r["budget"], r["solver"], r["grid"]): r["rmse"] for r in rows}
+
+    def lg(v):
+        return math.log10(v) if math.isfinite(v) and v > 0 else None
+
+    grid_score, grid_wins = {}, {}
+    for s in FAMILIES:
+        for g in GRIDS:
+            vals, wins = [], 0
+            for p, b in keys:
+                e = [err.get((p, b, s, h), float("inf")) for h in GRIDS]
+                best = min(e)
+                if not math.isfinite(best):
+                    continue
+                v = err.get((p, b, s, g), float("inf"))
+                vals.append(CAP if not math.isfinite(v) else min(CAP, lg(v) - lg(best)))
+                wins += v == best
+            grid_score[s, g] = float(np.mean(vals)) if vals else float("inf")
+            grid_wins[s, g] = wins
+    best_grid = {s: min(GRIDS, key=lambda g: grid_score[s, g]) for s in FAMILIES}
+    solver_score = {}
+    # Solvers are ranked on the passes measured here (every solver ran there), not on the rows read
+    # from accuracy_vs_nfe.md (only some solvers).
+    own = [(p, b) for p, b in keys if "accuracy_vs_nfe" not in p]
+    for s in FAMILIES:
+        vals = []
+        for p, b in own:
+            allbest = min(v for (pp, bb, _, _), v in err.items() if pp == p and bb == b)
+            v = err.get((p, b, s, best_grid[s]), float("inf"))
+            vals.append(CAP if not math.isfinite(v) else min(CAP, lg(v) - lg(allbest)))
+        solver_score[s] = float(np.mean(vals))
+    fam_grid = {}
+    for fam in sorted(set(FAMILIES.values())):
+        members = [s for s in FAMILIES if FAMILIES[s] == fam]
+        def fam_score(g, members=members):
+            v = [grid_score[s, g] for s in members if math.isfinite(grid_score[s, g])]
+            return float(np.mean(v)) if v else float("inf")
+
+        fam_grid[fam] = min(GRIDS, key=fam_score)
+    return keys, own, err, grid_score, grid_wins, best_grid, solver_score, fam_grid
+
+
+def write(path, rows, budgets, command, seconds, quick):
+    keys, own, err, grid_score, grid_wins, best_grid, solver_score, fam_grid = analyse(rows, budgets)
+    probs = sorted({p for p, _ in keys})
+    lines = [
+        "# Measured defaults: the grid that suits each solver, and the best default solver",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
+        f"{jax.default_backend()}; float64 (the machine was shared with other jobs)",
+        f"- command: `{command}` (total {seconds:.0f} s)",
+        f"- problems: {', '.join(probs)}; NFE budgets {list(budgets)}; exact scores; end-point RMSE vs "
+        "`reference_solve` (Dopri8, tol 1e-11) from the same exact draws of p_{t_start}.",
+        "- grid score: mean over problems x budgets of log10(RMSE on that grid / RMSE on the solver's best grid) "
+        f"(0 = always best; non-finite = {CAP:g}); solver score: the same against the best of all solvers and "
+        "grids, each solver on its chosen grid.",
+        "",
+        "## Best grid per solver (chosen = lowest grid score)",
+        "",
+        "| family | solver | " + " | ".join(GRIDS) + " | chosen grid | wins (of " + str(len(keys)) + ") |",
+        "|---|---|" + "---:|" * len(GRIDS) + "---|---:|",
+    ]
+    for s in FAMILIES:
+        cells = [f"{grid_score[s, g]:.2f}" for g in GRIDS]
+        lines.append(f"| {FAMILIES[s]} | {s} | " + " | ".join(cells) + f" | **{best_grid[s]}** | "
+                     f"{grid_wins[s, best_grid[s]]} |")
+    lines += ["", "## Best grid per family (lowest mean grid score over its members)", ""]
+    lines += [f"- {fam}: **{g}**" for fam, g in fam_grid.items()]
+    lines += ["", "## Solvers ranked at moderate NFE (each on its chosen grid)", "",
+              "| rank | solver | chosen grid | solver score | " + " | ".join(f"{p} @ {b}" for p, b in own) + " |",
+              "|---:|---|---|---:|" + "---:|" * len(own)]
+    for i, s in enumerate(sorted(FAMILIES, key=lambda s: solver_score[s]), 1):
+        cells = [f"{err.get((p, b, s, best_grid[s]), float('nan')):.2e}" for p, b in own]
+        lines.append(f"| {i} | {s} | {best_grid[s]} | {solver_score[s]:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "## All runs (RMSE)", "", "| problem | NFE | solver | steps | " + " | ".join(GRIDS) + " |",
+              "|---|---:|---|---:|" + "---:|" * len(GRIDS)]
+    for p, b in keys:
+        for s in FAMILIES:
+            r = [x for x in rows if x["problem"] == p and x["budget"] == b and x["solver"] == s]
+            if r:
+                lines.append(f"| {p} | {b} | {s} | {r[0]['steps']} | " +
+                             " | ".join(f"{err.get((p, b, s, g), float('nan')):.2e}" for g in GRIDS) + " |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return best_grid, solver_score, fam_grid
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="VPLinear problems only")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--budgets", default="10,20")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "defaults.md"))
+    p.add_argument("--from-json", default=None, help="rewrite the report from saved rows (OUT.json) only")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    budgets = [int(b) for b in args.budgets.split(",")]
+
+    def log(msg):
+        print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
+
+    probs = problems(args.quick)
+    extra = accuracy_rows(os.path.join(os.path.dirname(__file__), "results", "accuracy_vs_nfe.md"), budgets)
+    rows = []
+    command = "python benchmarks/defaults.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    done = []
+    if args.from_json:
+        saved = json.load(open(args.from_json))
+        write(args.out, saved["rows"] + extra, budgets, saved["command"], saved["seconds"], args.quick)
+        return
+    for i, b in PASSES:
+        if i >= len(probs) or b not in budgets:
+            continue
+        rows += measure_pass(probs[i], b, args.batch, log)
+        done.append(f"{probs[i][0]} @ NFE {b}")
+        best_grid, solver_score, fam_grid = write(args.out, rows + extra, budgets, command.strip() +
+                                                  f"  [passes done: {'; '.join(done)}]", time.time() - t0,
+                                                  args.quick)
+        with open(os.path.splitext(args.out)[0] + ".json", "w") as fh:
+            json.dump({"rows": rows, "command": command.strip() + f"  [passes done: {'; '.join(done)}]",
+                       "seconds": time.time() - t0}, fh)
+        log(f"pass done: {done[-1]}")
+    log(f"wrote {args.out}")
+    print("best grid per solver:", best_grid)
+    print("family grids:", fam_grid)
+    print("solver ranking:", sorted(solver_score.items(), key=lambda kv: kv[1])[:8])
+
+
+if __name__ == "__main__":
+    main()
