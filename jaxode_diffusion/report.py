@@ -74,7 +74,7 @@ def write_report(m: dict, out: Path) -> Path:
         "on the points inside the window 3 standard errors < TV < 0.3 (below: Monte Carlo noise; above:",
         "TV starts to saturate); interval: 95% Monte Carlo bootstrap joined with the range of the local",
         "slopes between consecutive step counts. The",
-        "step window is extended per family until 3 points fall inside it (at most 2 extra runs). A",
+        f"step window is extended per family until 3 points fall inside it (at most {cfg.get('max_extra_runs', 2)} extra runs). A",
         "family with fewer than 3 points in the window or an interval wider than 1 (local slopes that",
         "disagree by more than +-0.5) is reported as",
         "not asymptotic instead of with a number. The slope against H_max (the form's own step",

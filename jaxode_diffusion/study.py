@@ -68,6 +68,8 @@ class StudyConfig:
     dim_steps_by_order: tuple = ((1, 16), (2, 8), (3, 8), (4, 8))
     dim_tv_target: float = 0.02
     dim_max_steps: int = 64
+    # Section 1: extra step counts per (form, order) family to bring 3 points into the TV window.
+    max_extra_runs: int = 2
     # Section 2, adversarial perturbation: gradient-ascent steps on the TV, samples per step.
     adv_steps: int = 15
     adv_samples: int = 512
@@ -89,7 +91,7 @@ class StudyConfig:
 PRESETS = {
     # about a minute on 2 CPU cores
     "quick": dict(step_counts=(4, 8, 16), tv_samples=1000, eps_values=(0.01, 0.03, 0.1), dims=(2, 4, 8, 16),
-                  dim_orders=(2, 4), adv_steps=4, adv_samples=256,
+                  dim_orders=(2, 4), adv_steps=4, adv_samples=256, max_extra_runs=1,
                   train_steps=600, regularity_times=5, regularity_batch=8, floor_steps=16),
     # the default: well within 10 minutes on 2 CPU cores
     "default": {},
@@ -197,13 +199,13 @@ def discretisation(cfg: StudyConfig, process, bar) -> dict:
     window is chosen per (form, order): starting from ``step_counts``, steps are doubled while the
     TV at the most steps is still above the window (not yet asymptotic) and halved while the TV at
     the fewest steps is already inside the Monte Carlo floor, with at most
-    ``extras['max_extra_runs']`` (default 2) extra runs per family, within [2, 1024] steps. Fold
+    ``max_extra_runs`` (default 2; quick 1) extra runs per family, within [2, 1024] steps. Fold
     counts (samples where the discrete map is not orientation preserving) go into the rows."""
     target = _target(cfg, cfg.dim)
     sf = target.score_fn(process)
     rows = []
     key = jax.random.PRNGKey(cfg.seed)
-    max_extra = int(cfg.extras.get("max_extra_runs", 2))
+    max_extra = int(cfg.max_extra_runs)
     for form in cfg.forms:
         for p, tab in ORDERS.items():
             solver = f"{form}:{tab}"
