@@ -36,8 +36,8 @@ def _exact(process):
 
 
 def _times(process):
-    # Interior times of the process (the discrete conventions need t in [1/N, 1]).
-    return [0.37 * process.t_max, 0.81 * process.t_max]
+    # An interior time of the process (the discrete conventions need t in [1/N, 1]).
+    return [0.37 * process.t_max]
 
 
 def _adapt(net, process, kind, time_input):
@@ -166,7 +166,7 @@ def test_round_trip_on_a_discrete_table(kind):
         sf = as_score_fn(network_from_score(exact, table, kind, time_input), table, kind, time_input=time_input)
         # Off the table nodes: there d(log alpha)/dt jumps, so `flow` (a time derivative of the
         # path) is one-sided and a time recovered to rounding may land on the other side.
-        for t in (0.03715, 0.5004, 0.9307):
+        for t in (0.03715, 0.9307):
             np.testing.assert_allclose(sf(X, t), exact(X, t), rtol=1e-8, atol=1e-9)
 
 
@@ -350,7 +350,7 @@ def _dot_dtypes(fn, *args):
 
 def test_bfloat16_package_model_with_float32_and_float64_states():
     vp = VPLinear()
-    net = MLP(2, width=32, depth=2, rngs=nnx.Rngs(0))
+    net = MLP(2, width=16, depth=1, rngs=nnx.Rngs(0))
     # A random output layer (the MLP's is zero at initialisation, which would hide the network).
     net.out.kernel[...] = 0.3 * jax.random.normal(jax.random.PRNGKey(1), net.out.kernel.shape, jnp.float32)
     full = as_score_fn(net, vp)
