@@ -28,7 +28,7 @@ def test_drop_labels_rate():
 def _randomised(net):
     # The output layer is zero-initialised (pred = c_skip x for every label): draw it at random
     # so that the class embedding reaches the output.
-    net.out.kernel[...] = 0.5 * jax.random.normal(jax.random.key(3), net.out.kernel[...].shape)
+    net.out.kernel[...] = 0.5 * jax.random.normal(jax.random.key(3), net.out.kernel[...].shape, jnp.float32)
     return net
 
 
@@ -48,6 +48,9 @@ def test_conditional_mlp_shapes_and_cond_changes_output():
         score(x, 0.5, jnp.ones(4))
     with pytest.raises(ValueError, match="batch size 4"):
         score(x, 0.5, jnp.ones(3, jnp.int32))
+    with pytest.raises(ValueError, match="label 4 outside"):
+        score(x, 0.5, jnp.array([0, 1, 2, 4]))
+    assert bool(jnp.isnan(f(score, x, jnp.array([0, 1, -1, 2]))[2]).all())  # traced: NaN, not a class
     with pytest.raises(ValueError, match="unconditional"):
         as_score_fn(MLP(2, width=16, depth=1, rngs=nnx.Rngs(0)), VPLinear())(x, 0.5, jnp.int32(0))
 

@@ -115,11 +115,13 @@ def class_labels(cond, batch: int, num_classes: int):
 
     ``cond`` is an integer scalar (one class for the whole batch) or an integer array of shape
     ``(batch,)``; ``None`` means unconditional and becomes the null id ``num_classes``. Values must
-    lie in ``[0, num_classes]`` (``num_classes`` is the null class); out-of-range values cannot be
-    checked on traced arrays and give undefined (NaN) embeddings.
+    lie in ``[0, num_classes]`` (``num_classes`` is the null class): concrete values outside are a
+    ``ValueError``; traced ones (under ``jit``) become an index past the table, whose embedding is
+    NaN, so a sampler reports a non-finite sample instead of silently using another class.
 
     Raises:
-        ValueError: if ``cond`` is not integer-valued or its shape is neither ``()`` nor ``(batch,)``.
+        ValueError: if ``cond`` is not integer-valued, its shape is neither ``()`` nor
+            ``(batch,)``, or a concrete label lies outside ``[0, num_classes]``.
 
     Example:
         >>> class_labels(3, 4, 10).tolist()
@@ -136,13 +138,23 @@ def class_labels(cond, batch: int, num_classes: int):
             f"got dtype {cond.dtype}; pass e.g. jnp.asarray(labels, jnp.int32)."
         )
     if cond.ndim == 0:
-        return jnp.broadcast_to(cond, (batch,)).astype(jnp.int32)
-    if cond.shape != (batch,):
+        cond = jnp.broadcast_to(cond, (batch,))
+    elif cond.shape != (batch,):
         raise ValueError(
             f"cond has shape {cond.shape} but x has batch size {batch}; pass one label per example, "
             f"shape ({batch},), or a scalar label for the whole batch."
         )
-    return cond.astype(jnp.int32)
+    if not isinstance(cond, jax.core.Tracer):
+        bad = np.asarray(cond)
+        bad = bad[(bad < 0) | (bad > num_classes)]
+        if bad.size:
+            raise ValueError(
+                f"cond holds label {int(bad[0])} outside [0, {num_classes}]: the model knows classes "
+                f"0..{num_classes - 1} and the null class {num_classes}."
+            )
+    # Negative labels would index from the end (the null row): send them past the table (NaN).
+    cond = cond.astype(jnp.int32)
+    return jnp.where((cond < 0) | (cond > num_classes), num_classes + 1, cond)
 
 
 class ClassEmbedding(nnx.Module):
