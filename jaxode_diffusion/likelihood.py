@@ -109,8 +109,8 @@ def gaussian_prior_log_prob(process: ForwardProcess, x, t):
     Example:
         >>> import jax.numpy as jnp
         >>> from jaxode_diffusion import VPLinear
-        >>> float(gaussian_prior_log_prob(VPLinear(), jnp.zeros((1, 2)), 1.0)[0])  # c(1) = 1 for VP
-        -1.8378770664093453
+        >>> round(float(gaussian_prior_log_prob(VPLinear(), jnp.zeros((1, 2)), 1.0)[0]), 6)  # -log(2 pi), c(1) ~ 1
+        -1.837877
     """
     xf = x.reshape(x.shape[0], -1)
     dim = xf.shape[1]
