@@ -54,7 +54,7 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
     Example:
         >>> batch_sharding(batch_mesh(), 4).spec
-        PartitionSpec('batch', None, None, None)
+        P('batch', None, None, None)
     """
     return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0], *([None] * (int(ndim) - 1))))
 
@@ -78,7 +78,7 @@ def shard_batch(x, mesh: Mesh | None = None):
         >>> import jax.numpy as jnp
         >>> n = len(jax.devices())
         >>> shard_batch(jnp.zeros((2 * n, 3))).sharding.spec
-        PartitionSpec('batch', None)
+        P('batch', None)
     """
     mesh = mesh or batch_mesh()
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
