@@ -296,8 +296,16 @@ class _Static(eqx.Module):
     value: Any = eqx.field(static=True)
 
 
-def _mse_log_impl(theta, t_se, solver, sf, proc, x, ref):
-    ts = grid_from_logits(proc, theta, t_se[0], t_se[1])
+def _logits(phi, theta0, bound):
+    """Logits ``theta0 + bound * tanh(phi / bound)``: each log-SNR step's share moves by at most a
+    factor ``exp(bound)`` before normalisation (``exp(2 bound)`` after); ``bound = inf``: unbounded."""
+    finite = jnp.isfinite(bound)
+    b = jnp.where(finite, bound, 1.0)
+    return theta0 + jnp.where(finite, b * jnp.tanh(phi / b), phi)
+
+
+def _mse_log_impl(phi, theta0, bound, t_se, solver, sf, proc, x, ref):
+    ts = grid_from_logits(proc, _logits(phi, theta0, bound), t_se[0], t_se[1])
     out = _endpoint(sf, proc, x, ts, solver.value)
     diff = (out - ref).reshape(x.shape[0], -1)
     return jnp.log(jnp.mean(jnp.sum(diff**2, axis=1)))
@@ -307,19 +315,19 @@ _mse_log = eqx.filter_jit(_mse_log_impl)
 
 
 @eqx.filter_jit
-def _update(theta, opt_state, theta0, reg, lr, t_se, solver, sf, proc, x, ref):
+def _update(phi, opt_state, theta0, bound, reg, lr, t_se, solver, sf, proc, x, ref):
     """One Adam step on ``log MSE + reg |theta - theta0|^2`` (module level: compiled once per solver,
     shapes and score, not once per call; every number is traced)."""
 
-    def loss_fn(th):
-        d = th - theta0
+    def loss_fn(ph):
+        d = _logits(ph, theta0, bound) - theta0
         d = d - jnp.mean(d)  # softmax is shift invariant: penalise only what changes the grid
-        return _mse_log_impl(th, t_se, solver, sf, proc, x, ref) + reg * jnp.sum(d**2)
+        return _mse_log_impl(ph, theta0, bound, t_se, solver, sf, proc, x, ref) + reg * jnp.sum(d**2)
 
-    loss, g = jax.value_and_grad(loss_fn)(theta)
-    upd, new_state = optax.adam(lr).update(g, opt_state, theta)
+    loss, g = jax.value_and_grad(loss_fn)(phi)
+    upd, new_state = optax.adam(lr).update(g, opt_state, phi)
     ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(g))
-    return optax.apply_updates(theta, upd), new_state, loss, ok
+    return optax.apply_updates(phi, upd), new_state, loss, ok
 
 
 def optimize_grid(
@@ -340,6 +348,7 @@ def optimize_grid(
     holdout_fraction: float = 0.25,
     patience: int | None = 60,
     regularization: float = 0.0,
+    max_step_change: float | None = None,
     on_nonfinite: str = "stop",
     validation_x_init=None,
     validation_reference=None,
@@ -383,6 +392,8 @@ def optimize_grid(
         patience: stop after this many iterations without a held-back improvement (``None``:
             run all ``steps``).
         regularization: weight of the quadratic pull toward the starting grid's logits (0: off).
+        max_step_change: a trust region: each log-SNR step may shrink or grow by at most this factor
+            relative to the starting grid (``None``: unbounded).
         on_nonfinite: what to do when a loss or gradient is NaN/inf: ``"stop"`` (stop, keep the
             best iterate so far, warn, record the iteration in ``nonfinite_iteration``) or
             ``"raise"`` (:class:`NonFiniteGridLossError`). Gradients are never silently zeroed.
@@ -417,6 +428,8 @@ def optimize_grid(
         raise ValueError(f"learning_rate={learning_rate!r} must be > 0.")
     if patience is not None and (int(patience) != patience or patience < 1):
         raise ValueError(f"patience={patience!r} must be a positive integer or None (no early stopping).")
+    if max_step_change is not None and not max_step_change > 1:
+        raise ValueError(f"max_step_change={max_step_change!r} must be > 1 (or None: unbounded).")
     if not regularization >= 0:
         raise ValueError(f"regularization={regularization!r} must be >= 0.")
     if on_nonfinite not in ("stop", "raise"):
@@ -484,19 +497,21 @@ def optimize_grid(
     t_se = jnp.asarray([t_start, t_end], dt)
     opt = optax.adam(learning_rate)  # for init only: the jitted update rebuilds it from the traced lr
 
-    def update(theta, opt_state, sf, proc, x, ref):
-        return _update(theta, opt_state, theta0, reg, lr, t_se, _Static(solver_obj), sf, proc, x, ref)
+    bound = jnp.asarray(math.inf if max_step_change is None else math.log(max_step_change) / 2, dt)
 
-    def sel_loss(theta, sf, proc, x, ref):
-        return _mse_log(theta, t_se, _Static(solver_obj), sf, proc, x, ref)
+    def update(phi, opt_state, sf, proc, x, ref):
+        return _update(phi, opt_state, theta0, bound, reg, lr, t_se, _Static(solver_obj), sf, proc, x, ref)
 
-    theta = theta0
+    def sel_loss(phi, sf, proc, x, ref):
+        return _mse_log(phi, theta0, bound, t_se, _Static(solver_obj), sf, proc, x, ref)
+
+    theta = jnp.zeros_like(theta0)  # the optimised variable phi; logits = _logits(phi, theta0, bound)
     opt_state = opt.init(theta)
     history: list[float] = []
     selection_history: list[float] = []
-    best_sel = float(sel_loss(theta0, score_fn, process, x_sel, ref_sel))
+    best_sel = float(sel_loss(theta, score_fn, process, x_sel, ref_sel))
     initial_sel = best_sel
-    best_theta, best_it, since = theta0, 0, 0
+    best_theta, best_it, since = theta, 0, 0
     nonfinite_it = None
     stopped_at = 0
     for it in range(int(steps)):
@@ -525,7 +540,7 @@ def optimize_grid(
             break
     improved = best_it > 0
     if improved:
-        ts_best = grid_from_logits(process, best_theta, t_start, t_end)
+        ts_best = grid_from_logits(process, _logits(best_theta, theta0, bound), t_start, t_end)
         note = (f"iterate {best_it} of {stopped_at}: held-back RMSE {math.exp(0.5 * initial_sel):.4g} -> "
                 f"{math.exp(0.5 * best_sel):.4g}")
     else:

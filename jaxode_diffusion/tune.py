@@ -201,8 +201,16 @@ def _run(score_fn, process, x, ts, solver):
 def _default_solvers(form_tableaux) -> list[str]:
     from .sampling import solver_names
 
-    names = list(solver_names())
-    return names + [s for s in form_tableaux if s not in names]
+    from .sampling import get_solver
+
+    # One name per method: aliases (unipc_bh2 = unipc_bh2_2) resolve to the same solver name.
+    out, seen = [], set()
+    for s in [*solver_names(), *form_tableaux]:
+        canonical = get_solver(s).name
+        if canonical not in seen:
+            seen.add(canonical)
+            out.append(s)
+    return out
 
 
 def tune(
