@@ -17,12 +17,12 @@ from __future__ import annotations
 __all__ = ["default_grid_for", "DEFAULT_SOLVER", "SOLVER_GRIDS", "FORM_GRIDS", "OVERALL_GRID"]
 
 #: The solver that measured best on average at NFE 10-20 (benchmarks/results/defaults.md).
-DEFAULT_SOLVER = "dpmpp_3m"
+DEFAULT_SOLVER = "unipc_bh2_2"
 
 #: Measured best named grid per solver (keys are canonical solver names, ``get_solver(s).name``).
 SOLVER_GRIDS: dict[str, str] = {
     "ddim": "edm",
-    "dpm_solver_2": "quadratic",
+    "dpm_solver_2": "edm",
     "dpm_solver_3": "quadratic",
     "dpmpp_2s": "edm",
     "dpmpp_3s": "edm",
@@ -32,12 +32,12 @@ SOLVER_GRIDS: dict[str, str] = {
     "deis_ab3": "edm",
     "unipc_bh1_2": "log_snr",
     "unipc_bh1_3": "log_snr",
-    "unipc_bh2_2": "edm",
+    "unipc_bh2_2": "log_snr",
     "unipc_bh2_3": "log_snr",
-    "edm_heun": "uniform",
+    "edm_heun": "edm",
     "x-t:euler": "edm",
-    "x-t:heun": "edm",
-    "x-t:rk4": "quadratic",
+    "x-t:heun": "quadratic",
+    "x-t:rk4": "uniform",
     "x0-lambda:heun": "log_snr",
     "x0-lambda:rk4": "log_snr",
     "eps-rho:heun": "edm",
