@@ -208,7 +208,7 @@ def render(sampler, reg, train, *, command: str, tiny: bool, elapsed: float) -> 
         "",
         "Regularity cost (random-init U-Net, matrix-free, fixed iterations, t = 0.5):",
         "",
-        "| d | batch | iterations | ||D s||_2 | ||D^2 s||_op (2 restarts + 4 sketched starts) |",
+        "| d | batch | iterations | ‖Ds‖₂ | ‖D²s‖_op (2 restarts + 4 sketched starts) |",
         "|---|---|---|---|---|",
     ]
     for r in reg:
