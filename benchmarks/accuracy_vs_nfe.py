@@ -22,6 +22,11 @@ load_checkpoint_score``, which uses ``training.checkpoint.load_score_fn``) with 
 solve of that model as the ground truth. k-diffusion is compared only when ``import k_diffusion,
 torch`` works (it is not a dependency).
 
+Learned grids choose their iterate on held-back samples (``optimize_grid``'s default: a quarter of
+the calibration batch); ``--variants`` adds other selection rules (see ``VARIANTS``), and
+``--learned-only`` reruns only the learned grids, reading the fixed-grid rows from the existing
+report (``--dim-solvers "16:unipc_bh2_3;64:dpmpp_2m"`` picks the solvers per dimension).
+
 Run: ``python benchmarks/accuracy_vs_nfe.py [--quick] [--checkpoint RUN]``
 (writes ``benchmarks/results/accuracy_vs_nfe.md`` and ``.png``).
 """
@@ -52,10 +57,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
-import jaxode_diffusion.solvers.exponential  # noqa: E402, F401  (registers the solvers)
-from jaxode_diffusion.convergence import reference_solve  # noqa: E402
+from jaxode_diffusion.diffrax_drivers import reference_solve  # noqa: E402
 from jaxode_diffusion.grid_optimization import optimize_grid  # noqa: E402
-from jaxode_diffusion.sampling import _run, make_times  # noqa: E402
+from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
 
 T_END = 1e-3
 GRIDS = ("uniform", "log_snr", "edm", "quadratic")
@@ -122,7 +126,18 @@ def diffrax_xt(score_fn, process, x_init, ts, dsolver):
     return sol.ys[-1]
 
 
-def run_problem(d, budgets, batch, opt_solvers, opt_steps, log):
+# Learned-grid variants measured (optimize_grid keywords); the first is the package default and the
+# one that enters the "best per family" tables. "separate held-back batch" is what `tune` does.
+VARIANTS = {
+    "default: 25 % of the calibration batch held back": {},
+    "+ pull toward the start (regularization=0.3)": {"regularization": 0.3},
+    "trust region (max_step_change=2)": {"max_step_change": 2.0},
+    "separate held-back batch (as in tune)": "separate",  # another compile per shape
+}
+
+
+def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, variants=None):
+    variants = tuple(VARIANTS)[:1] if variants is None else variants
     vp = jd.VPLinear()
     gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
     sf = gm.score_fn(vp)
@@ -134,7 +149,7 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log):
     sw_floor = sliced_wasserstein(ref, target, skey)
     rows = []
     grids = {}
-    for name, (family, nfe_of) in OURS.items():
+    for name, (family, nfe_of) in (OURS.items() if fixed else ()):
         solver = jd.get_solver(name)
         for nfe in budgets:
             n = steps_for(nfe_of, nfe)
@@ -142,12 +157,13 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log):
                 continue
             for g in GRIDS:
                 ts = grids.setdefault((n, g), make_times(vp, num_steps=n, t_end=T_END, grid=g))
-                x, _, nfe_run, _ = _run(sf, vp, x0, ts, solver, False)
+                sol = solve(sf, vp, x0, ts, solver, throw=False)
+                x, nfe_run = sol.samples, sol.nfe
                 assert int(nfe_run) == nfe_of(n), (name, n, int(nfe_run))
                 rows.append(dict(d=d, family=family, solver=name, grid=g, budget=nfe, nfe=nfe_of(n), steps=n,
                                  rmse=rmse(x, ref), sw=sliced_wasserstein(x, target, skey)))
         log(f"  d={d} {name} done")
-    for name, (cls, nfe_of) in DIFFRAX.items():
+    for name, (cls, nfe_of) in (DIFFRAX.items() if fixed else ()):
         for nfe in budgets:
             n = steps_for(nfe_of, nfe)
             if n is None:
@@ -157,10 +173,12 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log):
                 x = diffrax_xt(sf, vp, x0, ts, cls())
                 rows.append(dict(d=d, family="diffrax (x-t)", solver=name, grid=g, budget=nfe, nfe=nfe_of(n),
                                  steps=n, rmse=rmse(x, ref), sw=sliced_wasserstein(x, target, skey)))
-    log(f"  d={d} diffrax done")
+    if fixed:
+        log(f"  d={d} diffrax done")
     # Learned grids at NFE 10 (and the other budgets in the full run), started from log_snr.
     opt_info = []
     ref_cal = reference_solve(sf, vp, x_cal, t_end=T_END)
+    x_sel = ref_sel = None
     for name in opt_solvers:
         _, nfe_of = OURS[name]
         # NFE 10 (the issue's target) for every listed solver; NFE 20 for the first one only.
@@ -168,26 +186,36 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log):
             n = steps_for(nfe_of, nfe)
             if n is None or n < 2:
                 continue
-            t0 = time.time()
-            og = optimize_grid(sf, vp, x_cal, solver=name, num_steps=n, t_end=T_END, steps=opt_steps,
-                               learning_rate=0.02, reference=ref_cal, validation_x_init=x0,
-                               validation_reference=ref)
-            dt = time.time() - t0
-            x, _, _, _ = _run(sf, vp, x0, jnp.asarray(og.ts), jd.get_solver(name), False)
-            held = rmse(x, ref)
-            assert abs(held - og.validation_error) <= 1e-9 * max(1.0, held)
-            x_log, _, _, _ = _run(sf, vp, x0, make_times(vp, num_steps=n, t_end=T_END, grid="log_snr"),
-                                  jd.get_solver(name), False)
-            med0 = float(jnp.median(jnp.linalg.norm((x_log - ref).reshape(batch, -1), axis=1)))
-            med = float(jnp.median(jnp.linalg.norm((x - ref).reshape(batch, -1), axis=1)))
-            rows.append(dict(d=d, family="exponential + learned grid", solver=name, grid="optimized",
-                             budget=nfe, nfe=nfe_of(n), steps=n, rmse=held,
-                             sw=sliced_wasserstein(x, target, skey)))
-            opt_info.append(dict(d=d, solver=name, nfe=nfe_of(n), seconds=dt, cal0=og.initial_calibration_loss,
-                                 cal=og.calibration_loss, val0=og.initial_validation_error, val=og.validation_error,
-                                 med0=med0, med=med))
-            log(f"  d={d} optimised {name} NFE {nfe}: held-out {og.initial_validation_error:.3g} -> "
-                f"{og.validation_error:.3g} ({dt:.0f} s)")
+            for vi, variant in enumerate(variants):
+                kw = VARIANTS[variant]
+                if kw == "separate":
+                    if x_sel is None:
+                        x_sel = gm.sample_marginal(jax.random.PRNGKey(4000 + d), batch, vp, 1.0)
+                        ref_sel = reference_solve(sf, vp, x_sel, t_end=T_END)
+                    kw = {"selection_x_init": x_sel, "selection_reference": ref_sel}
+                t0 = time.time()
+                og = optimize_grid(sf, vp, x_cal, solver=name, num_steps=n, t_end=T_END, steps=opt_steps,
+                                   learning_rate=0.02, reference=ref_cal, validation_x_init=x0,
+                                   validation_reference=ref, **kw)
+                dt = time.time() - t0
+                x = solve(sf, vp, x0, jnp.asarray(og.ts), jd.get_solver(name), throw=False).samples
+                held = rmse(x, ref)
+                assert abs(held - og.validation_error) <= 1e-9 * max(1.0, held)
+                x_log = solve(sf, vp, x0, make_times(vp, num_steps=n, t_end=T_END, grid="log_snr"),
+                              jd.get_solver(name), throw=False).samples
+                med0 = float(jnp.median(jnp.linalg.norm((x_log - ref).reshape(batch, -1), axis=1)))
+                med = float(jnp.median(jnp.linalg.norm((x - ref).reshape(batch, -1), axis=1)))
+                if vi == 0:
+                    rows.append(dict(d=d, family="exponential + learned grid", solver=name, grid="optimized",
+                                     budget=nfe, nfe=nfe_of(n), steps=n, rmse=held,
+                                     sw=sliced_wasserstein(x, target, skey)))
+                opt_info.append(dict(d=d, solver=name, nfe=nfe_of(n), seconds=dt, cal0=og.initial_calibration_loss,
+                                     cal=og.calibration_loss, val0=og.initial_validation_error,
+                                     val=og.validation_error, med0=med0, med=med, variant=variant,
+                                     it=og.best_iteration, iters=og.iterations, sel0=og.initial_selection_error,
+                                     sel=og.selection_error))
+                log(f"  d={d} optimised {name} NFE {nfe} [{variant}]: held-out "
+                    f"{og.initial_validation_error:.3g} -> {og.validation_error:.3g} ({dt:.0f} s; {og.note})")
     return rows, opt_info, sw_floor
 
 
@@ -210,7 +238,7 @@ def run_checkpoint(path, budgets, batch, log):
                 continue
             for g in GRIDS:
                 ts = make_times(process, num_steps=n, t_end=t_end, grid=g).astype(x0.dtype)
-                x, _, _, _ = _run(score_fn, process, x0, ts, jd.get_solver(name), False)
+                x = solve(score_fn, process, x0, ts, jd.get_solver(name), throw=False).samples
                 rows.append(dict(d=int(np.prod(shape)), family=fam, solver=name, grid=g, budget=nfe,
                                  nfe=nfe_of(n), steps=n, rmse=rmse(x, ref), sw=float("nan")))
     log(f"  checkpoint {path}: {len(rows)} runs")
@@ -231,7 +259,38 @@ def k_diffusion_available():
     return True
 
 
-def write_report(path, all_rows, opt_info, floors, dims, budgets, command, seconds, ckpt_rows):
+def load_fixed_rows(md_path, dims, budgets):
+    """The fixed-grid rows (and SW floors, header) of a previous report, for ``--learned-only``."""
+    text = open(md_path).read()
+    rows, floors, d = [], {}, None
+    for line in text.splitlines():
+        if line.startswith("### d = "):
+            d = int(line.split("=")[1])
+        elif line.startswith("- d = ") and ":" in line and "e" in line.split(":")[1]:
+            try:
+                floors[int(line[6:].split(":")[0])] = float(line.split(":")[1])
+            except ValueError:
+                pass
+        elif d is not None and line.startswith("| ") and not line.startswith("| solver") and "(SW" in line:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            solver, grid, vals = cells[0], cells[1], cells[2:]
+            if grid == "optimized" or len(vals) != len(budgets):
+                continue
+            family, nfe_of = (OURS[solver] if solver in OURS else ("diffrax (x-t)", DIFFRAX[solver][1]))
+            for b, v in zip(budgets, vals, strict=True):
+                if v == "-":
+                    continue
+                r, sw = v.split(" (SW ")
+                n = steps_for(nfe_of, b)
+                rows.append(dict(d=d, family=family, solver=solver, grid=grid, budget=b, nfe=nfe_of(n), steps=n,
+                                 rmse=float(r), sw=float(sw.rstrip(")"))))
+    header = [ln for ln in text.splitlines()[:8] if ln.startswith(("- date", "- machine", "- command"))]
+    old = text[text.index("## Learned grids"):text.index("## Sliced-Wasserstein")] if "## Learned grids" in text else ""
+    return rows, floors, header, old
+
+
+def write_report(path, all_rows, opt_info, floors, dims, budgets, command, seconds, ckpt_rows,
+                 fixed_header=None, previous_learned=""):
     fams = ["exponential", "exponential + learned grid", "rk-in-forms", "diffrax (x-t)"]
     lines = [
         "# Accuracy vs NFE: exponential / multistep samplers and learned grids vs diffrax",
@@ -240,12 +299,16 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
         f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, "
         f"JAX {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); float64",
         f"- command: `{command}`  (total {seconds:.0f} s; the machine was shared with other jobs)",
+        *([f"- fixed-grid rows (all but the learned grids) are from the previous full run: "
+           + "; ".join(h[2:] for h in fixed_header)] if fixed_header else []),
         "- problem: `GaussianMixture.random(PRNGKey(d), 4, d, scale=2, min_var=0.05, max_var=0.5)`, "
         "VPLinear, t: 1 -> 1e-3, x_init exact draws of p_1; RMSE of end points vs "
         "`reference_solve` (Dopri8, tol 1e-11) from the same x_init; SW = sliced W2 (64 directions) "
         "to exact samples of p_{t_end} (Monte Carlo floor = the reference's own SW, listed).",
-        "- learned grids: `optimize_grid` on a separate calibration batch (same size), started from "
-        "`log_snr`; all errors below are on the held-out evaluation batch.",
+        "- learned grids: `optimize_grid` fitted on a separate calibration batch (same size), started from "
+        "`log_snr`, the iterate chosen on held-back samples (the default: a quarter of the calibration "
+        "batch; the variants below), early stopping after 60 iterations without a held-back improvement; "
+        "all errors in the tables are on the evaluation batch, which neither fits nor selects.",
         "- each sampler uses the largest step count whose NFE fits the budget; `NFE` is the actual count.",
         "- k-diffusion side-by-side: " + ("available" if k_diffusion_available() else
                                           "skipped (`import k_diffusion, torch` fails; not installed)"),
@@ -282,14 +345,19 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
             f"{'meets' if ok else 'misses'} the <= 0.5 goal"
         )
     if opt_info:
-        lines += ["", "## Learned grids (held-out = evaluation batch, never used in optimisation)", "",
-                  "| d | solver | NFE | calib. RMSE log_snr -> learned | held-out RMSE log_snr -> learned | "
-                  "held-out gain | held-out median error log_snr -> learned | optimisation time |",
-                  "|---:|---|---:|---|---|---:|---|---:|"]
+        lines += ["", "## Learned grids (held-out = evaluation batch, never used to fit or to select)", "",
+                  "| d | solver | NFE | selection rule | fitted RMSE log_snr -> learned | held-back (selection) "
+                  "RMSE | held-out RMSE log_snr -> learned | held-out gain | held-out median error | "
+                  "chosen iterate / run | time |",
+                  "|---:|---|---:|---|---|---|---|---:|---|---|---:|"]
         for o in opt_info:
-            lines.append(f"| {o['d']} | {o['solver']} | {o['nfe']} | {o['cal0']:.3e} -> {o['cal']:.3e} | "
+            lines.append(f"| {o['d']} | {o['solver']} | {o['nfe']} | {o.get('variant', '')} | "
+                         f"{o['cal0']:.3e} -> {o['cal']:.3e} | {o['sel0']:.3e} -> {o['sel']:.3e} | "
                          f"{o['val0']:.3e} -> {o['val']:.3e} | {o['val0'] / o['val']:.2f}x | "
-                         f"{o['med0']:.3e} -> {o['med']:.3e} | {o['seconds']:.0f} s |")
+                         f"{o['med0']:.3e} -> {o['med']:.3e} | {o['it']} / {o['iters']} | {o['seconds']:.0f} s |")
+    if previous_learned:
+        lines += ["", "## Before: learned grids chosen on the fitted loss (previous run, kept for comparison)", "",
+                  *previous_learned.strip().splitlines()[1:]]
     lines += ["", "## Sliced-Wasserstein floor (reference solve vs exact samples)", ""]
     lines += [f"- d = {d}: {floors[d]:.3e}" for d in dims]
     lines += ["", "## All runs: RMSE by solver and grid (columns: NFE budget)", ""]
@@ -357,6 +425,15 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--dims", default=None, help="comma-separated dimensions (default 2,16,64; quick 2,16)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "accuracy_vs_nfe"))
+    p.add_argument("--learned-only", action="store_true",
+                   help="rerun only the learned grids (all selection variants); take the fixed-grid rows from "
+                        "the existing OUT.md")
+    p.add_argument("--opt-solvers", default=None, help="comma-separated solvers whose grids are learned")
+    p.add_argument("--dim-solvers", default=None,
+                   help='per-dimension learned-grid solvers, run in this order: "16:unipc_bh2_3;64:dpmpp_2m" '
+                        "(with --learned-only; overrides --dims and --opt-solvers)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated indices into VARIANTS (learned-grid selection rules; default 0)")
     args = p.parse_args(argv)
     t0 = time.time()
     dims = [2, 16] if args.quick else [2, 16, 64]
@@ -370,18 +447,45 @@ def main(argv=None):
     def log(msg):
         print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
 
+    if args.opt_solvers:
+        opt_solvers = args.opt_solvers.split(",")
     log(f"device: {jax.devices()[0]}")
     all_rows, opt_info, floors = [], [], {}
-    for d in dims:
-        rows, oi, fl = run_problem(d, budgets, args.batch, opt_solvers, opt_steps, log)
+    fixed_header, previous_learned = None, ""
+    variants = tuple(VARIANTS)[:1]
+    if args.variants:
+        variants = tuple(tuple(VARIANTS)[int(i)] for i in args.variants.split(","))
+    if args.learned_only:
+        all_rows, floors, fixed_header, previous_learned = load_fixed_rows(args.out + ".md", dims, budgets)
+        if "Before:" in previous_learned or "selection rule" in previous_learned:
+            previous_learned = ""  # already a rerun: do not nest the old comparison
+        dims = sorted(set(dims) | {r["d"] for r in all_rows})
+        run_dims = [int(v) for v in args.dims.split(",")] if args.dims else dims
+        per_dim = {}
+        if args.dim_solvers:
+            for part in args.dim_solvers.split(";"):
+                dd, names = part.split(":", 1)
+                per_dim[int(dd)] = names.split(",")
+            run_dims = list(per_dim)
+    else:
+        run_dims, per_dim = dims, {}
+    for d in run_dims:
+        d_solvers = per_dim.get(d, opt_solvers) if args.learned_only else opt_solvers
+        rows, oi, fl = run_problem(d, budgets, args.batch, d_solvers, opt_steps, log, fixed=not args.learned_only,
+                                   variants=variants)
         all_rows += rows
         opt_info += oi
-        floors[d] = fl
+        floors.setdefault(d, fl)
+        if args.learned_only:  # a partial report after each dimension (the run is long)
+            command = "python benchmarks/accuracy_vs_nfe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            write_report(args.out + ".md", all_rows, opt_info, floors, dims, budgets, command.strip() +
+                         f"  [partial: d in {run_dims[:run_dims.index(d) + 1]}]", time.time() - t0, [],
+                         fixed_header=fixed_header, previous_learned=previous_learned)
     ckpt_rows = run_checkpoint(args.checkpoint, budgets, 64, log) if args.checkpoint else []
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     command = "python benchmarks/accuracy_vs_nfe.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(args.out + ".md", all_rows, opt_info, floors, dims, budgets, command.strip(),
-                 time.time() - t0, ckpt_rows)
+                 time.time() - t0, ckpt_rows, fixed_header=fixed_header, previous_learned=previous_learned)
     plot(args.out + ".png", all_rows, dims, budgets)
     log(f"wrote {args.out}.md and .png")
 
