@@ -280,7 +280,16 @@ class ForwardProcess(eqx.Module):
             return jnp.where(go_right, mid, lo), jnp.where(go_right, hi, mid)
 
         lo, hi = jax.lax.fori_loop(0, 80, body, (lo0, hi0))
-        return 0.5 * (lo + hi)
+        t0 = jax.lax.stop_gradient(0.5 * (lo + hi))
+        # Bisection has no useful derivative (its output depends on lam only through
+        # comparisons). One Newton step with a stop-gradient slope leaves the value at the root
+        # but gives the implicit-function derivatives: dt/dlam = 1 / lam'(t) and, for traced
+        # process parameters p, dt/dp = -(dlam/dp) / lam'(t).
+        _, slope = jax.jvp(self.lam, (t0,), (jnp.ones_like(t0),))
+        slope = jax.lax.stop_gradient(slope)
+        newton = t0 - (self.lam(t0) - lam) / slope
+        inside = (t0 > lo0) & (t0 < hi0) & jnp.isfinite(newton)
+        return jnp.where(inside, newton, t0)
 
     def marginal(self, x0, t, noise):
         """Forward-noised sample ``alpha(t) x0 + sigma(t) noise``."""

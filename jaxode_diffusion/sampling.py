@@ -36,7 +36,7 @@ import math
 
 import equinox.internal as eqxi
 
-from .grids import make_grid, validate_grid
+from .grids import check_num_steps, make_grid, validate_grid
 from .processes import ForwardProcess
 from .solvers.base import AbstractSolver, StepInfo
 from .solvers.registry import get_solver, register_solver, solver_names
@@ -474,7 +474,8 @@ def solve(
                 f"shape {x_init.shape}), over max_trajectory_bytes={max_trajectory_bytes}. Use fewer "
                 "steps or a smaller batch, or raise max_trajectory_bytes if the memory is there."
             )
-    traced = _is_traced(score_fn, process, x_init, ts)
+    # Multi-process arrays cannot be read on one host: report failures in-program for those too.
+    traced = _is_traced(score_fn, process, x_init, ts) or not getattr(x_init, "is_fully_addressable", True)
     sol = _solve_jit(score_fn, process, x_init, ts, solver, bool(return_trajectory), bool(remat),
                      bool(throw) and traced)
     if throw and not traced:
@@ -517,11 +518,7 @@ def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=N
         (5,)
     """
     if num_steps is not None:
-        if isinstance(num_steps, bool | np.bool_) or not isinstance(num_steps, int | np.integer):
-            raise ValueError(f"num_steps must be a positive int; got {num_steps!r} ({type(num_steps).__name__}).")
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1; got {num_steps}.")
-        num_steps = int(num_steps)
+        num_steps = check_num_steps(num_steps)
     if isinstance(grid, str):
         if num_steps is None:
             raise ValueError("num_steps is required with a named grid (e.g. num_steps=10).")
@@ -531,6 +528,8 @@ def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=N
             ts_, te_ = float(t_start), float(t_end)
             if not (math.isfinite(ts_) and math.isfinite(te_)):
                 raise ValueError(f"t_start={ts_!r} and t_end={te_!r} must be finite.")
+            process.check_times(ts_, "t_start")
+            process.check_times(te_, "t_end")
             if not ts_ > te_:
                 raise ValueError(
                     f"t_start={ts_!r} must be larger than t_end={te_!r}: sampling runs from noise "

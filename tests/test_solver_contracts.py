@@ -70,7 +70,7 @@ def test_no_retrace_and_manual_stepping(problem, name):
 
         def __call__(self, x, t):
             traces.append(1)  # runs only while tracing
-            return self.gm.score(x, t, vp)
+            return self.gm.score_fn(vp)(x, t)
 
     score = Score(gm)
     ts = jd.make_times(vp, num_steps=STEPS, grid="log_snr")

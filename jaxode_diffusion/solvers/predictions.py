@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from ..forms import AbstractForm, get_form
+from ..parameterizations import tweedie_x0
 from ..processes import ForwardProcess
 from .phi import phis
 
@@ -60,8 +61,7 @@ class Prediction:
 
         if self.name == "data":
             x = sig * y
-            # Tweedie: x0_hat = (x + sigma^2 score) / alpha.
-            return (x + sig**2 * score(x)) / alp
+            return tweedie_x0(x, score(x), alp, sig)
         if self.name == "noise":
             return -sig * score(sig * y)
         return -sig * score(alp * y)
