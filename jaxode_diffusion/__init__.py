@@ -12,6 +12,18 @@ Public API (see the README):
 * convergence: reference solves, adaptive sampling, empirical orders.
 """
 
+import os as _os
+import sys as _sys
+
+# XLA's CPU "concurrency optimized" scheduler deadlocks (no CPU use, no progress) on some
+# 3-stage singlestep sampler programs at d = 64 with JAX 0.10 (seen in `tune` and in
+# benchmarks/accuracy_vs_nfe.py); the default scheduler is fine. The flag only takes effect
+# before JAX is first imported, so a program that imported JAX earlier keeps its own settings.
+if "jax" not in _sys.modules and "concurrency_optimized_scheduler" not in _os.environ.get("XLA_FLAGS", ""):
+    _os.environ["XLA_FLAGS"] = (
+        _os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
+    ).strip()
+
 from . import (
     convergence,
     data,
@@ -30,19 +42,39 @@ from . import (
     training,
 )
 from .convergence import ConvergenceResult, convergence_study, fit_order
-from .diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
 from .data import Dataset, load_dataset, load_digits, load_npy, load_patches, make_toy
-from .distributed import gather, replicate, sample_multiprocess, sample_sharded, shard_batch, shard_local_batch
+from .defaults import default_grid_for
+from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
+from .diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
+from .distances import energy_distance, frechet_distance, histogram_tv, mmd, rmse, sliced_wasserstein
+from .distributed import (
+    gather,
+    replicate,
+    sample_multiprocess,
+    sample_sharded,
+    shard_batch,
+    shard_local_batch,
+)
 from .forms import FORM_NAMES, get_form
 from .grid_optimization import NonFiniteGridLossError, OptimizedGrid, evaluate_grid, load_grid, optimize_grid
-from .tune import TunedSampler, load_tuned, tune
-from .defaults import default_grid_for
 from .grids import GRID_NAMES, grid_is_valid, make_grid
-from .guidance import ClassifierFreeGuidance, DynamicThresholding, classifier_free_guidance, dynamic_thresholding
+from .guidance import (
+    ClassifierFreeGuidance,
+    DynamicThresholding,
+    classifier_free_guidance,
+    dynamic_thresholding,
+)
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, uniform_dequantize
-from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
-from .distances import energy_distance, frechet_distance, histogram_tv, mmd, rmse, sliced_wasserstein
-from .models import MLP, DiffusionModel, NetworkScore, ScoreModel, UNet, as_score_fn, build_model, network_from_score
+from .models import (
+    MLP,
+    DiffusionModel,
+    NetworkScore,
+    ScoreModel,
+    UNet,
+    as_score_fn,
+    build_model,
+    network_from_score,
+)
 from .parameterizations import convert, from_score, to_score, tweedie_x0
 from .processes import (
     EDM,
@@ -52,8 +84,8 @@ from .processes import (
     ForwardProcess,
     RectifiedFlow,
     SubVP,
-    VPCosine,
     TimeRange,
+    VPCosine,
     VPLinear,
     get_process,
 )
@@ -80,6 +112,7 @@ from .sampling import (
     solver_names,
 )
 from .score_error import ScoreError, score_error
+from .solvers.adaptive import AdaptiveResult, dpm_solver_adaptive
 from .solvers.base import AbstractSolver, StepInfo
 from .solvers.diffrax_bridge import (
     diffrax_solver,
@@ -87,15 +120,23 @@ from .solvers.diffrax_bridge import (
     from_diffrax_tableau,
     to_diffrax_tableau,
 )
-from .solvers.adaptive import AdaptiveResult, dpm_solver_adaptive
 from .solvers.exponential import EDMHeun, ExponentialSinglestep
 from .solvers.multistep import ExponentialMultistep, MultistepScheme
 from .solvers.runge_kutta import RungeKutta
 from .tableaux import ButcherTableau
 from .targets import GaussianMixture, MixtureScore
 from .theory import BoundTerms, PerturbedScore, bound_terms, fit_bound_constants, make_perturbed_score
-from .training import TrainConfig, TrainResult, dsm_loss, load_run, train
-from .training import CheckpointCorruptError, RunLockedError, TrainingDivergedError
+from .training import (
+    CheckpointCorruptError,
+    RunLockedError,
+    TrainConfig,
+    TrainingDivergedError,
+    TrainResult,
+    dsm_loss,
+    load_run,
+    train,
+)
+from .tune import TunedSampler, load_tuned, tune
 
 __all__ = [
     "AbstractSolver",

@@ -23,18 +23,16 @@ Manual stepping uses the same pieces::
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import dataclasses
-import math
-
-import equinox.internal as eqxi
 
 from .grids import check_num_steps, make_grid, validate_grid
 from .processes import ForwardProcess
