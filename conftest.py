@@ -8,6 +8,10 @@ loads first.
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The CPU "concurrency optimized" scheduler of XLA (JAX 0.10) deadlocks on some sampler programs
+# (see jaxode_diffusion/__init__.py); the package disables it, and so do the tests.
+if "concurrency_optimized_scheduler" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 import jax  # noqa: E402
 

@@ -140,11 +140,11 @@ def test_nan_reported_with_element_and_step_eager():
     x0 = jnp.ones((5, 2))
     ts = jd.make_times(vp, num_steps=10, t_end=1e-3, grid="uniform")
     bad = lambda x, t: jnp.where((t < 0.55) & (jnp.arange(5) == 2)[:, None], jnp.nan, -x)
-    with pytest.raises(jd.NonFiniteSampleError, match=r"batch element 2 first at step 4"):
+    with pytest.raises(jd.NonFiniteSampleError, match=r"batch element 2 first at step 5"):
         jd.solve(bad, vp, x0, ts, "euler")
     sol = jd.solve(bad, vp, x0, ts, "euler", throw=False)
     assert int(sol.result) == jd.RESULTS.nonfinite_state
-    assert np.asarray(sol.first_nonfinite_step).tolist() == [-1, -1, 4, -1, -1]
+    assert np.asarray(sol.first_nonfinite_step).tolist() == [-1, -1, 5, -1, -1]
 
 
 @pytest.mark.parametrize("wrap", ["jit", "grad", "vmap"])
@@ -159,7 +159,7 @@ def test_nan_reported_under_transformations(wrap):
         "grad": lambda: jax.grad(lambda x: jnp.sum(f(x)))(x0),
         "vmap": lambda: jax.vmap(lambda x: f(x))(jnp.stack([x0, x0])),
     }[wrap]
-    with pytest.raises(Exception, match=r"batch element 2 \(the first affected\) first at step 4 of 10"):
+    with pytest.raises(Exception, match=r"batch element 2 \(the first affected\) first at step 5 of 10"):
         jax.block_until_ready(run())
 
 

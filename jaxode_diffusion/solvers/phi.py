@@ -73,7 +73,7 @@ def phi(k: int, z):
     """``phi_k(z)`` for ``k >= 0`` (``phi_0 = exp``); see :func:`phis`.
 
     Example:
-        >>> round(float(phi(1, 1e-12)), 12)   # expm1(z)/z without cancellation
+        >>> round(float(phi(1, 1e-12)), 9)   # expm1(z)/z without cancellation
         1.0
     """
     if int(k) != k or k < 0:
