@@ -70,12 +70,13 @@ def reference_solve(
     t_start = process.default_t_start if t_start is None else t_start
     t_end = process.default_t_end if t_end is None else t_end
     x_init = jnp.asarray(x_init)
-    return _reference_jit(score_fn, process, x_init, jnp.asarray(t_start, x_init.dtype),
-                          jnp.asarray(t_end, x_init.dtype), form, rtol, atol,
-                          solver or diffrax.Dopri8(), max_steps)
+    return _pid_jit(score_fn, process, x_init, jnp.asarray(t_start, x_init.dtype),
+                    jnp.asarray(t_end, x_init.dtype), form, rtol, atol,
+                    solver or diffrax.Dopri8(), max_steps, 64)[0]
 
 
-def _reference_impl(score_fn, process, x_init, t_start, t_end, form, rtol, atol, solver, max_steps):
+def _pid_impl(score_fn, process, x_init, t_start, t_end, form, rtol, atol, solver, max_steps, first_steps):
+    """One PID-controlled diffrax solve in the form's variable; the first step is 1/first_steps of the range."""
     u0, u1 = form.u(process, t_start), form.u(process, t_end)
     y0 = form.to_state(process, x_init, t_start)
     sol = diffrax.diffeqsolve(
@@ -83,15 +84,16 @@ def _reference_impl(score_fn, process, x_init, t_start, t_end, form, rtol, atol,
         solver,
         t0=u0,
         t1=u1,
-        dt0=(u1 - u0) / 64,
+        dt0=(u1 - u0) / first_steps,
         y0=y0,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
     )
-    return form.from_state(process, sol.ys[-1], t_end)
+    x = form.from_state(process, sol.ys[-1], t_end)
+    return x, {k: sol.stats[k] for k in ("num_accepted_steps", "num_rejected_steps")}
 
 
-_reference_jit = eqx.filter_jit(_reference_impl)
+_pid_jit = eqx.filter_jit(_pid_impl)
 
 
 def adaptive_sample(
@@ -134,34 +136,14 @@ def adaptive_sample(
     t_start = process.default_t_start if t_start is None else t_start
     t_end = process.default_t_end if t_end is None else t_end
     x_init = jnp.asarray(x_init)
-    x, stats = _adaptive_jit(score_fn, process, x_init, jnp.asarray(t_start, x_init.dtype),
-                             jnp.asarray(t_end, x_init.dtype), rk.form, rtol, atol,
-                             diffrax_solver(tab), max_steps)
+    x, stats = _pid_jit(score_fn, process, x_init, jnp.asarray(t_start, x_init.dtype),
+                        jnp.asarray(t_end, x_init.dtype), rk.form, rtol, atol,
+                        diffrax_solver(tab), max_steps, 16)
     acc = int(stats["num_accepted_steps"])
     rej = int(stats["num_rejected_steps"])
     s = tab.num_stages
     nfe = (acc + rej) * s - (max(acc - 1, 0) if tab.is_fsal else 0)
     return AdaptiveResult(x, nfe, acc, rej)
-
-
-def _adaptive_impl(score_fn, process, x_init, t_start, t_end, form, rtol, atol, solver, max_steps):
-    u0, u1 = form.u(process, t_start), form.u(process, t_end)
-    y0 = form.to_state(process, x_init, t_start)
-    sol = diffrax.diffeqsolve(
-        _term(score_fn, process, form),
-        solver,
-        t0=u0,
-        t1=u1,
-        dt0=(u1 - u0) / 16,
-        y0=y0,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-    )
-    x = form.from_state(process, sol.ys[-1], t_end)
-    return x, {k: sol.stats[k] for k in ("num_accepted_steps", "num_rejected_steps")}
-
-
-_adaptive_jit = eqx.filter_jit(_adaptive_impl)
 
 
 def diffrax_fixed_step(score_fn, process, x_init, *, solver="rk4", num_steps=None, t_start=None,
