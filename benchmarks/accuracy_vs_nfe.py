@@ -19,15 +19,25 @@ budget each sampler takes the largest step count whose NFE fits (the actual NFE 
 
 ``--checkpoint RUN`` adds a trained model (loaded with ``jaxode_diffusion.cli_regularity.
 load_checkpoint_score``, which uses ``training.checkpoint.load_score_fn``) with the reference
-solve of that model as the ground truth. k-diffusion is compared only when ``import k_diffusion,
-torch`` works (it is not a dependency).
+solve of that model as the ground truth.
+
+k-diffusion side by side (when torch and k-diffusion are installed: ``pip install -e ".[bench]"``
+then ``pip install --no-deps "k-diffusion==0.1.1.post1"``; loaded by ``tests/_kdiffusion.py``):
+its samplers (``KDIFF``) run on the identical problem and initial states, with an exact mixture
+denoiser written in torch, in float64. k-diffusion integrates ``x / alpha`` in ``sigma / alpha``
+(``x / alpha = x0 + (sigma / alpha) eps``), so its sigmas are ``rho = sigma / alpha`` of the grid
+and its result is multiplied by ``alpha(t_end)``. Its grids: ``get_sigmas_vp`` (this package's
+``uniform`` grid for VPLinear), ``get_sigmas_exponential`` (``log_snr``), ``get_sigmas_karras``
+(``edm``), each without the appended 0 (the problem stops at ``t_end``; the equality of each
+pair is tested in ``tests/test_reference_equivalence.py``); ``dpm_fast`` uses its own log-SNR
+grid.
 
 Learned grids choose their iterate on held-back samples (``optimize_grid``'s default: a quarter of
 the calibration batch); ``--variants`` adds other selection rules (see ``VARIANTS``), and
 ``--learned-only`` reruns only the learned grids, reading the fixed-grid rows from the existing
 report (``--dim-solvers "16:unipc_bh2_3;64:dpmpp_2m"`` picks the solvers per dimension).
 
-Run: ``python benchmarks/accuracy_vs_nfe.py [--quick] [--checkpoint RUN]``
+Run: ``python benchmarks/accuracy_vs_nfe.py [--quick] [--no-learned] [--checkpoint RUN]``
 (writes ``benchmarks/results/accuracy_vs_nfe.md`` and ``.png``).
 """
 
@@ -72,11 +82,12 @@ OURS = {
     "dpmpp_2s": ("exponential", lambda n: 2 * n),
     "dpmpp_2m": ("exponential", lambda n: n),
     "dpmpp_3m": ("exponential", lambda n: n),
+    "dpmpp_3m_exact": ("exponential", lambda n: n),
     "unipc_bh2_2": ("exponential", lambda n: n),
     "unipc_bh1_3": ("exponential", lambda n: n),
     "unipc_bh2_3": ("exponential", lambda n: n),
     "deis_ab3": ("exponential", lambda n: n),
-    "edm_heun": ("exponential", lambda n: 2 * n - 1),
+    "edm_heun": ("exponential", lambda n: 2 * n),
     "x0-lambda:heun": ("rk-in-forms", lambda n: 2 * n),
     "x0-lambda:rk4": ("rk-in-forms", lambda n: 4 * n),
 }
@@ -90,6 +101,73 @@ DIFFRAX = {
     "Tsit5": (diffrax.Tsit5, lambda n: 6 * n + 1),
     "Dopri5": (diffrax.Dopri5, lambda n: 6 * n + 1),
 }
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import _kdiffusion  # noqa: E402  (tests/_kdiffusion.py: k-diffusion's samplers without its __init__)
+
+
+def _zero_noise(sigma, sigma_next):  # eta = 0: ancestral noise is scaled by 0
+    import torch
+
+    return torch.zeros((), dtype=torch.float64)
+
+
+# k-diffusion sampler -> (function name, keyword arguments, NFE(steps)). On a grid that ends above
+# sigma = 0 every Heun / DPM-2 step takes its second evaluation.
+KDIFF = {
+    "k:euler": ("sample_euler", {}, lambda n: n),
+    "k:heun": ("sample_heun", {}, lambda n: 2 * n),
+    "k:dpm_2": ("sample_dpm_2", {}, lambda n: 2 * n),
+    "k:lms": ("sample_lms", {"order": 4}, lambda n: n),
+    "k:dpmpp_2s": ("sample_dpmpp_2s_ancestral", {"eta": 0.0, "noise_sampler": _zero_noise}, lambda n: 2 * n),
+    "k:dpmpp_2m": ("sample_dpmpp_2m", {}, lambda n: n),
+    "k:dpmpp_3m": ("sample_dpmpp_3m_sde", {"eta": 0.0, "noise_sampler": _zero_noise}, lambda n: n),
+}
+# k-diffusion grid function -> the equal named grid of this package (VPLinear, rho = sigma / alpha).
+KGRIDS = {"uniform": "get_sigmas_vp", "log_snr": "get_sigmas_exponential", "edm": "get_sigmas_karras"}
+
+
+def k_diffusion_rows(gm, vp, x0, ref, target, skey, d, budgets, t_end=T_END):
+    """k-diffusion's samplers on the same problem and x_init (rows of family ``k-diffusion``)."""
+    import torch
+
+    ks = _kdiffusion.load_sampling()
+    den = _kdiffusion.mixture_denoiser(gm.weights, gm.means, gm.covs)
+    t1 = 1.0
+    r_max, r_min = float(vp.rho(t1)), float(vp.rho(t_end))
+    a1, a_end = float(vp.alpha(t1)), float(vp.alpha(t_end))
+    xk = torch.tensor(np.asarray(x0) / a1)
+    beta_min = float(vp.beta_min)
+    beta_d = float(vp.beta_max) - beta_min
+
+    def grid(name, n):
+        if name == "uniform":
+            return ks.get_sigmas_vp(n + 1, beta_d=beta_d, beta_min=beta_min, eps_s=t_end)[:-1]
+        if name == "log_snr":
+            return ks.get_sigmas_exponential(n + 1, r_min, r_max)[:-1]
+        return ks.get_sigmas_karras(n + 1, r_min, r_max, rho=7.0)[:-1]
+
+    def finish(y):
+        x = jnp.asarray(y.numpy() * a_end)
+        return rmse(x, ref), sliced_wasserstein(x, target, skey)
+
+    rows = []
+    with _kdiffusion.torch_float64():
+        for name, (fn, kw, nfe_of) in KDIFF.items():
+            for nfe in budgets:
+                n = steps_for(nfe_of, nfe)
+                if n is None:
+                    continue
+                for g in KGRIDS:
+                    e, sw = finish(getattr(ks, fn)(den, xk.clone(), grid(g, n), disable=True, **kw))
+                    rows.append(dict(d=d, family="k-diffusion", solver=name, grid=g, budget=nfe, nfe=nfe_of(n),
+                                     steps=n, rmse=e, sw=sw))
+        for nfe in budgets:  # DPM-Solver-fast: orders 3, ..., 3, then 2 / 1; its own log-SNR grid
+            e, sw = finish(ks.sample_dpm_fast(den, xk.clone(), r_min, r_max, nfe, disable=True))
+            rows.append(dict(d=d, family="k-diffusion", solver="k:dpm_fast", grid="log_snr (own)", budget=nfe,
+                             nfe=nfe, steps=nfe // 3 + 1, rmse=e, sw=sw))
+    return rows
 
 
 def steps_for(nfe_of, budget):
@@ -175,11 +253,14 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
                                  steps=n, rmse=rmse(x, ref), sw=sliced_wasserstein(x, target, skey)))
     if fixed:
         log(f"  d={d} diffrax done")
+    if fixed and k_diffusion_available():
+        rows += k_diffusion_rows(gm, vp, x0, ref, target, skey, d, budgets)
+        log(f"  d={d} k-diffusion done")
     # Learned grids at NFE 10 (and the other budgets in the full run), started from log_snr.
     opt_info = []
-    ref_cal = reference_solve(sf, vp, x_cal, t_end=T_END)
+    ref_cal = reference_solve(sf, vp, x_cal, t_end=T_END) if variants and opt_solvers else None
     x_sel = ref_sel = None
-    for name in opt_solvers:
+    for name in opt_solvers if variants else ():
         _, nfe_of = OURS[name]
         # NFE 10 (the issue's target) for every listed solver; NFE 20 for the first one only.
         for nfe in [b for b in budgets if b == 10 or (b == 20 and name == opt_solvers[0])]:
@@ -251,12 +332,7 @@ def best(rows, **match):
 
 
 def k_diffusion_available():
-    try:
-        import k_diffusion  # noqa: F401
-        import torch  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return _kdiffusion.available()
 
 
 def load_fixed_rows(md_path, dims, budgets):
@@ -276,13 +352,19 @@ def load_fixed_rows(md_path, dims, budgets):
             solver, grid, vals = cells[0], cells[1], cells[2:]
             if grid == "optimized" or len(vals) != len(budgets):
                 continue
-            family, nfe_of = (OURS[solver] if solver in OURS else ("diffrax (x-t)", DIFFRAX[solver][1]))
+            if solver in OURS:
+                family, nfe_of = OURS[solver]
+            elif solver in KDIFF or solver == "k:dpm_fast":
+                family, nfe_of = "k-diffusion", (KDIFF[solver][2] if solver in KDIFF else (lambda n: n))
+            else:
+                family, nfe_of = "diffrax (x-t)", DIFFRAX[solver][1]
             for b, v in zip(budgets, vals, strict=True):
                 if v == "-":
                     continue
                 r, sw = v.split(" (SW ")
-                n = steps_for(nfe_of, b)
-                rows.append(dict(d=d, family=family, solver=solver, grid=grid, budget=b, nfe=nfe_of(n), steps=n,
+                n = steps_for(nfe_of, b) if solver != "k:dpm_fast" else b // 3 + 1
+                rows.append(dict(d=d, family=family, solver=solver, grid=grid, budget=b,
+                                 nfe=nfe_of(n) if solver != "k:dpm_fast" else b, steps=n,
                                  rmse=float(r), sw=float(sw.rstrip(")"))))
     header = [ln for ln in text.splitlines()[:8] if ln.startswith(("- date", "- machine", "- command"))]
     old = text[text.index("## Learned grids"):text.index("## Sliced-Wasserstein")] if "## Learned grids" in text else ""
@@ -291,15 +373,16 @@ def load_fixed_rows(md_path, dims, budgets):
 
 def write_report(path, all_rows, opt_info, floors, dims, budgets, command, seconds, ckpt_rows,
                  fixed_header=None, previous_learned=""):
-    fams = ["exponential", "exponential + learned grid", "rk-in-forms", "diffrax (x-t)"]
+    fams = ["exponential", "exponential + learned grid", "rk-in-forms", "diffrax (x-t)", "k-diffusion"]
+    fams = [f for f in fams if any(r["family"] == f for r in all_rows)]
     lines = [
-        "# Accuracy vs NFE: exponential / multistep samplers and learned grids vs diffrax",
+        "# Accuracy vs NFE: exponential / multistep samplers and learned grids vs diffrax and k-diffusion",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
         f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, "
         f"JAX {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); float64",
         f"- command: `{command}`  (total {seconds:.0f} s; the machine was shared with other jobs)",
-        *([f"- fixed-grid rows (all but the learned grids) are from the previous full run: "
+        *(["- fixed-grid rows (all but the learned grids) are from the previous full run: "
            + "; ".join(h[2:] for h in fixed_header)] if fixed_header else []),
         "- problem: `GaussianMixture.random(PRNGKey(d), 4, d, scale=2, min_var=0.05, max_var=0.5)`, "
         "VPLinear, t: 1 -> 1e-3, x_init exact draws of p_1; RMSE of end points vs "
@@ -310,14 +393,22 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
         "batch; the variants below), early stopping after 60 iterations without a held-back improvement; "
         "all errors in the tables are on the evaluation batch, which neither fits nor selects.",
         "- each sampler uses the largest step count whose NFE fits the budget; `NFE` is the actual count.",
-        "- k-diffusion side-by-side: " + ("available" if k_diffusion_available() else
-                                          "skipped (`import k_diffusion, torch` fails; not installed)"),
+        "- k-diffusion side by side: " + (
+            f"k-diffusion {_kdiffusion.K_DIFFUSION_VERSION} samplers (rows `k:NAME`, torch float64) on the same "
+            "problem and x_init with an exact mixture denoiser in torch; its sigmas are rho = sigma/alpha "
+            "of k-diffusion's own grids, named here by the equal grid of this package: `get_sigmas_vp` = "
+            "`uniform`, `get_sigmas_exponential` = `log_snr`, `get_sigmas_karras` = `edm` (without the "
+            "appended 0); `k:dpm_fast` uses its own log-SNR grid"
+            if any(r["family"] == "k-diffusion" for r in all_rows) else
+            "skipped (torch / k-diffusion not installed: `pip install -e \".[bench]\"` and "
+            "`pip install --no-deps \"k-diffusion==0.1.1.post1\"`)"),
         "",
         "## Best per family (end-point RMSE; solver / grid / actual NFE)",
         "",
-        "| d | NFE budget | " + " | ".join(fams) + " | best ours / best diffrax |",
-        "|---:|---:|" + "---|" * len(fams) + "---:|",
+        "| d | NFE budget | " + " | ".join(fams) + " | best ours / best diffrax | best ours / best k-diffusion |",
+        "|---:|---:|" + "---|" * len(fams) + "---:|---:|",
     ]
+    ours_fams = ("exponential", "exponential + learned grid", "rk-in-forms")
     for d in dims:
         for b in budgets:
             cells, vals = [], {}
@@ -325,9 +416,10 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
                 r = best(all_rows, d=d, budget=b, family=f)
                 vals[f] = r["rmse"] if r else None
                 cells.append(f"{r['rmse']:.2e} ({r['solver']} / {r['grid']} / {r['nfe']})" if r else "-")
-            ours = [vals[f] for f in fams[:3] if vals[f] is not None]
-            ratio = (f"{min(ours) / vals['diffrax (x-t)']:.3f}" if ours and vals["diffrax (x-t)"] else "-")
-            lines.append(f"| {d} | {b} | " + " | ".join(cells) + f" | {ratio} |")
+            ours = [vals[f] for f in ours_fams if vals.get(f) is not None]
+            ratios = [f"{min(ours) / vals[f]:.3f}" if ours and vals.get(f) else "-"
+                      for f in ("diffrax (x-t)", "k-diffusion")]
+            lines.append(f"| {d} | {b} | " + " | ".join(cells) + f" | {ratios[0]} | {ratios[1]} |")
     lines += ["", "## Goal check at NFE 10", ""]
     for d in dims:
         fixed = [best(all_rows, d=d, budget=10, family=f) for f in ("exponential", "rk-in-forms")]
@@ -391,7 +483,7 @@ def plot(path, all_rows, dims, budgets):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(dims), figsize=(5.2 * len(dims), 4.4), squeeze=False)
-    styles = {"exponential": "-", "rk-in-forms": "-.", "diffrax (x-t)": "--"}
+    styles = {"exponential": "-", "rk-in-forms": "-.", "diffrax (x-t)": "--", "k-diffusion": ":"}
     for ax, d in zip(axes[0], dims, strict=True):
         solvers = []
         for r in all_rows:
@@ -432,6 +524,7 @@ def main(argv=None):
     p.add_argument("--dim-solvers", default=None,
                    help='per-dimension learned-grid solvers, run in this order: "16:unipc_bh2_3;64:dpmpp_2m" '
                         "(with --learned-only; overrides --dims and --opt-solvers)")
+    p.add_argument("--no-learned", action="store_true", help="skip the learned grids (fixed grids only)")
     p.add_argument("--variants", default=None,
                    help="comma-separated indices into VARIANTS (learned-grid selection rules; default 0)")
     args = p.parse_args(argv)
@@ -455,6 +548,8 @@ def main(argv=None):
     variants = tuple(VARIANTS)[:1]
     if args.variants:
         variants = tuple(tuple(VARIANTS)[int(i)] for i in args.variants.split(","))
+    if args.no_learned:
+        variants = ()
     if args.learned_only:
         all_rows, floors, fixed_header, previous_learned = load_fixed_rows(args.out + ".md", dims, budgets)
         if "Before:" in previous_learned or "selection rule" in previous_learned:

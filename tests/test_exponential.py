@@ -81,9 +81,10 @@ ORDER_CASES = [
     ("dpm_solver_2", (128, 256), lambda n: 2 * n),
     ("dpm_solver_3", (64, 128), lambda n: 3 * n),
     ("dpmpp_2s", (128, 256), lambda n: 2 * n),
-    ("edm_heun", (128, 256), lambda n: 2 * n - 1),
+    ("edm_heun", (128, 256), lambda n: 2 * n),
     ("dpmpp_2m", (128, 256), lambda n: n),
-    ("dpmpp_3m", (128, 256), lambda n: n),
+    ("dpmpp_3m", (128, 256), lambda n: n),  # the reference code's half third moment: order 2
+    ("dpmpp_3m_exact", (128, 256), lambda n: n),
     ("unipc_bh1_2", (128, 256), lambda n: n),
     ("unipc_bh2_2", (128, 256), lambda n: n),
     ("unipc_bh2_3", (384, 768), lambda n: n),
@@ -150,7 +151,7 @@ def test_wrong_form_is_a_clear_error():
         jd.get_solver("x-t:dpmpp_2m")
     with pytest.raises(ValueError, match="eps-rho"):
         jd.get_solver("x0-lambda:deis_ab2")
-    assert jd.get_solver("x0-lambda:dpmpp_3m").order == 3
+    assert jd.get_solver("x0-lambda:dpmpp_3m_exact").order == 3
     assert {"dpmpp_2m", "unipc_bh2_3", "deis_ab3", "edm_heun"} <= set(jd.solver_names())
 
 

@@ -37,7 +37,8 @@ def expected_nfe(solver, n: int) -> int:
     if isinstance(solver, ExponentialSinglestep):
         return n * solver.coefficients.num_stages
     if isinstance(solver, EDMHeun):
-        return 2 * n - 1  # Heun's correction is skipped on the last step (EDM Alg. 1)
+        # Heun's correction is skipped on the last step only with last_step="euler".
+        return 2 * n - (solver.last_step == "euler")
     if isinstance(solver, ExponentialMultistep):
         return n  # one evaluation per step: history replaces stages
     raise AssertionError(f"no NFE formula for {type(solver).__name__}")
