@@ -128,29 +128,34 @@ KDIFF = {
 KGRIDS = {"uniform": "get_sigmas_vp", "log_snr": "get_sigmas_exponential", "edm": "get_sigmas_karras"}
 
 
-def k_diffusion_rows(gm, vp, x0, ref, target, skey, d, budgets, t_end=T_END):
-    """k-diffusion's samplers on the same problem and x_init (rows of family ``k-diffusion``)."""
+def k_diffusion_rows(den, vp, x0, ref, d, budgets, t_end=T_END, target=None, skey=None):
+    """k-diffusion's samplers on the same problem and x_init (rows of family ``k-diffusion``).
+
+    ``den(x, s)``: a torch denoiser of ``x / alpha = x0 + s eps`` (``s = sigma / alpha``).
+    """
     import torch
 
     ks = _kdiffusion.load_sampling()
-    den = _kdiffusion.mixture_denoiser(gm.weights, gm.means, gm.covs)
-    t1 = 1.0
+    t1 = float(vp.default_t_start)
     r_max, r_min = float(vp.rho(t1)), float(vp.rho(t_end))
     a1, a_end = float(vp.alpha(t1)), float(vp.alpha(t_end))
-    xk = torch.tensor(np.asarray(x0) / a1)
-    beta_min = float(vp.beta_min)
-    beta_d = float(vp.beta_max) - beta_min
+    xk = torch.tensor(np.asarray(x0, np.float64) / a1)
+    grids = dict(KGRIDS)
+    if not (isinstance(vp, jd.VPLinear) and t1 == 1.0):
+        grids.pop("uniform")  # get_sigmas_vp is VPLinear's uniform grid from t = 1
 
     def grid(name, n):
         if name == "uniform":
-            return ks.get_sigmas_vp(n + 1, beta_d=beta_d, beta_min=beta_min, eps_s=t_end)[:-1]
+            beta_min = float(vp.beta_min)
+            return ks.get_sigmas_vp(n + 1, beta_d=float(vp.beta_max) - beta_min, beta_min=beta_min, eps_s=t_end)[:-1]
         if name == "log_snr":
             return ks.get_sigmas_exponential(n + 1, r_min, r_max)[:-1]
         return ks.get_sigmas_karras(n + 1, r_min, r_max, rho=7.0)[:-1]
 
     def finish(y):
-        x = jnp.asarray(y.numpy() * a_end)
-        return rmse(x, ref), sliced_wasserstein(x, target, skey)
+        x = jnp.asarray(y.numpy() * a_end).astype(ref.dtype)
+        sw = sliced_wasserstein(x, target, skey) if target is not None else float("nan")
+        return rmse(x, ref), sw
 
     rows = []
     with _kdiffusion.torch_float64():
@@ -159,7 +164,7 @@ def k_diffusion_rows(gm, vp, x0, ref, target, skey, d, budgets, t_end=T_END):
                 n = steps_for(nfe_of, nfe)
                 if n is None:
                     continue
-                for g in KGRIDS:
+                for g in grids:
                     e, sw = finish(getattr(ks, fn)(den, xk.clone(), grid(g, n), disable=True, **kw))
                     rows.append(dict(d=d, family="k-diffusion", solver=name, grid=g, budget=nfe, nfe=nfe_of(n),
                                      steps=n, rmse=e, sw=sw))
@@ -168,6 +173,24 @@ def k_diffusion_rows(gm, vp, x0, ref, target, skey, d, budgets, t_end=T_END):
             rows.append(dict(d=d, family="k-diffusion", solver="k:dpm_fast", grid="log_snr (own)", budget=nfe,
                              nfe=nfe, steps=nfe // 3 + 1, rmse=e, sw=sw))
     return rows
+
+
+def model_denoiser(score_fn, process, dtype):
+    """A trained score model as k-diffusion's ``model(x, sigma)`` on ``x / alpha`` and ``s = sigma / alpha``."""
+    import torch
+
+    @jax.jit
+    def x0_hat(xk, s):
+        t = process.t_of_lambda(-jnp.log(s))
+        a, sg = process.alpha(t), process.sigma(t)
+        x = (a * xk).astype(dtype)
+        return (x + (sg**2).astype(dtype) * score_fn(x, t.astype(dtype))) / a.astype(dtype)
+
+    def den(x, sigma):
+        y = x0_hat(jnp.asarray(x.numpy()), jnp.asarray(float(sigma[0])))
+        return torch.tensor(np.asarray(y, np.float64))
+
+    return den
 
 
 def steps_for(nfe_of, budget):
@@ -254,7 +277,8 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
     if fixed:
         log(f"  d={d} diffrax done")
     if fixed and k_diffusion_available():
-        rows += k_diffusion_rows(gm, vp, x0, ref, target, skey, d, budgets)
+        den = _kdiffusion.mixture_denoiser(gm.weights, gm.means, gm.covs)
+        rows += k_diffusion_rows(den, vp, x0, ref, d, budgets, target=target, skey=skey)
         log(f"  d={d} k-diffusion done")
     # Learned grids at NFE 10 (and the other budgets in the full run), started from log_snr.
     opt_info = []
@@ -311,7 +335,8 @@ def run_checkpoint(path, budgets, batch, log):
     t_end = process.default_t_end
     ref = reference_solve(score_fn, process, x0, t_end=t_end, rtol=1e-6, atol=1e-6)
     rows = []
-    for name in ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc_bh2_3", "deis_ab3", "dpm_solver_3", "x0-lambda:heun"):
+    for name in ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc_bh2_2", "unipc_bh2_3", "deis_ab3", "dpm_solver_3",
+                 "x0-lambda:heun"):
         fam, nfe_of = OURS[name]
         for nfe in budgets:
             n = steps_for(nfe_of, nfe)
@@ -322,6 +347,9 @@ def run_checkpoint(path, budgets, batch, log):
                 x = solve(score_fn, process, x0, ts, jd.get_solver(name), throw=False).samples
                 rows.append(dict(d=int(np.prod(shape)), family=fam, solver=name, grid=g, budget=nfe,
                                  nfe=nfe_of(n), steps=n, rmse=rmse(x, ref), sw=float("nan")))
+    if k_diffusion_available():
+        rows += k_diffusion_rows(model_denoiser(score_fn, process, x0.dtype), process, x0, ref,
+                                 int(np.prod(shape)), budgets, t_end=t_end)
     log(f"  checkpoint {path}: {len(rows)} runs")
     return rows
 
@@ -388,10 +416,10 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
         "VPLinear, t: 1 -> 1e-3, x_init exact draws of p_1; RMSE of end points vs "
         "`reference_solve` (Dopri8, tol 1e-11) from the same x_init; SW = sliced W2 (64 directions) "
         "to exact samples of p_{t_end} (Monte Carlo floor = the reference's own SW, listed).",
-        "- learned grids: `optimize_grid` fitted on a separate calibration batch (same size), started from "
+        *([] if not (opt_info or previous_learned) else ["- learned grids: `optimize_grid` fitted on a separate calibration batch (same size), started from "
         "`log_snr`, the iterate chosen on held-back samples (the default: a quarter of the calibration "
         "batch; the variants below), early stopping after 60 iterations without a held-back improvement; "
-        "all errors in the tables are on the evaluation batch, which neither fits nor selects.",
+        "all errors in the tables are on the evaluation batch, which neither fits nor selects."]),
         "- each sampler uses the largest step count whose NFE fits the budget; `NFE` is the actual count.",
         "- k-diffusion side by side: " + (
             f"k-diffusion {_kdiffusion.K_DIFFUSION_VERSION} samplers (rows `k:NAME`, torch float64) on the same "

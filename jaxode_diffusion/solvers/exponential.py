@@ -225,7 +225,7 @@ class EDMHeun(AbstractSolver):
     ``dy/drho = eps_hat`` (the ``eps-rho`` form; for ``alpha = 1`` this is EDM's
     ``dx/dsigma = (x - D(x; sigma)) / sigma``).
 
-    The last step. EDM's Alg. 1 (line 9, "if sigma_{i+1} != 0") and k-diffusion's
+    The last step. EDM's Alg. 1 ("if sigma_{i+1} != 0") and k-diffusion's
     ``sample_heun`` skip Heun's correction only on a step that ends at ``sigma = 0``; a grid of
     this package ends at ``t_end > 0``, so with the default ``last_step="heun"`` every step is
     Heun's (NFE ``= 2 N``) and the result equals k-diffusion's ``sample_heun`` on the same sigmas
@@ -233,7 +233,7 @@ class EDMHeun(AbstractSolver):
     last step anyway (NFE ``= 2 N - 1``; the rule this package applied before the option existed): one evaluation saved
     for an ``O(h^2)`` local error on the final, usually smallest, step; still order 2. Measured on
     the EDM mixture of the equivalence test (Karras sigmas 80 -> 0.002, 10 steps): the two differ
-    by about 4e-4 in the samples.
+    by 3.1e-4 (max. abs.) in the samples.
 
     Args:
         last_step: ``"heun"`` (default, EDM / k-diffusion on a grid ending above ``sigma = 0``)
