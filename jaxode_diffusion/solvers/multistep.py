@@ -42,11 +42,13 @@ Schemes (:class:`MultistepScheme`) differ in their data:
     50 steps 0.00101 / 0.00104, 100 steps 3.3e-4 / 1.2e-4;
   - ``GaussianMixture.random(PRNGKey(2), 4, 2, scale=2, min_var=0.05, max_var=0.5)``: 10 steps
     0.49 / 0.98, 12 steps 0.30 / 0.56, 20 steps 0.033 / 0.051, 30 steps 0.013 / 0.018,
-    50 steps 0.0040 / 0.0044, 100 steps 7.9e-4 / 5.6e-4.
+    50 steps 0.0040 / 0.0044, 100 steps 7.9e-4 / 5.6e-4;
+  - the order-test problem (``tests/helpers.py:order_problem(2)``, VPLinear, its default grid):
+    32 steps 2.7e-3 / 3.2e-3, 64 steps 6.9e-4 / 3.2e-4, 128 steps 1.9e-4 / 3.5e-5 (slopes 1.96,
+    1.89, 1.94 vs 3.29, 3.20, 3.08).
 
-  The reference-compatible ``dpmpp_3m`` is usually the more
-  accurate up to about 50 steps (not always: 10 steps on the first problem), the exact variant
-  from about 100 steps on, as their orders say.
+  The reference-compatible ``dpmpp_3m`` is usually the more accurate up to about 30-50 steps
+  (not always: 10 steps on the first problem), the exact variant beyond, as their orders say.
 * ``unipc_bhK_p`` (Zhao et al. 2023, "UniPC", Alg. 2-3 with ``B(h) = h`` (bh1) or ``e^h - 1``
   (bh2)): data prediction; predictor UniP-p on ``p`` nodes; then the model is evaluated at the
   predicted point and the corrector UniC-p re-does the step with that value as an extra node
