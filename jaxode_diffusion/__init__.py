@@ -68,11 +68,13 @@ from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, uniform_
 from .models import (
     MLP,
     DiffusionModel,
+    GaussianResidual,
     NetworkScore,
     ScoreModel,
     UNet,
     as_score_fn,
     build_model,
+    fit_gaussian,
     network_from_score,
 )
 from .parameterizations import convert, from_score, to_score, tweedie_x0
@@ -186,6 +188,8 @@ __all__ = [
     "TunedSampler",
     "TVEstimate",
     "UNet",
+    "GaussianResidual",
+    "fit_gaussian",
     "VE",
     "VPCosine",
     "VPLinear",

@@ -229,7 +229,7 @@ def _cut_patches(region: np.ndarray, size: int, stride: int) -> np.ndarray:
     return np.ascontiguousarray(win.transpose(0, 1, 3, 4, 2).reshape(-1, size, size, region.shape[-1]))
 
 
-def load_patches(size: int = 32, *, stride: int = 4) -> Dataset:
+def load_patches(size: int = 32, *, stride: int = 4, split: str = "halves", stripe: int = 64) -> Dataset:
     """Natural-image patches ``(N, size, size, 3)`` in ``[-1, 1]`` from scikit-learn's two
     bundled photographs (``china.jpg`` and ``flower.jpg``, 427 x 640 RGB; no download).
 
@@ -240,10 +240,18 @@ def load_patches(size: int = 32, *, stride: int = 4) -> Dataset:
     row-major, china first: the arrays are the same on every call. Pixels are mapped ``x = (v - 127.5) / 127.5`` from ``v`` in ``0..255``; ``meta``
     records it (``shift = scale = 127.5``, ``raw_range = [0, 255]``) and the split.
 
+    ``split="stripes"`` (``--data patches32-stripes``) instead cuts each photograph into
+    ``stripe``-pixel column stripes and alternates them (even stripes train, odd ones held-out),
+    windows lying inside one stripe: still no shared pixel, but train and held-out now sample the
+    same scenes (the halves differ: at 32 x 32 their means are -0.30 and -0.08), so a sample
+    distance to held-out patches measures the model rather than the shift between the halves.
+
     Args:
         size: patch side in pixels, ``2 <= size <= 320`` (``16`` and ``32`` are the CLI's
             ``--data patches16`` / ``patches32``).
         stride: step between window corners in pixels (default 4).
+        split: ``"halves"`` (default) or ``"stripes"``.
+        stripe: stripe width in pixels for ``split="stripes"`` (``size <= stripe``; default 64).
 
     Returns:
         a :class:`Dataset` of kind ``"image"``; with the default stride 14454 train and 14454
@@ -265,17 +273,26 @@ def load_patches(size: int = 32, *, stride: int = 4) -> Dataset:
     stride = int(stride)
     if stride < 1:
         raise ValueError(f"load_patches: stride must be >= 1, got {stride}; use e.g. stride=4.")
+    if split not in ("halves", "stripes"):
+        raise ValueError(f"load_patches: split must be 'halves' or 'stripes', got {split!r}.")
+    stripe = int(stripe)
+    if split == "stripes" and not size <= stripe <= 320:
+        raise ValueError(f"load_patches: stripe must lie in [size, 320] = [{size}, 320], got {stripe}.")
     bunch = load_sample_images()
     names = [os.path.basename(f) for f in bunch.filenames]
     train, held = [], []
     for img in bunch.images:
+        if split == "stripes":
+            for j, c0 in enumerate(range(0, img.shape[1] - stripe + 1, stripe)):
+                (train if j % 2 == 0 else held).append(_cut_patches(img[:, c0 : c0 + stripe], size, stride))
+            continue
         half = img.shape[1] // 2
         train.append(_cut_patches(img[:, :half], size, stride))
         held.append(_cut_patches(img[:, half:], size, stride))
     to_model = lambda v: ((np.concatenate(v).astype(np.float32) - 127.5) / 127.5).astype(np.float32)
     x_train, x_held = to_model(train), to_model(held)
     meta = dict(
-        name=f"patches{size}",
+        name=f"patches{size}" + ("-stripes" if split == "stripes" else ""),
         event_shape=[size, size, 3],
         shift=127.5,
         scale=127.5,
@@ -283,7 +300,11 @@ def load_patches(size: int = 32, *, stride: int = 4) -> Dataset:
         normalization="x = (v - 127.5) / 127.5, v in 0..255 -> x in [-1, 1]",
         sigma_data=float(np.clip(x_train.std(), 0.05, 10.0)),
         source=f"sklearn.datasets.load_sample_images: {', '.join(names)}",
-        split="train: columns [0, 320) of each image; held-out: columns [320, 640)",
+        split=(
+            f"train: even {stripe}-pixel column stripes of each image; held-out: odd ones"
+            if split == "stripes"
+            else "train: columns [0, 320) of each image; held-out: columns [320, 640)"
+        ),
         stride=stride,
         n_train=int(x_train.shape[0]),
         n_heldout=int(x_held.shape[0]),
@@ -426,7 +447,8 @@ def load_dataset(
 
     Args:
         name_or_path: ``gmm``, a toy name (:data:`TOYS`), ``digits``, ``patches16``,
-            ``patches32`` (:func:`load_patches`) or a path ending in ``.npy``.
+            ``patches32`` (:func:`load_patches`), ``patches16-stripes`` / ``patches32-stripes``
+            (``split="stripes"``) or a path ending in ``.npy``.
         n_train, n_heldout: sizes for generated data (toys, ``gmm``).
         dim: dimension of ``gmm``.
         seed: seed for generated data (held-out data uses an independent stream).
@@ -449,6 +471,8 @@ def load_dataset(
         return load_digits()
     if name.startswith("patches") and name[7:].isdigit() and int(name[7:]) in PATCH_SIZES:
         return load_patches(int(name[7:]))
+    if name.startswith("patches") and name.endswith("-stripes") and name[7:-8].isdigit() and int(name[7:-8]) in PATCH_SIZES:
+        return load_patches(int(name[7:-8]), split="stripes")
     k_train, k_held = jax.random.split(jax.random.key(seed))
     if name == "gmm":
         train, held = gmm_samples(k_train, n_train, dim), gmm_samples(k_held, n_heldout, dim)

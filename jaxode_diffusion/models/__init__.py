@@ -22,6 +22,7 @@ from .adapter import (
     preconditioning,
 )
 from .embeddings import ClassEmbedding, NoiseEmbedding, class_labels, noise_level, sinusoidal_embedding
+from .gaussian import GaussianResidual, GaussianStat, fit_gaussian
 from .mlp import MLP, default_mlp_width
 from .unet import UNet, default_channel_mult
 
@@ -29,6 +30,9 @@ __all__ = [
     "DiffusionModel",
     "MLP",
     "UNet",
+    "GaussianResidual",
+    "GaussianStat",
+    "fit_gaussian",
     "ScoreModel",
     "as_score_fn",
     "NetworkScore",
@@ -46,7 +50,7 @@ __all__ = [
     "abstract_model",
 ]
 
-_TYPES = {"mlp": MLP, "unet": UNet}
+_TYPES = {"mlp": MLP, "unet": UNet, "gaussian_residual": GaussianResidual}
 
 
 def _construct(config: dict[str, Any] | str, seed: int) -> DiffusionModel:
@@ -54,6 +58,8 @@ def _construct(config: dict[str, Any] | str, seed: int) -> DiffusionModel:
     kind = cfg.pop("type", None)
     if kind not in _TYPES:
         raise ValueError(f"model config type={kind!r} unknown; expected one of {sorted(_TYPES)}.")
+    if kind == "gaussian_residual":  # statistics come from the checkpoint or fit_gaussian
+        return GaussianResidual(_construct(cfg["net"], seed), event_shape=cfg["event_shape"])
     if kind == "mlp":
         return MLP(cfg.pop("dim"), **cfg, rngs=nnx.Rngs(seed))
     return UNet(cfg.pop("image_shape"), **cfg, rngs=nnx.Rngs(seed))

@@ -68,6 +68,7 @@ _RESUME_KEYS = (
     "conditional",
     "p_uncond",
     "patch_size",
+    "gaussian_skip",
 )
 
 
@@ -134,6 +135,12 @@ class TrainConfig:
             processes after ``jax.distributed.initialize()``) on a 1-D mesh, parameters and data
             replicated, gradients reduced by XLA; same result as one device up to rounding, same
             checkpoint format. ``batch_size`` must be a multiple of the device count.
+        gaussian_skip: the network learns the residual of the training data's Gaussian
+            (linear) denoiser: :class:`~jaxode_diffusion.models.GaussianResidual` around the
+            MLP / U-Net, its mean and covariance eigendecomposition fitted to the training data
+            once (:func:`~jaxode_diffusion.models.fit_gaussian`, float64) and frozen (saved in
+            checkpoints, excluded from the optimiser). At initialisation the model *is* the
+            Gaussian fit. Needs ``precondition=True``; the fit is ``d x d`` (``d <= 8192``).
         time_sampling: ``uniform`` or ``log_snr_uniform``.
         weighting: ``eps``, ``x0``, ``snr``, ``edm`` or ``score``.
         conditional: train a class-conditional model on the dataset's labels (``digits``, or
@@ -168,6 +175,7 @@ class TrainConfig:
     channels: int = 32
     patch_size: int = 1
     data_parallel: bool = False
+    gaussian_skip: bool = False
     time_sampling: str = "uniform"
     weighting: str = "eps"
     conditional: bool = False
@@ -202,7 +210,7 @@ class TrainConfig:
         for name, minimum in (("width", 1), ("warmup_steps", 0)):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum, "None or an integer")
-        for name in ("resume", "progress", "precondition", "conditional", "data_parallel"):
+        for name in ("resume", "progress", "precondition", "conditional", "data_parallel", "gaussian_skip"):
             value = getattr(self, name, False)
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"TrainConfig.{name} must be True or False, got {value!r}.")
@@ -229,6 +237,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.weighting={self.weighting!r}; choose one of {list(WEIGHTINGS)}.")
         if not (0.0 <= self.p_uncond <= 1.0):
             raise ValueError(f"TrainConfig.p_uncond must lie in [0, 1], got {self.p_uncond!r}.")
+        if self.gaussian_skip and not self.precondition:
+            raise ValueError(
+                "TrainConfig.gaussian_skip=True replaces the preconditioning's skip c_skip x by the Gaussian "
+                "fit's denoiser and needs precondition=True; got precondition=False."
+            )
         canonical_kind(self.prediction)
         get_process(self.process)
         if self.resume and not self.out_dir:
@@ -293,10 +306,14 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
         decay_steps=max(config.steps, warmup + 1),
         end_value=config.lr / 100,
     )
-    return optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.adamw(schedule, weight_decay=config.weight_decay),
-    )
+    adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
+    if getattr(config, "gaussian_skip", False):
+        # GaussianResidual's fitted statistics (top-level gauss_* entries) are frozen: zero updates,
+        # no optimiser state, no weight decay.
+        labels = lambda p: {k: jax.tree.map(lambda _: "frozen" if k.startswith("gauss_") else "train", v)
+                            for k, v in p.items()}
+        adamw = optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
 
 
 def model_config_for(
@@ -321,12 +338,21 @@ def model_config_for(
                 f"model='mlp' needs vector data (N, d); got event shape {tuple(event_shape)}. "
                 "Use model='unet' for images or flatten the array."
             )
-        return dict(type="mlp", dim=dim, width=config.width, depth=config.depth, emb_dim=64, **common)
+        net = dict(type="mlp", dim=dim, width=config.width, depth=config.depth, emb_dim=64, **common)
+        return _gaussian_wrap(config, net, event_shape)
     if len(event_shape) != 3:
         raise ValueError(f"model='unet' needs images (N, H, W, C); got event shape {tuple(event_shape)}.")
     if config.patch_size != 1:
         common["patch_size"] = int(config.patch_size)
-    return dict(type="unet", image_shape=list(event_shape), channels=config.channels, **common)
+    net = dict(type="unet", image_shape=list(event_shape), channels=config.channels, **common)
+    return _gaussian_wrap(config, net, event_shape)
+
+
+def _gaussian_wrap(config: TrainConfig, net: dict[str, Any], event_shape) -> dict[str, Any]:
+    if not config.gaussian_skip:
+        return net
+    return dict(type="gaussian_residual", event_shape=[int(s) for s in event_shape],
+                prediction=net["prediction"], net=net)
 
 
 def _get_data(config: TrainConfig, data) -> Dataset:
@@ -548,6 +574,10 @@ def train(
         labels = ((jnp.asarray(y_train),), (jnp.asarray(y_held[:2048]),))
     model_cfg = model_config_for(config, ds.kind, ds.event_shape, sigma_data, num_classes)
     model = build_model(model_cfg, seed=config.seed)
+    if config.gaussian_skip and not config.resume:  # on resume the checkpoint holds the fit
+        from ..models import fit_gaussian
+
+        model.set_statistics(*fit_gaussian(ds.train))
     model_cfg = model.config
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
