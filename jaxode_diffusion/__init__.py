@@ -41,7 +41,7 @@ from . import (
     theory,
     training,
 )
-from .convergence import ConvergenceResult, convergence_study, fit_order
+from .convergence import ConvergenceResult, OrderEstimate, convergence_study, estimate_order, extend_until_asymptotic, fit_order
 from .data import Dataset, load_dataset, load_digits, load_npy, load_patches, make_toy
 from .defaults import default_grid_for
 from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
@@ -202,6 +202,9 @@ __all__ = [
     "classifier_free_guidance",
     "convergence",
     "convergence_study",
+    "estimate_order",
+    "extend_until_asymptotic",
+    "OrderEstimate",
     "convert",
     "data",
     "default_grid_for",

@@ -68,8 +68,13 @@ class StudyConfig:
     dim_steps_by_order: tuple = ((1, 16), (2, 8), (3, 8), (4, 8))
     dim_tv_target: float = 0.02
     dim_max_steps: int = 64
-    # Section 1: extra step counts per (form, order) family to bring 3 points into the TV window.
-    max_extra_runs: int = 2
+    # Section 1: each (form, order) family doubles its step count from step_counts until its local
+    # slopes settle, up to max_steps; TV at or below tv_floor is round-off, not discretisation
+    # (float64: x-t:rk4 on VP keeps local slopes 4.000 +- 0.003 down to TV = 5e-13 at N = 4096).
+    max_steps: int = 1024
+    tv_floor: float = 1e-12
+    # Section 1 samples (the same draws for every run); 0: tv_samples.
+    order_samples: int = 0
     # Section 2, adversarial perturbation: gradient-ascent steps on the TV, samples per step.
     adv_steps: int = 15
     adv_samples: int = 512
@@ -91,7 +96,7 @@ class StudyConfig:
 PRESETS = {
     # about a minute on 2 CPU cores
     "quick": dict(step_counts=(4, 8, 16), tv_samples=1000, eps_values=(0.01, 0.03, 0.1), dims=(2, 4, 8, 16),
-                  dim_orders=(2, 4), adv_steps=4, adv_samples=256, max_extra_runs=1,
+                  dim_orders=(2, 4), adv_steps=4, adv_samples=256, max_steps=512, order_samples=500,
                   train_steps=600, regularity_times=5, regularity_batch=8, floor_steps=16),
     # the default: well within 10 minutes on 2 CPU cores
     "default": {},
@@ -134,11 +139,27 @@ def _slope(x, y, floor=None):
 
 
 def _tv(score_fn, process, target, cfg, key, solver, num_steps):
+    """Exact-density TV of one sampler run, as a dict (value, stderr, low, high, folds). ``folds``
+    counts the samples where the discrete map is not orientation preserving (det D Phi <= 0, where
+    log q is not the output density): the density module warns about each such run; the study
+    collects the counts into its report instead (other warnings pass through)."""
+    import re
+    import warnings
+
     from .density import sampler_tv
 
-    est = sampler_tv(score_fn, process, target, solver=solver, num_steps=num_steps, key=key,
-                     num_samples=cfg.tv_samples, t_end=cfg.t_end, grid=cfg.grid)
-    return {"value": est.value, "stderr": est.stderr, "low": est.low, "high": est.high}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = sampler_tv(score_fn, process, target, solver=solver, num_steps=num_steps, key=key,
+                         num_samples=cfg.tv_samples, t_end=cfg.t_end, grid=cfg.grid)
+    folds = 0
+    for w in caught:
+        m = re.search(r"det D Phi <= 0 for (\d+) of", str(w.message))
+        if m:
+            folds += int(m.group(1))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return {"value": est.value, "stderr": est.stderr, "low": est.low, "high": est.high, "folds": folds}
 
 
 def _h_max(process, solver, num_steps, cfg):
@@ -149,103 +170,106 @@ def _h_max(process, solver, num_steps, cfg):
     return float(jnp.max(jnp.abs(jnp.diff(plan.us))))
 
 
-def _tv_with_folds(score_fn, process, target, cfg, key, solver, num_steps):
-    """``_tv`` plus the number of samples where the discrete map folds (det D Phi <= 0): the
-    density module warns about those; the study collects the count into the report instead."""
-    import re
-    import warnings
+def _family_runner(sf, process, target, cfg, rk, x_init, log_p0, cap, rows, row):
+    """``run(n)`` for :func:`~jaxode_diffusion.convergence.extend_until_asymptotic`: the
+    exact-density TV integrand ``(1 - p/q)_+`` per sample of ``solver`` with ``n`` steps, on the
+    fixed draws ``x_init`` (common random numbers: every step count and family sees the same
+    samples), valid when no sample folds (det D Phi <= 0) and all are finite. The grid is padded
+    with zero-length steps at t_end (exact no-ops of an explicit RK step) to ``cap`` steps, so one
+    compiled program serves every step count of the family. Appends a row per run to ``rows``."""
+    from .density import flow_and_jacobian
+    from .sampling import make_times
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tv = _tv(score_fn, process, target, cfg, key, solver, num_steps)
-    folds = 0
-    for w in caught:
-        m = re.search(r"det D Phi <= 0 for (\d+) of", str(w.message))
-        if m:
-            folds += int(m.group(1))
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return tv, folds
+    ref = target.marginal(process, cfg.t_end)
+    z = 1.959963984540054  # 97.5% normal quantile: the rows' 95% CLT interval, as tv_distance
 
+    def run(n):
+        ts = make_times(process, num_steps=n, t_end=cfg.t_end, grid=cfg.grid)
+        ts_pad = jnp.concatenate([ts, jnp.full((cap - n,), ts[-1], ts.dtype)])
+        y, jac = flow_and_jacobian(sf, process, x_init, ts_pad, rk)
+        sign, logdet = np.linalg.slogdet(np.asarray(jac))
+        log_r = np.asarray(ref.log_prob(y), np.float64) - (log_p0 - logdet)  # log p/q at the sample
+        finite = ~np.isnan(log_r) & np.all(np.isfinite(np.asarray(y).reshape(len(y), -1)), 1)
+        # (1 - p/q)_+ as tv_distance computes it; a non-finite sample counts as maximal error (1)
+        # and makes the run invalid.
+        w = np.where(finite, -np.expm1(np.minimum(np.where(finite, log_r, 0.0), 0.0)), 1.0)
+        folds = int(np.sum(sign <= 0))
+        tv, se = float(w.mean()), float(w.std(ddof=1) / np.sqrt(w.size))
+        rows.append(dict(row, steps=int(n), h_max=_h_max(process, rk, n, cfg),
+                         tv={"value": tv, "stderr": se, "low": max(0.0, tv - z * se), "high": min(1.0, tv + z * se)},
+                         folds=folds, nonfinite=int((~finite).sum())))
+        return w, folds == 0 and bool(finite.all())
 
-#: Window of TV values that carries an order: above the Monte Carlo floor (3 standard errors) and
-#: below 0.3, where TV (<= 1) has not started to saturate.
-TV_WINDOW_HIGH = 0.3
-
-
-def _in_window(r) -> bool:
-    return 3 * r["tv"]["stderr"] < r["tv"]["value"] < TV_WINDOW_HIGH
-
-
-def order_fit(rows) -> dict:
-    """Order of one (form, tableau) family from TV against the number of steps on a fixed grid
-    family: TV ~ N^-p, p = minus the slope of log TV on log N over the points inside the window
-    (3 s.e. < TV < 0.3), with an interval (:func:`_fit_exponent`: Monte Carlo bootstrap joined with
-    the local slopes). ``asymptotic`` is False -- and no order is claimed -- when fewer than 3
-    points lie in the window or the interval is wider than 1 (local slopes disagree by more than
-    +-0.5): the family has not reached its asymptotic regime at these step counts."""
-    ok = sorted((r for r in rows if _in_window(r)), key=lambda r: r["steps"])
-    fit = _fit_exponent([r["steps"] for r in ok], [r["tv"]["value"] for r in ok],
-                        [r["tv"]["stderr"] for r in ok])
-    order, low, high = -fit["slope"], -fit["high"], -fit["low"]
-    asymptotic = len(ok) >= 3 and np.isfinite(order) and (high - low) <= 1.0
-    return dict(order_fit=float(order), order_low=float(low), order_high=float(high), window_points=len(ok),
-                window_steps=[r["steps"] for r in ok], asymptotic=bool(asymptotic),
-                folds=int(sum(r.get("folds", 0) for r in rows)))
+    return run
 
 
 def discretisation(cfg: StudyConfig, process, bar) -> dict:
-    """Section 1: exact-density TV against the number of steps for p = 1..4 in each form. The step
-    window is chosen per (form, order): starting from ``step_counts``, steps are doubled while the
-    TV at the most steps is still above the window (not yet asymptotic) and halved while the TV at
-    the fewest steps is already inside the Monte Carlo floor, with at most
-    ``max_extra_runs`` (default 2; quick 1) extra runs per family, within [2, 1024] steps. Fold
-    counts (samples where the discrete map is not orientation preserving) go into the rows."""
+    """Section 1: exact-density TV against the number of steps N for p = 1..4 in each form, on one
+    fixed grid family (``cfg.grid``), with the order read off where the data say the asymptotic
+    regime has started (:func:`~jaxode_diffusion.convergence.extend_until_asymptotic`): every
+    family starts at ``step_counts`` and doubles N until its local slopes settle (all within 0.25
+    of the last, over at least four N) or ``max_steps`` / the TV floor is reached; then either
+    "order [interval] over N = a..b" or "not asymptotic" with the measured slope and the reason.
+
+    All runs use the same draws from the exact p_T (common random numbers), so ratios of TV between
+    step counts -- the slopes -- are measured far more precisely than each TV alone (the per-sample
+    error is a smooth function of N), and the interval is a paired bootstrap over samples. There
+    is no prior mismatch (x_init ~ exact p_T) and no early-stopping error (q is compared with the
+    exact p_t_end), so the only floors are Monte Carlo resolution (TV within 3 standard errors of
+    0, which with exact densities scales with TV itself) and round-off (``tv_floor``). Fold counts
+    (samples where the discrete map is not orientation preserving; such a run is not used for the
+    fit) go into the rows and the report."""
+    from .convergence import extend_until_asymptotic
+    from .sampling import get_solver
+
     target = _target(cfg, cfg.dim)
     sf = target.score_fn(process)
-    rows = []
-    key = jax.random.PRNGKey(cfg.seed)
-    max_extra = int(cfg.max_extra_runs)
+    p_start = target.marginal(process, process.default_t_start)
+    num = int(cfg.order_samples or cfg.tv_samples)
+    x_init = p_start.sample(jax.random.PRNGKey(cfg.seed), num)
+    log_p0 = np.asarray(p_start.log_prob(x_init), np.float64)
+    cap = int(max(cfg.max_steps, max(cfg.step_counts)))
+    rows, fits = [], []
     for form in cfg.forms:
         for p, tab in ORDERS.items():
             solver = f"{form}:{tab}"
-            fam = []
+            rk = get_solver(solver)
+            if not isinstance(rk, _runge_kutta_cls()):
+                raise ValueError(f"forms={cfg.forms!r}: section 1 pads grids with zero-length steps, which needs "
+                                 f"a Runge-Kutta form; {solver!r} is not one.")
+            fam: list = []
+            run = _family_runner(sf, process, target, cfg, rk, x_init, log_p0, cap, fam,
+                                 dict(form=form, order=p, solver=solver))
 
-            def run(n):
-                nonlocal key
-                key, sub = jax.random.split(key)
-                tv, folds = _tv_with_folds(sf, process, target, cfg, sub, solver, n)
-                fam.append(dict(form=form, order=p, solver=solver, steps=n, nfe=n * _stages(tab),
-                                h_max=_h_max(process, solver, n, cfg), tv=tv, folds=folds))
+            def counted(n, run=run):
+                if n not in cfg.step_counts:  # an extension run: not in the bar's planned total
+                    bar.total += 1
+                out = run(n)
                 bar.update(1)
+                return out
 
-            for n in cfg.step_counts:
-                run(int(n))
-            for _ in range(max_extra):
-                fam.sort(key=lambda r: r["steps"])
-                if sum(_in_window(r) for r in fam) >= 3:
-                    break
-                most, fewest = fam[-1], fam[0]
-                if most["tv"]["value"] >= TV_WINDOW_HIGH and most["steps"] * 2 <= 1024:
-                    run(most["steps"] * 2)
-                elif not _in_window(fewest) and fewest["tv"]["value"] < TV_WINDOW_HIGH and fewest["steps"] // 2 >= 2:
-                    run(fewest["steps"] // 2)
-                elif most["steps"] * 2 <= 1024 and _in_window(most):
-                    run(most["steps"] * 2)
-                else:
-                    break
-            rows.extend(sorted(fam, key=lambda r: r["steps"]))
-    fits = []
-    for form in cfg.forms:
-        for p in ORDERS:
-            rs = [r for r in rows if r["form"] == form and r["order"] == p]
-            # Points within 3 standard errors of 0 are Monte Carlo noise, and TV above 0.5 is
-            # saturating (TV <= 1): neither carries the slope.
-            ok = [r for r in rs if 3 * r["tv"]["stderr"] < r["tv"]["value"] < 0.5]
-            h = [r["h_max"] for r in ok]
-            tv = [r["tv"]["value"] for r in ok]
-            fits.append(dict(form=form, order=p, slope=_slope(h, tv), points=len(h), **order_fit(rs)))
-    return {"rows": rows, "fits": fits, "dim": cfg.dim, "folds": int(sum(r["folds"] for r in rows))}
+            est = extend_until_asymptotic(counted, cfg.step_counts, max_steps=cap, floor=cfg.tv_floor,
+                                          seed=cfg.seed)
+            fam.sort(key=lambda r: r["steps"])
+            rows.extend(fam)
+            win = [r for r in fam if r["steps"] in est.window]
+            fits.append(dict(form=form, order=p, solver=solver,
+                             # the slope against H_max in the form's own variable, for reference
+                             slope=_slope([r["h_max"] for r in win], [r["tv"]["value"] for r in win]),
+                             points=len(win), order_fit=est.order, order_low=est.low, order_high=est.high,
+                             window_points=len(est.window), window_steps=list(est.window),
+                             asymptotic=est.asymptotic, reason=est.reason, describe=est.describe(),
+                             local_steps=list(est.local_steps), local_orders=list(est.local_orders),
+                             local_stderr=list(est.local_stderr), status=list(est.status),
+                             folds=int(sum(r["folds"] for r in fam))))
+    return {"rows": rows, "fits": fits, "dim": cfg.dim, "folds": int(sum(r["folds"] for r in rows)),
+            "samples": num, "max_steps": cap, "tv_floor": float(cfg.tv_floor)}
+
+
+def _runge_kutta_cls():
+    from .solvers.runge_kutta import RungeKutta
+
+    return RungeKutta
 
 
 def _stages(tab):

@@ -71,20 +71,4 @@ def test_adversarial_perturbation_keeps_size_and_raises_tv():
     assert np.all(np.isfinite(adv.perturbation_bounds()))
 
 
-def _rows(steps, tv, rel_se=0.03):
-    return [dict(steps=n, tv=dict(value=v, stderr=rel_se * v), folds=1) for n, v in zip(steps, tv)]
-
-
-def test_order_fit_against_steps_and_not_asymptotic_verdict():
-    from jaxode_diffusion.study import order_fit
-
-    steps = np.array([4, 8, 16, 32, 64])
-    fit = order_fit(_rows(steps, 2.0 * steps**-2.0))  # TV 0.125 ... 4.9e-4, all in the window
-    assert fit["asymptotic"] and abs(fit["order_fit"] - 2.0) < 0.05
-    assert fit["order_low"] < 2.0 < fit["order_high"] and fit["folds"] == 5
-    # Saturated at the coarse end, lost in Monte Carlo noise at the fine end: 2 points in window.
-    tv = np.array([0.9, 0.6, 0.2, 0.05, 0.001])
-    rows = _rows(steps, tv)
-    rows[-1]["tv"]["stderr"] = 0.002  # TV below 3 standard errors
-    bad = order_fit(rows)
-    assert not bad["asymptotic"] and bad["window_points"] == 2
+# The section-1 order rule (estimate_order / extend_until_asymptotic) is tested in tests/test_study_slopes.py.

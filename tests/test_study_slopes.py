@@ -1,0 +1,98 @@
+"""Orders that mean what they say: convergence.estimate_order / extend_until_asymptotic (synthetic
+per-sample errors, no compiles) and the study's section-1 runner on a real sampler (one compile)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxode_diffusion.convergence import estimate_order, extend_until_asymptotic
+
+N = np.array([4, 8, 16, 32, 64, 128, 256])
+C = np.random.default_rng(0).uniform(0.2, 1.8, 500)  # per-sample error constants (paired over N)
+
+
+def test_power_law_is_asymptotic_with_interval_around_the_slope():
+    est = estimate_order(N, 0.5 * N[:, None] ** -2.0 * C)
+    assert est.asymptotic and est.window == tuple(N) and est.reason == ""
+    assert est.low <= 2.0 <= est.high and est.high - est.low < 0.1
+    assert est.describe().startswith("2.00 [")
+
+
+def test_steady_pre_asymptotic_decay_is_not_accepted():
+    # Measured VP x-t:rk4 TV (N = 4..256): N^-2.8 over 4..16, then a jump, then N^-4.
+    tv = np.array([1.26e-1, 1.66e-2, 2.73e-3, 1.03e-4, 6.38e-6, 4.11e-7, 2.60e-8])
+    short = estimate_order(N[:4], tv[:4, None] * C)
+    assert not short.asymptotic and "still change at the largest N" in short.reason
+    assert short.describe().startswith("not asymptotic (slope ")
+    full = estimate_order(N, tv[:, None] * C)
+    assert full.asymptotic and full.window == (32, 64, 128, 256) and abs(full.order - 3.98) < 0.05
+    # The last local slope supports the fit: it lies inside the interval.
+    assert full.low <= full.local_orders[-1] <= full.high
+
+
+def test_statuses_saturated_noise_floor_invalid():
+    tv = 0.5 * N[:, None] ** -2.0 * C
+    tv[0] = 0.9  # saturated
+    valid = np.ones(N.size, bool)
+    valid[2] = False  # e.g. folded samples: splits the usable run
+    est = estimate_order(N, tv, valid=valid, floor=5e-5)
+    assert est.status == ("saturated", "ok", "invalid", "ok", "ok", "floor", "floor")
+    assert est.window == (32, 64) and not est.asymptotic  # only one local slope after the break
+    noisy = np.zeros((2, 500))
+    noisy[:, 0] = 1.0  # one non-zero sample: mean 0.002, standard error 0.002
+    assert estimate_order([4, 8], noisy).status == ("noise", "noise")
+    assert "no usable step count" in estimate_order([4, 8], noisy).reason
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=[8, 4], errors=np.ones((2, 3))), "strictly increasing"),
+    (dict(steps=[4, 8], errors=np.ones((3, 3))), "errors must have shape"),
+    (dict(steps=[4.0, 8.0], errors=np.ones((2, 3))), "positive integers"),
+    (dict(steps=[4, 8], errors=-np.ones((2, 3))), "non-negative"),
+    (dict(steps=[4, 8], errors=np.ones((2, 3)), tolerance=0.0), "tolerance"),
+])
+def test_bad_input_names_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_order(**kwargs)
+
+
+def test_extension_runs_until_slopes_settle_budget_or_floor():
+    calls = []
+
+    def run(n):
+        calls.append(n)
+        return 0.05 * (1.0 / n + 400.0 / n**3) * C, True  # order 1, reached only beyond N ~ 40
+
+    est = extend_until_asymptotic(run, [4, 8, 16], max_steps=1024)
+    assert est.asymptotic and calls == [4, 8, 16, 32, 64, 128, 256, 512] and abs(est.order - 1.0) < 0.5
+    capped = extend_until_asymptotic(run, [4, 8, 16], max_steps=32)
+    assert not capped.asymptotic and "step budget max_steps = 32 reached" in capped.reason
+    erratic = {4: 1e-3, 8: 1e-5, 16: 4e-6, 32: 1e-9, 64: 1e-11}  # local slopes 6.6, 1.3, then the floor
+    floored = extend_until_asymptotic(lambda n: (erratic[n] * C, True), [4, 8], max_steps=1024, floor=1e-9)
+    assert not floored.asymptotic and "reached its floor" in floored.reason and floored.steps[-1] == 64
+    with pytest.raises(ValueError, match="max_steps"):
+        extend_until_asymptotic(run, [4, 8], max_steps=4)
+
+
+def test_section1_runner_on_a_user_schedule():
+    # A process the study has never seen (built from alpha, sigma): the same runner and rule give
+    # Heun's order without knowing it; one compile (the grid is padded to the cap).
+    from types import SimpleNamespace
+
+    from jaxode_diffusion import ForwardProcess, GaussianMixture, get_solver
+    from jaxode_diffusion.study import _family_runner
+
+    jax.config.update("jax_enable_x64", True)
+    proc = ForwardProcess.from_alpha_sigma(lambda t: jnp.exp(-2.0 * t**2), lambda t: jnp.sqrt(1 - jnp.exp(-4.0 * t**2)))
+    gm = GaussianMixture.ring(4, radius=1.5, std=0.4)
+    cfg = SimpleNamespace(t_end=1e-2, grid="log_snr")
+    p_start = gm.marginal(proc, proc.default_t_start)
+    x = p_start.sample(jax.random.PRNGKey(0), 200)
+    rows = []
+    run = _family_runner(gm.score_fn(proc), proc, gm, cfg, get_solver("x-t:heun"), x,
+                         np.asarray(p_start.log_prob(x)), 128, rows, dict(form="x-t", order=2))
+    est = extend_until_asymptotic(run, [4, 8, 16], max_steps=128)
+    assert [r["steps"] for r in rows] == list(est.steps) and all(r["folds"] == 0 for r in rows)
+    assert est.asymptotic, est.describe()
+    assert est.low <= est.order <= est.high and abs(est.order - 2.0) < 0.5
