@@ -41,7 +41,14 @@ from . import (
     theory,
     training,
 )
-from .convergence import ConvergenceResult, OrderEstimate, convergence_study, estimate_order, extend_until_asymptotic, fit_order
+from .convergence import (
+    ConvergenceResult,
+    OrderEstimate,
+    convergence_study,
+    estimate_order,
+    extend_until_asymptotic,
+    fit_order,
+)
 from .data import Dataset, load_dataset, load_digits, load_npy, load_patches, make_toy
 from .defaults import default_grid_for
 from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
