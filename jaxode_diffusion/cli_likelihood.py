@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-steps", type=positive_int, required=True, help="ODE steps (NFE = steps x stages)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--solver", default="rk4", help='an RK tableau, optionally in a form: "rk4", "x0-snr:rk4"')
-    p.add_argument("--grid", default="uniform", help="uniform, log_snr, edm, quadratic")
+    p.add_argument("--grid", default=None,
+                   help="uniform, log_snr, edm, quadratic (default: the measured best for the solver)")
     p.add_argument("--t-end", type=float, default=None, help="data-end time (default: the process's)")
     p.add_argument("--trace", default="auto", choices=("auto", "exact", "hutchinson"),
                    help="divergence: exact (D jvps per stage), hutchinson (Rademacher probes); auto: exact if D <= 64")
@@ -86,6 +87,7 @@ def cmd_likelihood(args) -> int:
     import jax.numpy as jnp
     import numpy as np
 
+    from .defaults import default_grid_for
     from .likelihood import log_likelihood
     from .outputs import ensure_output_file
     from .training import load_run
@@ -142,7 +144,8 @@ def cmd_likelihood(args) -> int:
     sem = float(ll.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     summary = dict(
         checkpoint=str(args.checkpoint), data=args.data, num_samples=int(n), dim=dim,
-        process=type(process).__name__, solver=args.solver, grid=args.grid, num_steps=args.num_steps,
+        process=type(process).__name__, solver=args.solver,
+        grid=args.grid if args.grid is not None else default_grid_for(args.solver), num_steps=args.num_steps,
         t_end=res.t_end, t_start=res.t_start, trace=trace, num_probes=args.num_probes if trace == "hutchinson" else None,
         nfe_per_sample=nfe, jvps_per_sample=num_jvps, levels=args.levels,
         prior=f"N(0, c(T)^2 I), c(T) = {float(process.c(res.t_start)):.6g}",

@@ -4,8 +4,10 @@ Usage::
 
     jaxode-diffusion train --data two_moons --steps 2000 --out runs/moons
     jaxode-diffusion train --data two_moons --steps 4000 --out runs/moons --resume
+    jaxode-diffusion sample --checkpoint runs/moons --num-samples 2000 --out moons.npy
+        # measured defaults (unipc_bh2_2, 10 steps, its grid); also writes moons.png
     jaxode-diffusion sample --checkpoint runs/moons --solver x0-lambda:rk4 \\
-        --steps 5 --num-samples 2000 --out moons.npy       # also writes moons.png
+        --steps 5 --num-samples 2000 --out moons.npy       # grid: log_snr, the best for this solver
     jaxode-diffusion train --data digits --steps 1200 --out runs/cdigits --conditional
     jaxode-diffusion sample --checkpoint runs/cdigits --solver dpmpp_2m --steps 10 --grid log_snr \
         --num-samples 64 --class 3 --guidance 2 --out three.npy    # classifier-free guidance
@@ -121,13 +123,24 @@ def register(subparsers) -> None:
         description="Sample a trained score model; writes FILE.npy and FILE.png.",
     )
     s.add_argument("--checkpoint", required=True, help="run directory written by `train`")
-    s.add_argument("--solver", default=None, help='e.g. "rk4", "x0-lambda:rk4", "eps-rho:heun" (not with --tuned)')
-    s.add_argument("--steps", type=positive_int, default=None, help="solver steps (NFE = steps x stages)")
+    s.add_argument(
+        "--solver", default=None,
+        help='e.g. "unipc_bh2_2", "dpmpp_2m", "x0-lambda:rk4", "rk4" (default: the measured best, '
+        'jaxode_diffusion.defaults.DEFAULT_SOLVER; not with --tuned)',
+    )
+    s.add_argument(
+        "--steps", type=positive_int, default=None,
+        help="solver steps, NFE = steps x stages (default 10; not with --tuned)",
+    )
     s.add_argument("--tuned", default=None, help="a JSON file from `jaxode-diffusion tune`: its solver and times")
     s.add_argument("--num-samples", type=positive_int, required=True)
     s.add_argument("--out", required=True, help="output .npy file (a .png is written beside it)")
     s.add_argument("--seed", type=_nonneg_int, default=0)
-    s.add_argument("--grid", default="uniform", help="uniform, log_snr, edm, quadratic")
+    s.add_argument(
+        "--grid", default=None,
+        help="uniform, log_snr, edm, quadratic (default: the grid that measured best for the solver, "
+        "jaxode_diffusion.defaults.default_grid_for; not with --tuned)",
+    )
     s.add_argument(
         "--class", dest="class_label", type=_nonneg_int, default=None,
         help="class K to sample from a model trained with --conditional (default: unconditional)",
@@ -183,11 +196,19 @@ def cmd_sample(args) -> int:
 
     from .outputs import ensure_output_file
 
+    from .defaults import DEFAULT_NUM_STEPS, DEFAULT_SOLVER, default_grid_for
+
     if getattr(args, "tuned", None) is not None:
-        if args.solver is not None or args.steps is not None:
-            raise ValueError(f"--tuned {args.tuned} fixes the solver and the grid; drop --solver/--steps.")
-    elif args.solver is None or args.steps is None:
-        raise ValueError("--solver and --steps are required (or --tuned FILE from `jaxode-diffusion tune`).")
+        given = [f for f, v in (("--solver", args.solver), ("--steps", args.steps), ("--grid", args.grid))
+                 if v is not None]
+        if given:
+            raise ValueError(
+                f"--tuned {args.tuned} fixes the solver, the steps and the grid; drop {', '.join(given)}."
+            )
+    else:
+        args.solver = DEFAULT_SOLVER if args.solver is None else args.solver
+        args.steps = DEFAULT_NUM_STEPS if args.steps is None else args.steps
+        args.grid = default_grid_for(args.solver) if args.grid is None else args.grid
     if args.num_samples < 1 or (args.steps is not None and args.steps < 1):
         raise ValueError(f"--num-samples and --steps must be >= 1, got {args.num_samples}, {args.steps}.")
     ensure_output_file(args.out, "--out")  # before loading and sampling: a bad --out is reported at once

@@ -14,10 +14,15 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["default_grid_for", "DEFAULT_SOLVER", "SOLVER_GRIDS", "FORM_GRIDS", "OVERALL_GRID"]
+from .solvers.registry import get_solver
+
+__all__ = ["default_grid_for", "DEFAULT_SOLVER", "DEFAULT_NUM_STEPS", "SOLVER_GRIDS", "FORM_GRIDS", "OVERALL_GRID"]
 
 #: The solver that measured best on average at NFE 10-20 (benchmarks/results/defaults.md).
 DEFAULT_SOLVER = "unipc_bh2_2"
+
+#: Default number of steps of the ``sample`` command (NFE 10 with the default multistep solver).
+DEFAULT_NUM_STEPS = 10
 
 #: Measured best named grid per solver (keys are canonical solver names, ``get_solver(s).name``).
 SOLVER_GRIDS: dict[str, str] = {
@@ -27,7 +32,7 @@ SOLVER_GRIDS: dict[str, str] = {
     "dpmpp_2s": "edm",
     "dpmpp_3s": "edm",
     "dpmpp_2m": "log_snr",
-    "dpmpp_3m": "log_snr",
+    "dpmpp_3m_exact": "log_snr",  # measured as "dpmpp_3m" before the rename (issue 14)
     "deis_ab2": "edm",
     "deis_ab3": "edm",
     "unipc_bh1_2": "log_snr",
@@ -75,14 +80,12 @@ def default_grid_for(solver) -> str:
         A grid name from :data:`~jaxode_diffusion.grids.GRID_NAMES`.
 
     Raises:
-        ValueError: an unknown solver (from :func:`~jaxode_diffusion.sampling.get_solver`).
+        ValueError: an unknown solver (from :func:`~jaxode_diffusion.solvers.registry.get_solver`).
 
     Example:
         >>> default_grid_for("dpmpp_2m") in ("uniform", "log_snr", "edm", "quadratic")
         True
     """
-    from .sampling import get_solver
-
     obj = get_solver(solver)
     name = str(getattr(obj, "name", "")).lower()
     name = _EQUIVALENT.get(name, name)

@@ -89,7 +89,7 @@ def sampler_log_density(
     num_steps: int | None = None,
     t_start=None,
     t_end=None,
-    grid="uniform",
+    grid=None,
     init_log_prob: Callable | None = None,
 ):
     """Samples of a fixed-step sampler and their exact log-density under the sampler's law.
@@ -147,7 +147,7 @@ def sampler_log_density(
             f"dtype {x_init.dtype}. For one sample use x[None]."
         )
     solver = get_solver(solver)
-    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid)
+    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     if init_log_prob is None:
         log_p0 = _isotropic_gaussian_log_prob(x_init, process.c(ts[0]).astype(x_init.dtype))
     else:
@@ -274,7 +274,7 @@ def sampler_tv(
     num_samples: int = 4096,
     t_start=None,
     t_end=None,
-    grid="uniform",
+    grid=None,
     compare_to: str = "t_end",
     confidence: float = 0.95,
     return_samples: bool = False,
@@ -319,7 +319,7 @@ def sampler_tv(
         raise ValueError(f"compare_to={compare_to!r}: choose 't_end' (p_t_end) or 'data' (p_0).")
     if not isinstance(target, GaussianMixture):
         raise ValueError(f"target must be a GaussianMixture; got {type(target).__name__}.")
-    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid)
+    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     p_start = target.marginal(process, ts[0])
     x_init = p_start.sample(key, int(num_samples))
     samples, log_q = sampler_log_density(score_fn, process, x_init, solver=solver, grid=ts,

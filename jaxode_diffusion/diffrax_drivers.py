@@ -147,7 +147,7 @@ def adaptive_sample(
 
 
 def diffrax_fixed_step(score_fn, process, x_init, *, solver="rk4", num_steps=None, t_start=None,
-                       t_end=None, grid="uniform"):
+                       t_end=None, grid=None):
     """Run ``diffrax.diffeqsolve`` on exactly the grid :func:`~jaxode_diffusion.sample` would use.
 
     The tableau is converted with :func:`~jaxode_diffusion.solvers.diffrax_bridge.diffrax_solver`
@@ -166,7 +166,7 @@ def diffrax_fixed_step(score_fn, process, x_init, *, solver="rk4", num_steps=Non
     rk = get_solver(solver)
     if not isinstance(rk, RungeKutta):
         raise ValueError(f"solver={solver!r}: diffrax_fixed_step needs a Runge-Kutta tableau solver.")
-    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid)
+    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     return _fixed_jit(score_fn, process, jnp.asarray(x_init), ts, rk.form, diffrax_solver(rk.tableau))
 
 

@@ -219,7 +219,7 @@ def log_likelihood(
     num_steps: int,
     t_end=None,
     t_start=None,
-    grid="uniform",
+    grid=None,
     trace: str = "exact",
     num_probes: int = 16,
     key=None,
@@ -288,7 +288,7 @@ def log_likelihood(
     if trace not in ("exact", "hutchinson"):
         raise ValueError(f"log_likelihood: trace={trace!r}; choose 'exact' (small d) or 'hutchinson' (large d).")
     solver = _rk_solver(solver)
-    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid)
+    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     ts = ts[::-1].astype(x.dtype)  # increasing: t_end -> t_start
     dim = int(np.prod(x.shape[1:]))
     exact = trace == "exact"

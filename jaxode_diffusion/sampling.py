@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .defaults import DEFAULT_SOLVER, default_grid_for
 from .grids import check_num_steps, make_grid, validate_grid
 from .processes import ForwardProcess
 from .solvers.base import AbstractSolver, StepInfo
@@ -393,7 +394,7 @@ def solve(
     process: ForwardProcess,
     x_init,
     ts,
-    solver="rk4",
+    solver=None,
     *,
     cond=None,
     return_trajectory: bool = False,
@@ -418,7 +419,8 @@ def solve(
             inversion). Runge-Kutta solvers also accept zero-length steps (exact no-ops), so
             grids of different lengths can be padded into one compiled program.
         solver: a solver name (``"rk4"``, ``"x0-lambda:rk4"``, ``"dpmpp_2m"``), a
-            ``ButcherTableau`` or a solver object.
+            ``ButcherTableau`` or a solver object; ``None`` is the measured default
+            :data:`~jaxode_diffusion.defaults.DEFAULT_SOLVER` (``"unipc_bh2_2"``).
         cond: optional pytree of conditioning passed as ``score_fn(x, t, cond)``; array leaves
             with a leading axis must have ``B`` rows. Traced: new values do not recompile.
         return_trajectory: also return the states at every grid time.
@@ -458,7 +460,7 @@ def solve(
             raise ValueError(f"{name} must be True or False; got {flag!r}.")
     x_init = jnp.asarray(x_init)
     _validate_x_init(x_init)
-    solver = get_solver(solver)
+    solver = get_solver(DEFAULT_SOLVER if solver is None else solver)
     ts = jnp.asarray(ts).astype(_state_dtype(x_init))
     _validate_grid_static(ts, process, solver)
     if cond is not None:
@@ -500,7 +502,7 @@ def _raise_if_failed(sol: Solution, x_init) -> None:
     raise ValueError(RESULTS.messages[code] + ".")
 
 
-def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=None, grid="uniform"):
+def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=None, grid=None, solver=None):
     """The time grid :func:`sample` uses for these arguments (validated).
 
     Args:
@@ -508,7 +510,11 @@ def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=N
         num_steps: number of steps (a positive int) for a named grid.
         t_start, t_end: defaults ``process.default_t_start`` / ``process.default_t_end``.
         grid: a name (``"uniform"``, ``"log_snr"``, ``"edm"``, ``"edm:R"``, ``"quadratic"``), an
-            array of times, or a callable ``(process, num_steps, t_start, t_end) -> ts``.
+            array of times, or a callable ``(process, num_steps, t_start, t_end) -> ts``;
+            ``None``: the grid that measured best for ``solver``
+            (:func:`~jaxode_diffusion.defaults.default_grid_for`).
+        solver: the solver the grid is for (only used when ``grid`` is ``None``; ``None``: the
+            default solver).
 
     Example:
         >>> from jaxode_diffusion import VPLinear, make_times
@@ -517,6 +523,8 @@ def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=N
     """
     if num_steps is not None:
         num_steps = check_num_steps(num_steps)
+    if grid is None:
+        grid = default_grid_for(DEFAULT_SOLVER if solver is None else solver)
     if isinstance(grid, str):
         if num_steps is None:
             raise ValueError("num_steps is required with a named grid (e.g. num_steps=10).")
@@ -559,11 +567,11 @@ def sample(
     process: ForwardProcess,
     x_init,
     *,
-    solver="rk4",
+    solver=None,
     num_steps: int | None = None,
     t_start=None,
     t_end=None,
-    grid="uniform",
+    grid=None,
     cond=None,
     return_trajectory: bool = False,
     return_nfe: bool = False,
@@ -579,12 +587,18 @@ def sample(
         process: the :class:`~jaxode_diffusion.processes.ForwardProcess`.
         x_init: ``(B, *event_shape)`` initial states at ``t_start``.
         solver: ``"rk4"`` (plain RK in ``x-t``), ``"FORM:TABLEAU"`` (``"x0-lambda:rk4"``), a
-            registered solver name, a ``ButcherTableau`` or a solver object.
+            registered solver name, a ``ButcherTableau`` or a solver object. ``None`` (default):
+            :data:`~jaxode_diffusion.defaults.DEFAULT_SOLVER`, the solver that measured best at
+            NFE 10-20 (``"unipc_bh2_2"``; table in ``benchmarks/results/defaults.md``).
         num_steps: number of steps (NFE = steps x stages for RK); required with a named grid.
         t_start, t_end: defaults ``process.default_t_start`` and ``process.default_t_end``.
         grid: ``"uniform"``, ``"log_snr"``, ``"edm"`` (``"edm:R"``), ``"quadratic"``, an array of
             t values (then ``num_steps``/``t_start``/``t_end`` come from it; pass
             ``num_steps=None``), or a callable ``(process, num_steps, t_start, t_end) -> ts``.
+            ``None`` (default): the named grid that measured best for this solver
+            (:func:`~jaxode_diffusion.defaults.default_grid_for`, e.g. ``"log_snr"`` for
+            ``"x0-lambda:rk4"`` and the DPM-Solver++/UniPC multistep family, ``"uniform"`` for
+            plain ``"rk4"``).
         cond: conditioning pytree passed to ``score_fn(x, t, cond)`` (traced).
         return_trajectory: also return the states at every grid time.
         return_nfe: return a :class:`Solution` with the NFE.
@@ -612,8 +626,8 @@ def sample(
     for name, flag in (("return_nfe", return_nfe), ("check_finite", check_finite)):
         if not isinstance(flag, bool | np.bool_):
             raise ValueError(f"{name} must be True or False; got {flag!r}.")
-    solver = get_solver(solver)
-    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid)
+    solver = get_solver(DEFAULT_SOLVER if solver is None else solver)
+    ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     sol = solve(score_fn, process, x_init, ts, solver, cond=cond, return_trajectory=return_trajectory,
                 throw=bool(check_finite), remat=remat)
     if return_trajectory or return_nfe:
