@@ -6,14 +6,29 @@ Problems (exact scores, float64, x_init exact draws of p_{t_start}, end-point RM
 
 * the accuracy_vs_nfe problems ``GaussianMixture.random(PRNGKey(d), 4, d, scale=2, min_var=0.05,
   max_var=0.5)`` under ``VPLinear`` (t: 1 -> 1e-3) for several d;
-* the same kind of mixture (another seed, d = 8) under ``EDM`` (another schedule and time scale).
+* the same kind of mixture (another seed, d = 8) under ``EDM`` (another schedule and time scale);
+* with ``--trained DIR ...``: trained score networks (run directories of ``jaxode-diffusion train``),
+  x_init drawn from the prior, the reference a tight ``reference_solve`` of the same network. Learned
+  scores are smooth where exact mixture scores are sharp (small component variances), so the grid
+  that suits a solver can differ between the two kinds; both are reported and the chosen grid
+  weighs the two kinds equally (see ``analyse``).
 
 For every solver and budget the step count is the largest whose NFE fits (measured NFE). A grid's
 score for a solver is the mean over problems and budgets of ``log10(RMSE(grid) / min over grids
 RMSE)`` (0 = always the best grid; non-finite results count as 1000x). A solver's score is the mean
 of ``log10(RMSE(solver on its chosen grid) / best RMSE of any solver and grid)``.
 
-Run: ``python benchmarks/defaults.py`` (writes ``benchmarks/results/defaults.md``).
+Run: ``python benchmarks/defaults.py`` (writes ``benchmarks/results/defaults.md``). Measuring only some
+solvers or problems and merging them into saved rows: ``--solvers dpmpp_3m,edm_heun --merge
+benchmarks/results/defaults.json``; the trained models of the results table::
+
+    jaxode-diffusion train --data checkerboard --steps 1500 --out /tmp/m_checkerboard   # also
+    #   eight_gaussians, swiss_roll, two_moons --seed 3 (VPLinear, 1500 steps each) and, 1000 steps:
+    #   rings --process vp_cosine --seed 11, two_moons --process edm --seed 12,
+    #   eight_gaussians --process rectified_flow --prediction flow --seed 13,
+    #   swiss_roll --process subvp --prediction x0 --seed 14, checkerboard --process ve --seed 15,
+    #   gmm --prediction v --seed 16
+    python benchmarks/defaults.py --trained /tmp/m_checkerboard ... --merge benchmarks/results/defaults.json
 """
 
 from __future__ import annotations
@@ -56,6 +71,7 @@ FAMILIES = {
     "dpmpp_3s": "exponential, data prediction, singlestep (DPM-Solver++)",
     "dpmpp_2m": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
     "dpmpp_3m": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
+    "dpmpp_3m_exact": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
     "deis_ab2": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
     "deis_ab3": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
     "unipc_bh1_2": "exponential multistep (DPM-Solver++ / DEIS / UniPC)",
@@ -76,6 +92,9 @@ FAMILIES = {
 CAP = 3.0  # log10 excess charged for a non-finite result (1000x)
 
 
+TRAINED = "trained: "  # label prefix of the trained-model problems
+
+
 def problems(quick):
     """(label, mixture, process, t_start, t_end, x seed), in the order they are measured."""
     vp = jd.VPLinear()
@@ -88,6 +107,17 @@ def problems(quick):
             gm = jd.GaussianMixture.random(jax.random.PRNGKey(100 + d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
             out.append((f"{name} d={d}", gm, proc, None, None, 2000 + d))
     return out
+
+
+def trained_problem(run_dir):
+    """A trained run directory as a problem: (label, score_fn, process, t_start, t_end, x seed)."""
+    from jaxode_diffusion.training import load_run
+
+    score_fn, cfg = load_run(run_dir)
+    proc = score_fn.process
+    label = (f"{TRAINED}{cfg['data']['name']} / {type(proc).__name__} / {cfg['model']['prediction']} "
+             f"({os.path.basename(os.path.normpath(run_dir))})")
+    return (label, score_fn, proc, None, None, 3000, tuple(cfg["data"]["event_shape"]))
 
 
 # (problem index, budget) passes, most informative first: a report is written after each, so a run
@@ -120,18 +150,31 @@ def rmse(x, ref):
     return v if math.isfinite(v) else float("inf")
 
 
-def measure_pass(prob, b, batch, log):
-    label, gm, proc, t0, t1, seed = prob
+_NFE: dict = {}
+_REF: dict = {}
+
+
+def measure_pass(prob, b, batch, log, solvers=None):
+    label, gm, proc, t0, t1, seed = prob[:6]
     t0 = proc.default_t_start if t0 is None else t0
     t1 = proc.default_t_end if t1 is None else t1
-    sf = gm.score_fn(proc)
-    x = gm.sample_marginal(jax.random.PRNGKey(seed), batch, proc, t0)
-    ref = reference_solve(sf, proc, x, t_start=t0, t_end=t1)
+    if (label, batch) not in _REF:  # x_init and the reference are shared by the budgets of a problem
+        if label.startswith(TRAINED):  # gm is the trained score function; x_init from the prior
+            sf = gm
+            x = proc.prior_sample(jax.random.PRNGKey(seed), (batch, *prob[6]), t=t0)  # as `sample` does
+            ref = reference_solve(sf, proc, x, t_start=t0, t_end=t1, rtol=1e-9, atol=1e-9)
+        else:
+            sf = gm.score_fn(proc)
+            x = gm.sample_marginal(jax.random.PRNGKey(seed), batch, proc, t0)
+            ref = reference_solve(sf, proc, x, t_start=t0, t_end=t1)
+        _REF.clear()
+        _REF[label, batch] = (sf, x, ref)
+    sf, x, ref = _REF[label, batch]
     rows = []
-    for name in FAMILIES:
+    for name in solvers or FAMILIES:
         solver = jd.get_solver(name)
         stages = max(1, len(solver.stage_fractions))
-        memo = {}
+        memo = _NFE.setdefault(name, {})  # the NFE of n steps depends on the solver only
 
         def nfe_at(n, solver=solver, memo=memo):
             if n not in memo:
@@ -155,39 +198,62 @@ def measure_pass(prob, b, batch, log):
     return rows
 
 
+def _kind(problem):
+    return "trained" if problem.startswith(TRAINED) else "exact"
+
+
 def analyse(rows, budgets):
+    """Grid and solver scores. A grid's score for a solver is the mean log10 excess over the solver's
+    best grid, computed per problem kind (exact-score mixtures, trained networks) and then averaged
+    over the kinds present, so that neither kind outweighs the other by its number of problems."""
     keys = sorted({(r["problem"], r["budget"]) for r in rows})
     err = {(r["problem"], r["budget"], r["solver"], r["grid"]): r["rmse"] for r in rows}
+    kinds = sorted({_kind(p) for p, _ in keys})
 
     def lg(v):
         return math.log10(v) if math.isfinite(v) and v > 0 else None
 
-    grid_score, grid_wins = {}, {}
+    grid_score, grid_kind_score, grid_wins, grid_worst = {}, {}, {}, {}
     for s in FAMILIES:
         for g in GRIDS:
-            vals, wins = [], 0
-            for p, b in keys:
-                e = [err.get((p, b, s, h), float("inf")) for h in GRIDS]
-                best = min(e)
-                if not math.isfinite(best):
-                    continue
-                v = err.get((p, b, s, g), float("inf"))
-                vals.append(CAP if not math.isfinite(v) else min(CAP, lg(v) - lg(best)))
-                wins += v == best
-            grid_score[s, g] = float(np.mean(vals)) if vals else float("inf")
+            per_kind, wins, worst = {}, 0, {}
+            for k in kinds:
+                vals = []
+                for p, b in keys:
+                    if _kind(p) != k:
+                        continue
+                    e = [err.get((p, b, s, h), float("inf")) for h in GRIDS]
+                    best = min(e)
+                    if not math.isfinite(best):
+                        continue
+                    v = err.get((p, b, s, g), float("inf"))
+                    vals.append(CAP if not math.isfinite(v) else min(CAP, lg(v) - lg(best)))
+                    wins += v == best
+                if vals:
+                    per_kind[k] = float(np.mean(vals))
+                    worst[k] = float(np.max(vals))
+            grid_kind_score[s, g] = per_kind
+            grid_worst[s, g] = worst
+            grid_score[s, g] = float(np.mean(list(per_kind.values()))) if per_kind else float("inf")
             grid_wins[s, g] = wins
     best_grid = {s: min(GRIDS, key=lambda g: grid_score[s, g]) for s in FAMILIES}
     solver_score = {}
     # Solvers are ranked on the passes measured here (every solver ran there), not on the rows read
-    # from accuracy_vs_nfe.md (only some solvers).
+    # from accuracy_vs_nfe.md (only some solvers); again the mean over kinds of the mean over problems.
     own = [(p, b) for p, b in keys if "accuracy_vs_nfe" not in p]
     for s in FAMILIES:
-        vals = []
-        for p, b in own:
-            allbest = min(v for (pp, bb, _, _), v in err.items() if pp == p and bb == b)
-            v = err.get((p, b, s, best_grid[s]), float("inf"))
-            vals.append(CAP if not math.isfinite(v) else min(CAP, lg(v) - lg(allbest)))
-        solver_score[s] = float(np.mean(vals))
+        per_kind = {}
+        for k in kinds:
+            vals = []
+            for p, b in own:
+                if _kind(p) != k:
+                    continue
+                allbest = min(v for (pp, bb, _, _), v in err.items() if pp == p and bb == b)
+                v = err.get((p, b, s, best_grid[s]), float("inf"))
+                vals.append(CAP if not math.isfinite(v) else min(CAP, lg(v) - lg(allbest)))
+            if vals:
+                per_kind[k] = float(np.mean(vals))
+        solver_score[s] = float(np.mean(list(per_kind.values()))) if per_kind else float("inf")
     fam_grid = {}
     for fam in sorted(set(FAMILIES.values())):
         members = [s for s in FAMILIES if FAMILIES[s] == fam]
@@ -196,11 +262,15 @@ def analyse(rows, budgets):
             return float(np.mean(v)) if v else float("inf")
 
         fam_grid[fam] = min(GRIDS, key=fam_score)
-    return keys, own, err, grid_score, grid_wins, best_grid, solver_score, fam_grid
+    return dict(keys=keys, own=own, err=err, kinds=kinds, grid_score=grid_score, grid_kind_score=grid_kind_score,
+                grid_worst=grid_worst, grid_wins=grid_wins, best_grid=best_grid, solver_score=solver_score,
+                fam_grid=fam_grid)
 
 
 def write(path, rows, budgets, command, seconds, quick):
-    keys, own, err, grid_score, grid_wins, best_grid, solver_score, fam_grid = analyse(rows, budgets)
+    A = analyse(rows, budgets)
+    keys, own, err, kinds = A["keys"], A["own"], A["err"], A["kinds"]
+    grid_score, best_grid, solver_score = A["grid_score"], A["best_grid"], A["solver_score"]
     probs = sorted({p for p, _ in keys})
     lines = [
         "# Measured defaults: the grid that suits each solver, and the best default solver",
@@ -209,23 +279,35 @@ def write(path, rows, budgets, command, seconds, quick):
         f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
         f"{jax.default_backend()}; float64 (the machine was shared with other jobs)",
         f"- command: `{command}` (total {seconds:.0f} s)",
-        f"- problems: {', '.join(probs)}; NFE budgets {list(budgets)}; exact scores; end-point RMSE vs "
-        "`reference_solve` (Dopri8, tol 1e-11) from the same exact draws of p_{t_start}.",
+        f"- problems: {', '.join(probs)}; NFE budgets {list(budgets)}; end-point RMSE vs `reference_solve` "
+        "from the same x_init (exact problems: Dopri8, tol 1e-11, exact draws of p_{t_start}; trained "
+        "networks: tol 1e-9, draws of the prior as `jaxode-diffusion sample` makes them).",
         "- grid score: mean over problems x budgets of log10(RMSE on that grid / RMSE on the solver's best grid) "
-        f"(0 = always best; non-finite = {CAP:g}); solver score: the same against the best of all solvers and "
-        "grids, each solver on its chosen grid.",
+        f"(0 = always best; non-finite = {CAP:g}), per kind of problem (exact scores, trained networks), then "
+        "the mean over the kinds; solver score: the same against the best of all solvers and grids, each solver "
+        "on its chosen grid.",
         "",
         "## Best grid per solver (chosen = lowest grid score)",
         "",
-        "| family | solver | " + " | ".join(GRIDS) + " | chosen grid | wins (of " + str(len(keys)) + ") |",
-        "|---|---|" + "---:|" * len(GRIDS) + "---|---:|",
+        "Cells: grid score (per kind: " + " / ".join(kinds) + "); the chosen grid's worst ratio to the best "
+        "grid on any single problem and budget, per kind.",
+        "",
+        "| family | solver | " + " | ".join(GRIDS) + " | chosen grid | worst ratio (" + " / ".join(kinds) +
+        ") | wins (of " + str(len(keys)) + ") |",
+        "|---|---|" + "---:|" * len(GRIDS) + "---|---:|---:|",
     ]
     for s in FAMILIES:
-        cells = [f"{grid_score[s, g]:.2f}" for g in GRIDS]
-        lines.append(f"| {FAMILIES[s]} | {s} | " + " | ".join(cells) + f" | **{best_grid[s]}** | "
-                     f"{grid_wins[s, best_grid[s]]} |")
+        cells = []
+        for g in GRIDS:
+            ks = A["grid_kind_score"][s, g]
+            cells.append(f"{grid_score[s, g]:.2f} (" + " / ".join(f"{ks.get(k, float('nan')):.2f}" for k in kinds)
+                         + ")")
+        w = A["grid_worst"][s, best_grid[s]]
+        worst = " / ".join(f"{10 ** w[k]:.2f}" if k in w else "-" for k in kinds)
+        lines.append(f"| {FAMILIES[s]} | {s} | " + " | ".join(cells) + f" | **{best_grid[s]}** | {worst} | "
+                     f"{A['grid_wins'][s, best_grid[s]]} |")
     lines += ["", "## Best grid per family (lowest mean grid score over its members)", ""]
-    lines += [f"- {fam}: **{g}**" for fam, g in fam_grid.items()]
+    lines += [f"- {fam}: **{g}**" for fam, g in A["fam_grid"].items()]
     lines += ["", "## Solvers ranked at moderate NFE (each on its chosen grid)", "",
               "| rank | solver | chosen grid | solver score | " + " | ".join(f"{p} @ {b}" for p, b in own) + " |",
               "|---:|---|---|---:|" + "---:|" * len(own)]
@@ -242,7 +324,7 @@ def write(path, rows, budgets, command, seconds, quick):
                              " | ".join(f"{err.get((p, b, s, g), float('nan')):.2e}" for g in GRIDS) + " |")
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    return best_grid, solver_score, fam_grid
+    return best_grid, solver_score, A["fam_grid"]
 
 
 def main(argv=None):
@@ -252,33 +334,50 @@ def main(argv=None):
     p.add_argument("--budgets", default="10,20")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "defaults.md"))
     p.add_argument("--from-json", default=None, help="rewrite the report from saved rows (OUT.json) only")
+    p.add_argument("--trained", nargs="*", default=[], metavar="RUN_DIR",
+                   help="trained run directories to measure as problems as well")
+    p.add_argument("--no-exact", action="store_true", help="measure only the --trained problems")
+    p.add_argument("--solvers", default=None, help="comma-separated subset of the solvers to measure")
+    p.add_argument("--merge", default=None, metavar="JSON",
+                   help="saved rows to keep; rows measured now replace theirs (same problem, budget, solver)")
     args = p.parse_args(argv)
     t0 = time.time()
     budgets = [int(b) for b in args.budgets.split(",")]
+    solvers = None
+    if args.solvers:
+        solvers = [x.strip() for x in args.solvers.split(",") if x.strip()]
+        unknown = [x for x in solvers if x not in FAMILIES]
+        if unknown:
+            p.error(f"--solvers: unknown {unknown}; choose from {sorted(FAMILIES)}")
 
     def log(msg):
         print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
 
-    probs = problems(args.quick)
     extra = accuracy_rows(os.path.join(os.path.dirname(__file__), "results", "accuracy_vs_nfe.md"), budgets)
-    rows = []
-    command = "python benchmarks/defaults.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    done = []
+    command = ("python benchmarks/defaults.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     if args.from_json:
         saved = json.load(open(args.from_json))
         write(args.out, saved["rows"] + extra, budgets, saved["command"], saved["seconds"], args.quick)
         return
-    for i, b in PASSES:
-        if i >= len(probs) or b not in budgets:
-            continue
-        rows += measure_pass(probs[i], b, args.batch, log)
-        done.append(f"{probs[i][0]} @ NFE {b}")
-        best_grid, solver_score, fam_grid = write(args.out, rows + extra, budgets, command.strip() +
-                                                  f"  [passes done: {'; '.join(done)}]", time.time() - t0,
-                                                  args.quick)
+    kept, history, before = [], [], 0.0
+    if args.merge:
+        saved = json.load(open(args.merge))
+        kept, history, before = saved["rows"], saved.get("history", [saved["command"]]), saved["seconds"]
+    probs = [] if args.no_exact else problems(args.quick)
+    passes = [(probs[i], b) for i, b in PASSES if i < len(probs) and b in budgets]
+    passes += [(prob, b) for prob in map(trained_problem, args.trained) for b in budgets]
+    rows, done = [], []
+    for prob, b in passes:
+        rows += measure_pass(prob, b, args.batch, log, solvers)
+        done.append(f"{prob[0]} @ NFE {b}")
+        new_keys = {(r["problem"], r["budget"], r["solver"]) for r in rows}
+        merged = [r for r in kept if (r["problem"], r["budget"], r["solver"]) not in new_keys] + rows
+        cmd = history + [command + f"  [passes done: {'; '.join(done)}]"]
+        best_grid, solver_score, fam_grid = write(args.out, merged + extra, budgets, " ; then ".join(cmd),
+                                                  before + time.time() - t0, args.quick)
         with open(os.path.splitext(args.out)[0] + ".json", "w") as fh:
-            json.dump({"rows": rows, "command": command.strip() + f"  [passes done: {'; '.join(done)}]",
-                       "seconds": time.time() - t0}, fh)
+            json.dump({"rows": merged, "command": " ; then ".join(cmd), "history": cmd,
+                       "seconds": before + time.time() - t0}, fh)
         log(f"pass done: {done[-1]}")
     log(f"wrote {args.out}")
     print("best grid per solver:", best_grid)
