@@ -26,15 +26,16 @@ from pathlib import Path
 __all__ = ["register", "main", "cmd_train", "cmd_sample"]
 
 _DATA_CHOICES = (
-    "gmm, checkerboard, two_moons, rings, swiss_roll, eight_gaussians, digits, patches16, patches32 "
-    "or PATH.npy"
+    "gmm, checkerboard, two_moons, rings, swiss_roll, eight_gaussians, digits, patches16, patches32, "
+    "patches16-stripes, patches32-stripes or PATH.npy"
 )
 
 
 def _data_arg(value: str) -> str:
     from .data import toy_names
 
-    if value in ("gmm", "digits", "patches16", "patches32", *toy_names()) or value.endswith(".npy"):
+    patches = ("patches16", "patches32", "patches16-stripes", "patches32-stripes")
+    if value in ("gmm", "digits", *patches, *toy_names()) or value.endswith(".npy"):
         return value
     raise argparse.ArgumentTypeError(f"--data must be one of {_DATA_CHOICES}; got {value!r}.")
 
@@ -115,6 +116,11 @@ def register(subparsers) -> None:
         "--p-uncond", type=_probability, default=d.p_uncond,
         help="label-dropout probability of --conditional training (learns the null class)",
     )
+    p.add_argument(
+        "--gaussian-skip", action="store_true",
+        help="the network learns the residual of the training data's Gaussian-fit denoiser "
+        "(TrainConfig.gaussian_skip; event size d <= 8192)",
+    )
     p.set_defaults(func=cmd_train)
 
     s = subparsers.add_parser(
@@ -169,6 +175,7 @@ def cmd_train(args) -> int:
         ckpt_every=args.ckpt_every,
         conditional=bool(getattr(args, "conditional", False)),
         p_uncond=getattr(args, "p_uncond", TrainConfig.p_uncond),
+        gaussian_skip=bool(getattr(args, "gaussian_skip", False)),
     )
     result = train(config)
     last = [h for h in result.history if "heldout_loss" in h]

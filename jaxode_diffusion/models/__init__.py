@@ -59,7 +59,8 @@ def _construct(config: dict[str, Any] | str, seed: int) -> DiffusionModel:
     if kind not in _TYPES:
         raise ValueError(f"model config type={kind!r} unknown; expected one of {sorted(_TYPES)}.")
     if kind == "gaussian_residual":  # statistics come from the checkpoint or fit_gaussian
-        return GaussianResidual(_construct(cfg["net"], seed), event_shape=cfg["event_shape"])
+        return GaussianResidual(_construct(cfg["net"], seed), event_shape=cfg["event_shape"],
+                                net_input=cfg.get("net_input", "noisy"))
     if kind == "mlp":
         return MLP(cfg.pop("dim"), **cfg, rngs=nnx.Rngs(seed))
     return UNet(cfg.pop("image_shape"), **cfg, rngs=nnx.Rngs(seed))

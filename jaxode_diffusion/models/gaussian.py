@@ -17,7 +17,17 @@ initialisation) starts as the Gaussian model and learns only what is not Gaussia
 ``mu = 0``, ``l = sigma_data^2`` and ``U = I`` (the statistics before :func:`fit_gaussian`) it is
 exactly EDM's preconditioning. The statistics are :class:`GaussianStat` variables: saved in
 checkpoints, never trained (``TrainConfig(gaussian_skip=True)`` fits them to the training data
-and freezes them). ``U`` has ``d^2`` entries, so this is meant for ``d`` up to a few thousand
+and freezes them).
+
+What the network sees (``net_input``): ``"noisy"`` (default) is EDM's ``c_in x``. ``"wiener"``
+is the Gaussian fit's posterior mean, centred and scaled, ``U diag(alpha l / (alpha^2 l +
+sigma^2)) z / sigma_data`` (``= (E_G[x0 | x] - mu) / sigma_data``): the same information (an
+invertible linear map of ``x`` for ``l > 0``) with the noise-dominated directions shrunk. At high
+noise the signal in ``x`` is a few large-variance directions (for natural patches the mean
+colour, 77% of the variance) buried under unit noise in every pixel; the Wiener estimate hands
+them to the network at their own scale, which is what lets a network learn their non-Gaussian
+distribution in a few hundred steps (measured on ``patches32-stripes``:
+``benchmarks/results/patches32.md``). ``U`` has ``d^2`` entries, so this is meant for ``d`` up to a few thousand
 (32x32x3 = 3072: 38 MB in float32).
 """
 
@@ -36,10 +46,12 @@ from ..processes import ForwardProcess
 from .adapter import DiffusionModel
 from .embeddings import noise_level
 
-__all__ = ["GaussianStat", "GaussianResidual", "fit_gaussian", "GAUSSIAN_MAX_DIM"]
+__all__ = ["GaussianStat", "GaussianResidual", "fit_gaussian", "GAUSSIAN_MAX_DIM", "GAUSSIAN_NET_INPUTS"]
 
 # U is d x d: 8192^2 float32 = 268 MB, the largest we allow by default.
 GAUSSIAN_MAX_DIM = 8192
+# What GaussianResidual feeds its network (see the module docstring).
+GAUSSIAN_NET_INPUTS = ("noisy", "wiener")
 
 
 class GaussianStat(nnx.Variable):
@@ -90,12 +102,19 @@ class GaussianResidual(DiffusionModel):
 
     Args:
         net: the residual network (an :class:`~jaxode_diffusion.models.MLP` or
-            :class:`~jaxode_diffusion.models.UNet`); its ``prediction``, ``sigma_data`` and
+            :class:`~jaxode_diffusion.models.UNet`; an MLP of ``dim = prod(event_shape)`` also
+            wraps images, flattened); its ``prediction``, ``sigma_data`` and
             ``num_classes`` are used, its own ``precondition`` flag is not (this class always
             preconditions, see the module docstring).
         event_shape: the shape of one example (``(d,)`` or ``(H, W, C)``).
         mean, evals, evecs: the Gaussian fit (:func:`fit_gaussian`); default ``0``,
             ``sigma_data^2`` and ``I``, which make the model equal to EDM preconditioning.
+        net_input: ``"noisy"`` (default: ``c_in x``, as EDM) or ``"wiener"`` (the fit's
+            centred posterior mean over ``sigma_data``; see the module docstring).
+
+    Raises:
+        ValueError: on a net that is not a package network, statistics of the wrong shape or an
+            unknown ``net_input``.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np
@@ -109,12 +128,17 @@ class GaussianResidual(DiffusionModel):
         (4, 2)
     """
 
-    def __init__(self, net: DiffusionModel, *, event_shape, mean=None, evals=None, evecs=None):
+    def __init__(self, net: DiffusionModel, *, event_shape, mean=None, evals=None, evecs=None, net_input: str = "noisy"):
         if not isinstance(net, DiffusionModel):
             raise ValueError(f"GaussianResidual: net must be a package DiffusionModel (MLP, UNet), got {type(net).__name__}.")
+        if net_input not in GAUSSIAN_NET_INPUTS:
+            raise ValueError(f"GaussianResidual: net_input={net_input!r}; choose one of {list(GAUSSIAN_NET_INPUTS)}.")
+        self.net_input = net_input
         self.event_shape = tuple(int(s) for s in event_shape)
         d = math.prod(self.event_shape)
         self.inner = net
+        # An MLP of dim d may wrap image-shaped data: it sees (and returns) flattened examples.
+        self._flat = len(self.event_shape) > 1 and getattr(net, "dim", None) == d
         self.prediction = net.prediction
         self.precondition = True
         self.sigma_data = float(net.sigma_data)
@@ -128,9 +152,10 @@ class GaussianResidual(DiffusionModel):
                 f"shapes ({d},), ({d},), ({d}, {d}); got {mean.shape}, {evals.shape}, {evecs.shape}."
             )
         self.gauss_mean, self.gauss_evals, self.gauss_evecs = GaussianStat(mean), GaussianStat(evals), GaussianStat(evecs)
-        self.config_json = json.dumps(
-            dict(type="gaussian_residual", event_shape=list(self.event_shape), prediction=self.prediction, net=net.config)
-        )
+        cfg = dict(type="gaussian_residual", event_shape=list(self.event_shape), prediction=self.prediction, net=net.config)
+        if net_input != "noisy":  # absent at the default: old configs unchanged
+            cfg["net_input"] = net_input
+        self.config_json = json.dumps(cfg)
 
     def set_statistics(self, mean, evals, evecs) -> None:
         """Replace the Gaussian fit (for example with :func:`fit_gaussian` of the training data)."""
@@ -139,6 +164,25 @@ class GaussianResidual(DiffusionModel):
             if v.shape != var[...].shape:
                 raise ValueError(f"GaussianResidual.set_statistics: expected shape {var[...].shape}, got {v.shape}.")
             var[...] = v
+
+    def gaussian_eps_mse(self, t, process: ForwardProcess):
+        """The Gaussian fit's expected eps-prediction error per coordinate at ``t`` (any shape):
+        ``mean_k alpha^2 l_k / (alpha^2 l_k + sigma^2)`` (the ``gaussian`` DSM weighting divides by it).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from flax import nnx
+            >>> from jaxode_diffusion import VPLinear
+            >>> from jaxode_diffusion.models import MLP
+            >>> m = GaussianResidual(MLP(2, width=8, depth=1, sigma_data=1.0, rngs=nnx.Rngs(0)), event_shape=(2,))
+            >>> # evals = sigma_data^2 = 1 and alpha^2 + sigma^2 = 1 (VP): the error is alpha^2
+            >>> abs(float(m.gaussian_eps_mse(jnp.asarray(0.3), VPLinear())) - float(VPLinear().alpha(0.3) ** 2)) < 1e-6
+            True
+        """
+        t = jnp.asarray(t)
+        lam = jax.lax.stop_gradient(self.gauss_evals[...])
+        a2 = process.alpha(t)[..., None] ** 2
+        return jnp.mean(a2 * lam / (a2 * lam + process.sigma(t)[..., None] ** 2), axis=-1)
 
     def __call__(self, x, t, process: ForwardProcess, cond=None):
         """The prediction of kind ``self.prediction`` at ``(x, t)``; ``t`` scalar or ``(B,)``."""
@@ -154,7 +198,12 @@ class GaussianResidual(DiffusionModel):
         z = (y - _col(alpha) * mu) @ U
         lin = _col(a) * mu + ((_col(a) * _col(alpha) * lam + _col(b) * sigma[:, None]) / denom * z) @ U.T
         c_out = jnp.abs(a * sigma - b * alpha) * jnp.sqrt(jnp.mean(lam / denom, axis=1))
-        c_in = jax.lax.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2)
         shape = (-1,) + (1,) * (x.ndim - 1)
-        f = self.inner.net(c_in.reshape(shape) * x, noise_level(process, t), *extra)
+        if self.net_input == "wiener":  # (E_G[x0 | x] - mu) / sigma_data
+            x_in = (((_col(alpha) * lam / denom) * z) @ U.T).reshape(x.shape) / self.sigma_data
+        else:
+            x_in = jax.lax.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2).reshape(shape) * x
+        if self._flat:  # a vector network (MLP of dim d) around image-shaped data
+            x_in = x_in.reshape(x.shape[0], -1)
+        f = self.inner.net(x_in, noise_level(process, t), *extra).reshape(x.shape)
         return lin.reshape(x.shape) + c_out.reshape(shape) * f

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data import Dataset, check_finite, dataset_labels, from_array, load_dataset
 from ..distributed import batch_mesh, batch_sharding, replicate
 from ..models import ScoreModel, abstract_model, build_model
+from ..models.gaussian import GAUSSIAN_NET_INPUTS
 from ..parameterizations import canonical_kind
 from ..processes import ForwardProcess, get_process
 from . import checkpoint as ckpt
@@ -69,6 +70,7 @@ _RESUME_KEYS = (
     "p_uncond",
     "patch_size",
     "gaussian_skip",
+    "gaussian_input",
 )
 
 
@@ -141,8 +143,14 @@ class TrainConfig:
             once (:func:`~jaxode_diffusion.models.fit_gaussian`, float64) and frozen (saved in
             checkpoints, excluded from the optimiser). At initialisation the model *is* the
             Gaussian fit. Needs ``precondition=True``; the fit is ``d x d`` (``d <= 8192``).
+        gaussian_input: what the residual network of ``gaussian_skip`` sees: ``"noisy"``
+            (``c_in x``, the default) or ``"wiener"`` (the Gaussian fit's posterior mean; the
+            network then learns the non-Gaussian structure of high-variance directions, such as
+            natural patches' mean colour, within a few hundred steps; see
+            :class:`~jaxode_diffusion.models.GaussianResidual`).
         time_sampling: ``uniform`` or ``log_snr_uniform``.
-        weighting: ``eps``, ``x0``, ``snr``, ``edm`` or ``score``.
+        weighting: ``eps``, ``x0``, ``snr``, ``edm``, ``score`` or ``gaussian`` (relative to the
+            Gaussian fit's error at each noise level; needs ``gaussian_skip``).
         conditional: train a class-conditional model on the dataset's labels (``digits``, or
             ``from_array(x, labels=y)``); the network gets ``num_classes`` and a null class.
         p_uncond: label-dropout probability of conditional training (classifier-free guidance
@@ -176,6 +184,7 @@ class TrainConfig:
     patch_size: int = 1
     data_parallel: bool = False
     gaussian_skip: bool = False
+    gaussian_input: str = "noisy"
     time_sampling: str = "uniform"
     weighting: str = "eps"
     conditional: bool = False
@@ -237,6 +246,20 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.weighting={self.weighting!r}; choose one of {list(WEIGHTINGS)}.")
         if not (0.0 <= self.p_uncond <= 1.0):
             raise ValueError(f"TrainConfig.p_uncond must lie in [0, 1], got {self.p_uncond!r}.")
+        if self.gaussian_input not in GAUSSIAN_NET_INPUTS:
+            raise ValueError(
+                f"TrainConfig.gaussian_input={self.gaussian_input!r}; choose one of {list(GAUSSIAN_NET_INPUTS)}."
+            )
+        if self.gaussian_input != "noisy" and not self.gaussian_skip:
+            raise ValueError(
+                f"TrainConfig.gaussian_input={self.gaussian_input!r} sets the input of the Gaussian-residual "
+                "network and needs gaussian_skip=True; set gaussian_skip=True or leave gaussian_input='noisy'."
+            )
+        if self.weighting == "gaussian" and not self.gaussian_skip:
+            raise ValueError(
+                "TrainConfig.weighting='gaussian' divides by the Gaussian fit's error and needs "
+                "gaussian_skip=True; set gaussian_skip=True or choose another weighting."
+            )
         if self.gaussian_skip and not self.precondition:
             raise ValueError(
                 "TrainConfig.gaussian_skip=True replaces the preconditioning's skip c_skip x by the Gaussian "
@@ -333,10 +356,11 @@ def model_config_for(
         common["num_classes"] = int(num_classes)
     if model == "mlp":
         dim = int(np.prod(event_shape))
-        if len(event_shape) != 1:
+        if len(event_shape) != 1 and not config.gaussian_skip:  # GaussianResidual flattens images
             raise ValueError(
                 f"model='mlp' needs vector data (N, d); got event shape {tuple(event_shape)}. "
-                "Use model='unet' for images or flatten the array."
+                "Use model='unet' for images, flatten the array, or set gaussian_skip=True (the "
+                "Gaussian-residual wrapper flattens images for an MLP)."
             )
         net = dict(type="mlp", dim=dim, width=config.width, depth=config.depth, emb_dim=64, **common)
         return _gaussian_wrap(config, net, event_shape)
@@ -351,8 +375,11 @@ def model_config_for(
 def _gaussian_wrap(config: TrainConfig, net: dict[str, Any], event_shape) -> dict[str, Any]:
     if not config.gaussian_skip:
         return net
-    return dict(type="gaussian_residual", event_shape=[int(s) for s in event_shape],
-                prediction=net["prediction"], net=net)
+    out = dict(type="gaussian_residual", event_shape=[int(s) for s in event_shape],
+               prediction=net["prediction"], net=net)
+    if config.gaussian_input != "noisy":  # absent at the default: old configs unchanged
+        out["net_input"] = config.gaussian_input
+    return out
 
 
 def _get_data(config: TrainConfig, data) -> Dataset:
