@@ -118,6 +118,7 @@ def test_grad_wrt_grid_and_process_parameter_matches_finite_differences(name):
     x0 = jax.random.normal(jax.random.PRNGKey(4), (3, 2))
     ts0 = jd.make_times(p0, num_steps=5, t_end=1e-2, grid="uniform")
 
+    @jax.jit  # one compile for the six finite-difference evaluations (eager: one each)
     def loss(ts, beta):
         p = proc(beta)
         return jnp.sum(jnp.sin(jd.solve(gm.score_fn(p), p, x0, ts, name).samples))
