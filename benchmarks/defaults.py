@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
 from jaxode_diffusion.convergence import reference_solve  # noqa: E402
+from jaxode_diffusion.defaults import clock_of  # noqa: E402
 from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
 
 GRIDS = ("uniform", "log_snr", "edm", "quadratic")
@@ -202,10 +203,24 @@ def _kind(problem):
     return "trained" if problem.startswith(TRAINED) else "exact"
 
 
-def analyse(rows, budgets):
-    """Grid and solver scores. A grid's score for a solver is the mean log10 excess over the solver's
-    best grid, computed per problem kind (exact-score mixtures, trained networks) and then averaged
-    over the kinds present, so that neither kind outweighs the other by its number of problems."""
+def _clock(problem):
+    """The clock kind (``clock_of``) of a problem's process, from its label."""
+    name = problem[len(TRAINED):].split(" / ")[1] if problem.startswith(TRAINED) else problem.split()[0]
+    return clock_of(getattr(jd, name)())
+
+
+def candidate_grids(clock):
+    return GRIDS if clock == "unit" else tuple(g for g in GRIDS if g in ("log_snr", "edm"))
+
+
+def analyse(rows, budgets, clock="unit"):
+    """Grid and solver scores on the problems whose process has this kind of clock (``clock_of``).
+    A grid's score for a solver is the mean log10 excess over the solver's best named grid, computed
+    per problem kind (exact-score mixtures, trained networks) and then averaged over the kinds
+    present, so that neither kind outweighs the other by its number of problems. The chosen grid is
+    the candidate grid of the clock (every grid on a unit clock; the noise-level grids otherwise)
+    with the lowest score."""
+    rows = [r for r in rows if _clock(r["problem"]) == clock]
     keys = sorted({(r["problem"], r["budget"]) for r in rows})
     err = {(r["problem"], r["budget"], r["solver"], r["grid"]): r["rmse"] for r in rows}
     kinds = sorted({_kind(p) for p, _ in keys})
@@ -213,10 +228,10 @@ def analyse(rows, budgets):
     def lg(v):
         return math.log10(v) if math.isfinite(v) and v > 0 else None
 
-    grid_score, grid_kind_score, grid_wins, grid_worst = {}, {}, {}, {}
+    grid_score, grid_kind_score, grid_wins, grid_worst, grid_within = {}, {}, {}, {}, {}
     for s in FAMILIES:
         for g in GRIDS:
-            per_kind, wins, worst = {}, 0, {}
+            per_kind, wins, worst, within = {}, 0, {}, {}
             for k in kinds:
                 vals = []
                 for p, b in keys:
@@ -232,11 +247,13 @@ def analyse(rows, budgets):
                 if vals:
                     per_kind[k] = float(np.mean(vals))
                     worst[k] = float(np.max(vals))
+                    within[k] = float(np.mean(np.asarray(vals) <= math.log10(1.3) + 1e-12))
             grid_kind_score[s, g] = per_kind
             grid_worst[s, g] = worst
+            grid_within[s, g] = within
             grid_score[s, g] = float(np.mean(list(per_kind.values()))) if per_kind else float("inf")
             grid_wins[s, g] = wins
-    best_grid = {s: min(GRIDS, key=lambda g: grid_score[s, g]) for s in FAMILIES}
+    best_grid = {s: min(candidate_grids(clock), key=lambda g: grid_score[s, g]) for s in FAMILIES}
     solver_score = {}
     # Solvers are ranked on the passes measured here (every solver ran there), not on the rows read
     # from accuracy_vs_nfe.md (only some solvers); again the mean over kinds of the mean over problems.
@@ -261,17 +278,19 @@ def analyse(rows, budgets):
             v = [grid_score[s, g] for s in members if math.isfinite(grid_score[s, g])]
             return float(np.mean(v)) if v else float("inf")
 
-        fam_grid[fam] = min(GRIDS, key=fam_score)
+        fam_grid[fam] = min(candidate_grids(clock), key=fam_score)
     return dict(keys=keys, own=own, err=err, kinds=kinds, grid_score=grid_score, grid_kind_score=grid_kind_score,
-                grid_worst=grid_worst, grid_wins=grid_wins, best_grid=best_grid, solver_score=solver_score,
+                grid_worst=grid_worst, grid_within=grid_within, grid_wins=grid_wins, best_grid=best_grid, solver_score=solver_score,
                 fam_grid=fam_grid)
 
 
+CLOCK_TITLES = {"unit": "Unit clock (t_max <= 1: VP linear/cosine, sub-VP, VE, rectified flow, ...)",
+                "noise": "Noise-level clock (t_max > 1: EDM, t = sigma); candidates log_snr and edm only"}
+
+
 def write(path, rows, budgets, command, seconds, quick):
-    A = analyse(rows, budgets)
-    keys, own, err, kinds = A["keys"], A["own"], A["err"], A["kinds"]
-    grid_score, best_grid, solver_score = A["grid_score"], A["best_grid"], A["solver_score"]
-    probs = sorted({p for p, _ in keys})
+    allkeys = sorted({(r["problem"], r["budget"]) for r in rows})
+    probs = sorted({p for p, _ in allkeys})
     lines = [
         "# Measured defaults: the grid that suits each solver, and the best default solver",
         "",
@@ -282,41 +301,58 @@ def write(path, rows, budgets, command, seconds, quick):
         f"- problems: {', '.join(probs)}; NFE budgets {list(budgets)}; end-point RMSE vs `reference_solve` "
         "from the same x_init (exact problems: Dopri8, tol 1e-11, exact draws of p_{t_start}; trained "
         "networks: tol 1e-9, draws of the prior as `jaxode-diffusion sample` makes them).",
-        "- grid score: mean over problems x budgets of log10(RMSE on that grid / RMSE on the solver's best grid) "
-        f"(0 = always best; non-finite = {CAP:g}), per kind of problem (exact scores, trained networks), then "
-        "the mean over the kinds; solver score: the same against the best of all solvers and grids, each solver "
-        "on its chosen grid.",
-        "",
-        "## Best grid per solver (chosen = lowest grid score)",
-        "",
-        "Cells: grid score (per kind: " + " / ".join(kinds) + "); the chosen grid's worst ratio to the best "
-        "grid on any single problem and budget, per kind.",
-        "",
-        "| family | solver | " + " | ".join(GRIDS) + " | chosen grid | worst ratio (" + " / ".join(kinds) +
-        ") | wins (of " + str(len(keys)) + ") |",
-        "|---|---|" + "---:|" * len(GRIDS) + "---|---:|---:|",
+        "- grid score: mean over problems x budgets of log10(RMSE on that grid / RMSE on the solver's best named "
+        f"grid) (0 = always best; non-finite = {CAP:g}), per kind of problem (exact scores, trained networks), "
+        "then the mean over the kinds; solver score: the same against the best of all solvers and grids, each "
+        "solver on its chosen grid. Problems are split by the clock of their process "
+        "(`jaxode_diffusion.defaults.clock_of`): the `t`-spaced grids (uniform, quadratic) mean different things "
+        "on a unit clock and on a noise-level clock.",
     ]
-    for s in FAMILIES:
-        cells = []
-        for g in GRIDS:
-            ks = A["grid_kind_score"][s, g]
-            cells.append(f"{grid_score[s, g]:.2f} (" + " / ".join(f"{ks.get(k, float('nan')):.2f}" for k in kinds)
-                         + ")")
-        w = A["grid_worst"][s, best_grid[s]]
-        worst = " / ".join(f"{10 ** w[k]:.2f}" if k in w else "-" for k in kinds)
-        lines.append(f"| {FAMILIES[s]} | {s} | " + " | ".join(cells) + f" | **{best_grid[s]}** | {worst} | "
-                     f"{A['grid_wins'][s, best_grid[s]]} |")
-    lines += ["", "## Best grid per family (lowest mean grid score over its members)", ""]
-    lines += [f"- {fam}: **{g}**" for fam, g in A["fam_grid"].items()]
-    lines += ["", "## Solvers ranked at moderate NFE (each on its chosen grid)", "",
-              "| rank | solver | chosen grid | solver score | " + " | ".join(f"{p} @ {b}" for p, b in own) + " |",
-              "|---:|---|---|---:|" + "---:|" * len(own)]
-    for i, s in enumerate(sorted(FAMILIES, key=lambda s: solver_score[s]), 1):
-        cells = [f"{err.get((p, b, s, best_grid[s]), float('nan')):.2e}" for p, b in own]
-        lines.append(f"| {i} | {s} | {best_grid[s]} | {solver_score[s]:.2f} | " + " | ".join(cells) + " |")
+    out = {}
+    for clock in ("unit", "noise"):
+        A = analyse(rows, budgets, clock)
+        keys, own, err, kinds = A["keys"], A["own"], A["err"], A["kinds"]
+        if not keys:
+            continue
+        grid_score, best_grid, solver_score = A["grid_score"], A["best_grid"], A["solver_score"]
+        out[clock] = A
+        lines += [
+            "", f"## {CLOCK_TITLES[clock]}", "",
+            f"Problems: {', '.join(sorted({p for p, _ in keys}))}.", "",
+            "### Best grid per solver (chosen = the candidate with the lowest grid score)",
+            "",
+            "Cells: grid score (per kind: " + " / ".join(kinds) + "). Worst ratio: the chosen grid's largest "
+            "RMSE ratio to the best named grid on one problem and budget, per kind; within 1.3x: the fraction of "
+            "problems x budgets where the chosen grid is within 1.3x of the best named grid, per kind.",
+            "",
+            "| family | solver | " + " | ".join(GRIDS) + " | chosen grid | worst ratio (" + " / ".join(kinds) +
+            ") | within 1.3x | wins (of " + str(len(keys)) + ") |",
+            "|---|---|" + "---:|" * len(GRIDS) + "---|---:|---:|---:|",
+        ]
+        for s in FAMILIES:
+            cells = []
+            for g in GRIDS:
+                ks = A["grid_kind_score"][s, g]
+                cells.append(f"{grid_score[s, g]:.2f} (" + " / ".join(f"{ks.get(k, float('nan')):.2f}" for k in kinds)
+                             + ")")
+            w = A["grid_worst"][s, best_grid[s]]
+            worst = " / ".join(f"{10 ** w[k]:.2f}" if k in w else "-" for k in kinds)
+            within = A["grid_within"][s, best_grid[s]]
+            wtxt = " / ".join(f"{within[k]:.0%}" if k in within else "-" for k in kinds)
+            lines.append(f"| {FAMILIES[s]} | {s} | " + " | ".join(cells) + f" | **{best_grid[s]}** | {worst} | "
+                         f"{wtxt} | {A['grid_wins'][s, best_grid[s]]} |")
+        lines += ["", "### Best grid per family (lowest mean grid score over its members)", ""]
+        lines += [f"- {fam}: **{g}**" for fam, g in A["fam_grid"].items()]
+        lines += ["", "### Solvers ranked at moderate NFE (each on its chosen grid)", "",
+                  "| rank | solver | chosen grid | solver score | " + " | ".join(f"{p} @ {b}" for p, b in own) + " |",
+                  "|---:|---|---|---:|" + "---:|" * len(own)]
+        for i, s in enumerate(sorted(FAMILIES, key=lambda s: solver_score[s]), 1):
+            cells = [f"{err.get((p, b, s, best_grid[s]), float('nan')):.2e}" for p, b in own]
+            lines.append(f"| {i} | {s} | {best_grid[s]} | {solver_score[s]:.2f} | " + " | ".join(cells) + " |")
+    err = {(r["problem"], r["budget"], r["solver"], r["grid"]): r["rmse"] for r in rows}
     lines += ["", "## All runs (RMSE)", "", "| problem | NFE | solver | steps | " + " | ".join(GRIDS) + " |",
               "|---|---:|---|---:|" + "---:|" * len(GRIDS)]
-    for p, b in keys:
+    for p, b in allkeys:
         for s in FAMILIES:
             r = [x for x in rows if x["problem"] == p and x["budget"] == b and x["solver"] == s]
             if r:
@@ -324,7 +360,8 @@ def write(path, rows, budgets, command, seconds, quick):
                              " | ".join(f"{err.get((p, b, s, g), float('nan')):.2e}" for g in GRIDS) + " |")
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    return best_grid, solver_score, A["fam_grid"]
+    return {c: A["best_grid"] for c, A in out.items()}, {c: A["solver_score"] for c, A in out.items()}, \
+        {c: A["fam_grid"] for c, A in out.items()}
 
 
 def main(argv=None):
@@ -380,9 +417,10 @@ def main(argv=None):
                        "seconds": before + time.time() - t0}, fh)
         log(f"pass done: {done[-1]}")
     log(f"wrote {args.out}")
-    print("best grid per solver:", best_grid)
-    print("family grids:", fam_grid)
-    print("solver ranking:", sorted(solver_score.items(), key=lambda kv: kv[1])[:8])
+    for clock in best_grid:
+        print(f"[{clock} clock] best grid per solver:", best_grid[clock])
+        print(f"[{clock} clock] family grids:", fam_grid[clock])
+        print(f"[{clock} clock] solver ranking:", sorted(solver_score[clock].items(), key=lambda kv: kv[1])[:8])
 
 
 if __name__ == "__main__":

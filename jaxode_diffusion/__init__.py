@@ -41,6 +41,7 @@ from . import (
     theory,
     training,
 )
+from .autogrid import GridChoice, choose_grid
 from .convergence import (
     ConvergenceResult,
     OrderEstimate,
@@ -50,7 +51,7 @@ from .convergence import (
     fit_order,
 )
 from .data import Dataset, load_dataset, load_digits, load_npy, load_patches, make_toy
-from .defaults import default_grid_for
+from .defaults import clock_of, default_grid_for
 from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
 from .diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
 from .distances import energy_distance, frechet_distance, histogram_tv, mmd, rmse, sliced_wasserstein
@@ -215,6 +216,9 @@ __all__ = [
     "convert",
     "data",
     "default_grid_for",
+    "clock_of",
+    "choose_grid",
+    "GridChoice",
     "density",
     "diffrax_fixed_step",
     "diffrax_solver",

@@ -145,7 +145,7 @@ def cmd_likelihood(args) -> int:
     summary = dict(
         checkpoint=str(args.checkpoint), data=args.data, num_samples=int(n), dim=dim,
         process=type(process).__name__, solver=args.solver,
-        grid=args.grid if args.grid is not None else default_grid_for(args.solver), num_steps=args.num_steps,
+        grid=args.grid if args.grid is not None else default_grid_for(args.solver, process), num_steps=args.num_steps,
         t_end=res.t_end, t_start=res.t_start, trace=trace, num_probes=args.num_probes if trace == "hutchinson" else None,
         nfe_per_sample=nfe, jvps_per_sample=num_jvps, levels=args.levels,
         prior=f"N(0, c(T)^2 I), c(T) = {float(process.c(res.t_start)):.6g}",

@@ -511,7 +511,7 @@ def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=N
         t_start, t_end: defaults ``process.default_t_start`` / ``process.default_t_end``.
         grid: a name (``"uniform"``, ``"log_snr"``, ``"edm"``, ``"edm:R"``, ``"quadratic"``), an
             array of times, or a callable ``(process, num_steps, t_start, t_end) -> ts``;
-            ``None``: the grid that measured best for ``solver``
+            ``None``: the grid that measured best for ``solver`` on this kind of process
             (:func:`~jaxode_diffusion.defaults.default_grid_for`).
         solver: the solver the grid is for (only used when ``grid`` is ``None``; ``None``: the
             default solver).
@@ -524,7 +524,7 @@ def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=N
     if num_steps is not None:
         num_steps = check_num_steps(num_steps)
     if grid is None:
-        grid = default_grid_for(DEFAULT_SOLVER if solver is None else solver)
+        grid = default_grid_for(DEFAULT_SOLVER if solver is None else solver, process)
     if isinstance(grid, str):
         if num_steps is None:
             raise ValueError("num_steps is required with a named grid (e.g. num_steps=10).")

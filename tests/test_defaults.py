@@ -27,3 +27,25 @@ def test_every_registered_solver_and_form_gets_a_grid():
     assert default_grid_for("dpm_solver_1") == default_grid_for("ddim") == default_grid_for("dpmpp_1")
     with pytest.raises(ValueError, match="unknown"):
         default_grid_for("no_such_solver")
+
+
+def test_noise_level_clock_gets_only_noise_level_grids():
+    from jaxode_diffusion.defaults import NOISE_CLOCK_GRIDS, NOISE_FORM_GRIDS, NOISE_OVERALL_GRID, clock_of
+
+    assert clock_of(jd.EDM()) == "noise" and clock_of(jd.EDM(sigma_max=3.0)) == "noise"
+    for proc in (jd.VPLinear(), jd.VPCosine(), jd.SubVP(), jd.VE(), jd.RectifiedFlow()):
+        assert clock_of(proc) == "unit"
+    # A user process on a long clock (t up to 5) is a noise-level clock; on [0, 1] a unit clock.
+    import jax.numpy as jnp
+
+    long = jd.ForwardProcess.from_alpha_sigma(lambda t: jnp.ones_like(t), lambda t: t, t_max=5.0)
+    unit = jd.ForwardProcess.from_alpha_sigma(lambda t: 1 - t, lambda t: t, t_max=0.99)
+    assert clock_of(long) == "noise" and clock_of(unit) == "unit"
+    assert set(NOISE_CLOCK_GRIDS.values()) | set(NOISE_FORM_GRIDS.values()) | {NOISE_OVERALL_GRID} <= {"log_snr", "edm"}
+    for name in solver_names():
+        assert default_grid_for(name, jd.EDM()) in ("log_snr", "edm")
+        assert default_grid_for(name, jd.VPLinear()) == default_grid_for(name)
+    # sample()/make_times follow the process: the EDM default grid is the noise-clock one.
+    ts = jd.make_times(jd.EDM(), num_steps=4, solver="dpmpp_2m")
+    expect = jd.make_times(jd.EDM(), num_steps=4, grid=NOISE_CLOCK_GRIDS["dpmpp_2m"])
+    assert (ts == expect).all()
