@@ -49,3 +49,20 @@ def test_noise_level_clock_gets_only_noise_level_grids():
     ts = jd.make_times(jd.EDM(), num_steps=4, solver="dpmpp_2m")
     expect = jd.make_times(jd.EDM(), num_steps=4, grid=NOISE_CLOCK_GRIDS["dpmpp_2m"])
     assert (ts == expect).all()
+
+
+def test_choose_grid_rejects_bad_arguments_before_solving():
+    import jax.numpy as jnp
+
+    from jaxode_diffusion.autogrid import choose_grid
+
+    vp, x = jd.VPLinear(), jnp.zeros((8, 2))
+    sf = lambda x, t: -x  # noqa: E731
+    with pytest.raises(ValueError, match="grids"):
+        choose_grid(sf, vp, x, "dpmpp_2m", 5, grids=("uniform", "nope"))
+    with pytest.raises(ValueError, match="grids"):
+        choose_grid(sf, vp, x, "dpmpp_2m", 5, grids=())
+    with pytest.raises(ValueError, match="x_pilot"):
+        choose_grid(sf, vp, jnp.zeros((1, 2)), "dpmpp_2m", 5)
+    with pytest.raises(ValueError, match="num_steps"):
+        choose_grid(sf, vp, x, "dpmpp_2m", 0)
