@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_device_suite_tiny_writes_table(tmp_path):
     out = tmp_path / "suite.md"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)  # one device, as on a single accelerator
+    # One device, as on a single accelerator; the session's compile flags (conftest).
+    env["XLA_FLAGS"] = os.environ.get("JAXODE_TEST_COMPILE_FLAGS", "")
     env.pop("JAX_ENABLE_X64", None)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "device_suite.py"), "--tiny", "--out", str(out)],

@@ -21,7 +21,10 @@ TIMEOUT = 240  # seconds per subprocess: a hung coordinator fails the test inste
 
 def _env(num_devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    env["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={num_devices} "
+        + os.environ.get("JAXODE_TEST_COMPILE_FLAGS", "")  # the session's compile flags (conftest)
+    )
     env["JAX_PLATFORMS"] = "cpu"
     env.pop("JAX_ENABLE_X64", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
