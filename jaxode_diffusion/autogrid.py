@@ -3,7 +3,7 @@
 Which named grid (``uniform``, ``log_snr``, ``edm``, ``quadratic``) is best for a solver depends on
 the model and the step count: over ten trained 2-D networks the table default
 (:func:`~jaxode_diffusion.defaults.default_grid_for`) was within 1.3x of the best named grid on only
-20-100% of the cases depending on the solver, and up to 25x worse on one
+22-100% of the cases depending on the solver, and up to 25x worse on one
 (``benchmarks/results/defaults.md``). :func:`choose_grid` measures instead: it solves a pilot batch
 with the solver on every candidate grid at the requested number of steps and compares the end
 points with a tight solve of the same batch (RK4 in the exponential ``x0-lambda`` form on many

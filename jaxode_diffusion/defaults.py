@@ -11,7 +11,7 @@ only ``log_snr`` and ``edm``. Solvers not in the tables (user tableaux, other fo
 that measured best for the family of their form.
 
 No fixed grid is best on every model: on the trained networks the chosen grid was within 1.3x of
-the best named grid on 20-100% of the (model, budget) pairs depending on the solver (the table in
+the best named grid on 22-100% of the (model, budget) pairs depending on the solver (the table in
 the results file), up to 25x worse on one. ``jaxode-diffusion sample`` therefore measures the grid
 on the user's model by default (:func:`~jaxode_diffusion.autogrid.choose_grid`); these tables are the
 default of the Python API and of ``--grid table``.
