@@ -88,7 +88,7 @@ def choose_grid(score_fn, process, x_pilot, solver, num_steps, *, grids=GRID_NAM
         grids: candidate named grids (default all of :data:`~jaxode_diffusion.grids.GRID_NAMES`).
         t_start, t_end: as in :func:`~jaxode_diffusion.sampling.sample`.
         cond: conditioning passed to ``score_fn`` (e.g. a guided class label).
-        reference_steps: steps of the reference (default ``max(128, 16 * num_steps)``); doubled
+        reference_steps: steps of the reference (default ``max(160, 16 * num_steps)``); doubled
             until its estimated error is below a tenth of the best candidate's error (or
             ``max_reference_steps`` is reached; then ``reference_error`` says how far it got).
 
@@ -115,7 +115,7 @@ def choose_grid(score_fn, process, x_pilot, solver, num_steps, *, grids=GRID_NAM
         ts = make_times(process, num_steps=m, t_start=t_start, t_end=t_end, grid="log_snr")
         return solve(score_fn, process, x_pilot, ts, "x0-lambda:rk4", **kw).samples
 
-    m = int(reference_steps or max(128, 16 * num_steps))
+    m = int(reference_steps or max(160, 16 * num_steps))
     half = reference(m // 2)
     while True:
         ref = reference(m)

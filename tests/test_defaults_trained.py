@@ -75,20 +75,20 @@ def test_cli_sample_defaults_measure_cache_and_reuse_the_grid(trained, tmp_path)
     out, score_fn, proc, x_pilot, _, _, _ = trained
     meta = load_run(str(out))[1]["data"]
     x_init = proc.prior_sample(jax.random.key(3), (16, 2))
-    args = ["sample", "--checkpoint", str(out), "--solver", "dpmpp_2m", "--steps", "6", "--num-samples", "16",
+    args = ["sample", "--checkpoint", str(out), "--solver", "dpmpp_2m", "--steps", "10", "--num-samples", "16",
             "--seed", "3"]
     assert main(args + ["--out", str(tmp_path / "a.npy")]) == 0  # default --grid: auto
     cache = json.loads((out / "grid_choices.json").read_text())
-    (key,) = [k for k in cache if k.startswith("dpmpp_2m|6|")]
+    (key,) = [k for k in cache if k.startswith("dpmpp_2m|10|")]
     grid = cache[key]["grid"]
-    assert grid == choose_grid(score_fn, proc, x_pilot, "dpmpp_2m", 6).grid
-    expect = jd.sample(score_fn, proc, x_init, solver="dpmpp_2m", num_steps=6, grid=grid)
+    assert grid == choose_grid(score_fn, proc, x_pilot, "dpmpp_2m", 10).grid
+    expect = jd.sample(score_fn, proc, x_init, solver="dpmpp_2m", num_steps=10, grid=grid)
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), unnormalize(np.asarray(expect), meta), rtol=1e-6,
                                atol=1e-6)
     # A second call reads the cache (same output); --grid table is sample()'s table default.
     assert main(args + ["--out", str(tmp_path / "b.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     assert main(args + ["--grid", "table", "--out", str(tmp_path / "c.npy")]) == 0
-    table = jd.sample(score_fn, proc, x_init, solver="dpmpp_2m", num_steps=6)  # grid=None: the table
+    table = jd.sample(score_fn, proc, x_init, solver="dpmpp_2m", num_steps=10)  # grid=None: the table
     np.testing.assert_allclose(np.load(tmp_path / "c.npy"), unnormalize(np.asarray(table), meta), rtol=1e-6,
                                atol=1e-6)
