@@ -400,7 +400,7 @@ def report(args) -> str:
               for r in args.also]
     dev = jax.devices()[0]
     L = [
-        "# 32x32x3 natural-image patches: a CPU-trained U-Net against held-out patches",
+        "# 32x32x3 natural-image patches: a CPU-trained score network against held-out patches",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs (load average "
         f"{os.getloadavg()[0]:.0f} at the end), JAX {jax.__version__} on {dev.platform}; date "
