@@ -46,7 +46,7 @@ from .grid_optimization import optimize_grid, process_spec, spec_matches
 from .grids import GRID_NAMES
 from .processes import ForwardProcess
 
-__all__ = ["TunedSampler", "tune", "load_tuned", "DEFAULT_FORM_TABLEAUX", "register"]
+__all__ = ["TunedSampler", "tune", "load_tuned", "DEFAULT_FORM_TABLEAUX", "SCAN_PRIORITY", "register"]
 
 _FORMAT = "jaxode_diffusion.tuned_sampler/1"
 
@@ -60,6 +60,15 @@ DEFAULT_FORM_TABLEAUX = (
     "eps-rho:rk4",
     "x0-snr:heun",
     "ou-exp:heun",
+)
+
+#: Solvers scanned first, in this order (the solver ranking at NFE 10-20 of
+#: benchmarks/results/defaults.md: the exponential multistep family), then every other one in
+#: registry order. Only matters when ``max_seconds`` cuts the fixed-grid scan short: what is left
+#: out is then the least promising.
+SCAN_PRIORITY = (
+    "unipc_bh2_2", "dpmpp_3m", "unipc_bh2_3", "unipc_bh1_3", "deis_ab3", "dpmpp_3m_exact", "dpmpp_2m",
+    "deis_ab2", "dpmpp_3s", "dpmpp_2s", "unipc_bh1_2",
 )
 
 
@@ -77,7 +86,8 @@ class TunedSampler:
         nfe_budget: the budget it was tuned for.
         process: ``{"class", "params"}`` of the forward process.
         candidates: one dict per candidate (``solver``, ``grid``, ``num_steps``, ``nfe``,
-            ``heldout_error``, ``status``), sorted by held-back error.
+            ``heldout_error``, ``status``; learned grids also ``ts``, ``start_heldout_error`` and
+            ``iterations``), sorted by held-back error.
         calibration_size, heldout_size: batch sizes used.
         seconds: wall time of the tuning run.
         info: free-form extras (e.g. the checkpoint path for the CLI).
@@ -199,13 +209,19 @@ def _run(score_fn, process, x, ts, solver):
 
 
 def _default_solvers(form_tableaux) -> list[str]:
-    from .sampling import solver_names
-
-    from .sampling import get_solver
+    from .sampling import get_solver, solver_names
 
     # One name per method: aliases (unipc_bh2 = unipc_bh2_2) resolve to the same solver name.
+    names = list(solver_names())
+    first = []
+    for s in SCAN_PRIORITY:
+        try:
+            get_solver(s)
+        except ValueError:  # not registered in this build
+            continue
+        first.append(s)
     out, seen = [], set()
-    for s in [*solver_names(), *form_tableaux]:
+    for s in [*first, *names, *form_tableaux]:
         canonical = get_solver(s).name
         if canonical not in seen:
             seen.add(canonical)
@@ -232,6 +248,7 @@ def tune(
     t_end=None,
     rtol: float | None = None,
     max_seconds: float | None = None,
+    learn_share: float = 0.4,
     progress: bool = True,
 ) -> TunedSampler:
     """Find the best solver and time grid for ``score_fn`` within ``nfe`` score evaluations.
@@ -246,6 +263,10 @@ def tune(
     there). The candidate with the lowest held-back error wins.
 
     Batch sizes: a few hundred samples in each batch (256 is a good default; 128 for d = 2).
+    The winner's held-back error is optimistic, most at d >= 8: the RMSE is dominated by the ~1 %
+    of trajectories that end in another mode than the reference, and a batch of 128 may hold none
+    of them (benchmarks/results/tune_vs_kdiffusion.md: held-back 0.039 vs 0.71 on a fresh batch
+    of 1024 for EDM d = 16, while the learned grid still beat its start there, 0.92 -> 0.71).
     The run costs two reference solves, one compilation per solver, and up to
     ``learn_top x learn_steps`` gradient steps.
 
@@ -265,6 +286,11 @@ def tune(
         t_start, t_end: the sampling range (process defaults).
         rtol: tolerance of the reference solves (default ``1e-10`` in float64, ``1e-6`` in float32).
         max_seconds: stop trying new candidates after this many seconds (``None``: no limit).
+        learn_share: with ``max_seconds`` and ``learn_top > 0``, the share of ``max_seconds``
+            kept for the learned grids: the fixed-grid scan stops at ``(1 - learn_share) *
+            max_seconds`` (solvers in :data:`SCAN_PRIORITY` order first). Learned grids are where
+            most of the gain is (benchmarks/results/tune_vs_kdiffusion.md); without the reserve a
+            slow or shared machine spent the whole budget on the scan and learned no grid.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -295,6 +321,9 @@ def tune(
     nfe = int(nfe)
     if int(learn_top) != learn_top or learn_top < 0:
         raise ValueError(f"learn_top={learn_top!r} must be an integer >= 0.")
+    if not 0.0 <= learn_share < 1.0:
+        raise ValueError(f"learn_share={learn_share!r} must lie in [0, 1): the share of max_seconds kept for "
+                         "learned grids (0.4 is the default).")
     x_cal = jnp.asarray(calib_x_init)
     if x_cal.ndim < 2 or x_cal.shape[0] < 2 or not jnp.issubdtype(x_cal.dtype, jnp.floating):
         raise ValueError(f"calib_x_init must be a float batch (B >= 2, *event_shape); got {x_cal.shape} "
@@ -331,6 +360,11 @@ def tune(
     def out_of_time() -> bool:
         return max_seconds is not None and time.time() - t0 > max_seconds
 
+    scan_seconds = None if max_seconds is None else max_seconds * (1.0 - (learn_share if learn_top else 0.0))
+
+    def scan_out_of_time() -> bool:
+        return scan_seconds is not None and time.time() - t0 > scan_seconds
+
     def evaluate(spec, solver, n, g):
         ts = make_times(process, num_steps=n, t_start=t_start, t_end=t_end, grid=g).astype(dt)
         x, used = _run(score_fn, process, x_held, ts, solver)
@@ -342,7 +376,7 @@ def tune(
         n = max(1, nfe // stages)
         first = None
         while n >= 1:
-            if out_of_time():
+            if scan_out_of_time():
                 break
             ts, err, used = evaluate(spec, solver, n, grids[0])
             per_step = used / n
@@ -358,7 +392,7 @@ def tune(
             first = (n, ts, err, used)
             break
         if first is None:
-            status = ("skipped: out of time" if out_of_time()
+            status = ("skipped: out of time" if scan_out_of_time()
                       else f"skipped: one step needs more than {nfe} NFE")
             for g in grids:
                 candidates.append(dict(solver=spec, grid=g, num_steps=None, nfe=None,
@@ -370,7 +404,7 @@ def tune(
         rows = [(grids[0], ts, err)]
         bar.update(1)
         for g in grids[1:]:
-            if out_of_time():
+            if scan_out_of_time():
                 candidates.append(dict(solver=spec, grid=g, num_steps=n, nfe=used, heldout_error=float("nan"),
                                        status="skipped: out of time"))
             else:
@@ -422,7 +456,10 @@ def tune(
                          f"({len(candidates)} tried); raise nfe or check the score function.")
     best = ok[0]
     rest = [c for c in candidates if not finite(c)]
-    table = [{k: v for k, v in c.items() if k != "ts"} for c in ok + rest]
+    # Named grids are reproducible from (grid, num_steps); learned ones keep their times (a list,
+    # JSON-able) so that any learned candidate, not only the winner, can be re-used or re-checked.
+    table = [{k: ([float(t) for t in v] if k == "ts" else v) for k, v in c.items()
+              if k != "ts" or c["grid"].startswith("learned(")} for c in ok + rest]
     return TunedSampler(
         solver=best["solver"],
         ts=np.asarray(best["ts"], np.float64),

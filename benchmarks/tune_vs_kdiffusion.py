@@ -1,0 +1,302 @@
+"""``tune`` at NFE 10 vs the best k-diffusion sampler, on mixtures and schedules never tuned on.
+
+The "done when" check of issue 14: on Gaussian-mixture problems and schedules that neither the
+defaults nor ``tune`` were developed on, ``tune(..., nfe=10)`` should reach at most half the
+end-point error of the best k-diffusion sampler on the same problem and held-back ``x_init``,
+and its learned grids should never be worse than their starting grids on held-back samples.
+
+Problems (``PROBLEMS``; seeds 1401-1406 and data keys 14100+i / 14200+i / 14300+i, chosen once
+before any result was looked at and used nowhere else in the repository): random Gaussian
+mixtures (``GaussianMixture.random``: 4-6 components, full covariances with eigenvalues spread
+over a factor 25-40, so anisotropic), d = 2, 8 and 16, exact scores, under the schedules
+``VPCosine``, ``SubVP``, ``EDM``, ``RectifiedFlow``, ``VE`` and a user-given VP schedule defined
+below (``custom_vp``: ``log(alpha / sigma) = 5 - 9 t^2``, a log-SNR quadratic in t that no built-in has).
+Everything in float64. For each problem, three disjoint batches of exact draws of ``p_T``:
+
+* calibration (128): ``tune`` fits its learned grids on it;
+* held-back (128): ``tune`` scores every candidate and chooses its learned-grid iterate on it (its
+  ``heldout_x_init``), and every k-diffusion sampler runs on the same initial states;
+* fresh (1024): never seen by ``tune``; the winner, its starting grid and every k-diffusion
+  sampler are re-run on it, an unbiased check of the held-back comparison. It is larger because
+  the RMSE is dominated by rare trajectories (about 1 in 100 at d = 16) that end in another mode
+  than the reference when the step across the mode decision is too long: a batch of 128 may hold
+  none or two of them, which moves the RMSE by a factor 3-4. The median per-sample error is
+  reported beside it.
+
+End-point RMSE ``sqrt(mean_b ||x_b - x_ref_b||^2)`` against a tight reference (``reference_solve``,
+Dopri8 in the x0-lambda form, rtol = atol = 1e-11) of the exact probability-flow ODE from the same
+initial states.
+
+k-diffusion: every sampler of ``accuracy_vs_nfe.KDIFF`` with NFE <= 10 (euler, heun, dpm_2,
+lms(4), dpmpp_2s_ancestral(eta=0), dpmpp_2m, dpmpp_3m_sde(eta=0)) on Karras and exponential
+(log-SNR) grids, plus dpm_fast on its own grid, run by ``accuracy_vs_nfe.k_diffusion_rows`` with the
+exact torch denoiser of ``tests/_kdiffusion.py`` (``x / alpha`` in ``sigma / alpha``); its VP grid
+(``get_sigmas_vp``) is VPLinear's and is not used for these schedules. A consistency column runs
+k-diffusion's dpmpp_2m with 1000 steps: it must agree with the reference to its discretisation
+error (second order: ~1e-5), which checks the mapping of each schedule to k-diffusion's convention.
+
+Run (one core, about 25 min): ``taskset -c 0 python benchmarks/tune_vs_kdiffusion.py``
+(writes ``benchmarks/results/tune_vs_kdiffusion.md``; ``--problems`` picks a subset by name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Sets the XLA flag (before jax is imported) and x64; holds the k-diffusion side.
+import accuracy_vs_nfe as avn  # noqa: E402
+
+# isort: split
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxode_diffusion as jd  # noqa: E402
+from jaxode_diffusion.diffrax_drivers import reference_solve  # noqa: E402
+from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
+from jaxode_diffusion.tune import tune  # noqa: E402
+
+NFE = 10
+BATCH = 128
+FRESH = 1024
+
+# A user-given VP schedule: the package's log-SNR lambda = log(alpha / sigma) quadratic in t,
+# lambda(t) = LMAX - (LMAX - LMIN) t^2, with alpha^2 = sigmoid(2 lambda), sigma^2 = sigmoid(-2 lambda)
+# (alpha^2 + sigma^2 = 1), and its closed-form inverse t(lambda).
+LMAX, LMIN = 5.0, -4.0
+
+
+def custom_vp():
+    def lam(t):
+        return LMAX - (LMAX - LMIN) * jnp.asarray(t) ** 2
+
+    return jd.ForwardProcess.from_alpha_sigma(
+        lambda t: jnp.sqrt(jax.nn.sigmoid(2.0 * lam(t))),
+        lambda t: jnp.sqrt(jax.nn.sigmoid(-2.0 * lam(t))),
+        t_max=1.0,
+        t_of_lambda_fn=lambda la: jnp.sqrt((LMAX - la) / (LMAX - LMIN)),
+    )
+
+
+# name -> (process factory, d, components, mixture seed, scale, min_var, max_var). Fixed before
+# any result was seen; not tuned afterwards.
+PROBLEMS = {
+    "vp_cosine d=2": (jd.VPCosine, 2, 5, 1401, 2.0, 0.02, 0.6),
+    "subvp d=8": (jd.SubVP, 8, 4, 1402, 2.0, 0.03, 0.8),
+    "edm d=16": (jd.EDM, 16, 6, 1403, 2.0, 0.02, 0.5),
+    "rectified_flow d=2": (jd.RectifiedFlow, 2, 6, 1404, 2.0, 0.01, 0.4),
+    "ve d=8": (jd.VE, 8, 5, 1405, 2.0, 0.02, 0.6),
+    "custom_vp d=16": (custom_vp, 16, 4, 1406, 2.0, 0.03, 0.8),
+}
+
+
+def rmse(x, ref):
+    return avn.rmse(x, ref)
+
+
+def run_problem(i, name, spec, max_seconds, log, batch=BATCH):
+    make_process, d, k, seed, scale, min_var, max_var = spec
+    process = make_process()
+    gm = jd.GaussianMixture.random(jax.random.PRNGKey(seed), k, d, scale=scale, min_var=min_var, max_var=max_var)
+    sf = gm.score_fn(process)
+    t1, t_end = float(process.default_t_start), float(process.default_t_end)
+    x_cal, x_held, x_fresh = (gm.sample_marginal(jax.random.PRNGKey(base + i), n, process, t1)
+                              for base, n in ((14100, batch), (14200, batch), (14300, FRESH)))
+    t0 = time.time()
+    ref_held = reference_solve(sf, process, x_held, t_start=t1, t_end=t_end)
+    ref_fresh = reference_solve(sf, process, x_fresh, t_start=t1, t_end=t_end)
+    log(f"{name}: references in {time.time() - t0:.0f} s")
+
+    # k-diffusion on the held-back and the fresh batch (the same initial states as ours).
+    den = avn._kdiffusion.mixture_denoiser(gm.weights, gm.means, gm.covs)
+    t0 = time.time()
+    k_held = avn.k_diffusion_rows(den, process, x_held, ref_held, d, [NFE], t_end=t_end)
+    k_fresh = avn.k_diffusion_rows(den, process, x_fresh, ref_fresh, d, [NFE], t_end=t_end)
+    k_check = consistency(den, process, x_held, ref_held, t_end)
+    k_best = min(k_held, key=lambda r: r["rmse"])
+    k_best_fresh = next(r for r in k_fresh if (r["solver"], r["grid"]) == (k_best["solver"], k_best["grid"]))
+    k_min_fresh = min(k_fresh, key=lambda r: r["rmse"])
+    log(f"{name}: k-diffusion in {time.time() - t0:.0f} s; best {k_best['solver']} / {k_best['grid']} "
+        f"{k_best['rmse']:.3e}; dpmpp_2m 1000 steps {k_check:.1e}")
+
+    t0 = time.time()
+    t = tune(sf, process, x_cal, nfe=NFE, heldout_x_init=x_held, t_start=t1, t_end=t_end,
+             max_seconds=max_seconds, progress=False)
+    tune_s = time.time() - t0
+
+    def run(ts, solver, x):
+        return solve(sf, process, x, jnp.asarray(ts), jd.get_solver(solver), throw=False).samples
+
+    held = rmse(run(t.ts, t.solver, x_held), ref_held)  # recomputed against this script's reference
+    x_t = run(t.ts, t.solver, x_fresh)
+    fresh = rmse(x_t, ref_fresh)
+    fresh_median = float(jnp.median(jnp.linalg.norm(x_t - ref_fresh, axis=1)))
+    learned = []
+    for c in t.candidates:
+        if c["grid"].startswith("learned(") and "start_heldout_error" in c:
+            learned.append(dict(solver=c["solver"], grid=c["grid"], start=c["start_heldout_error"],
+                                learned=c["heldout_error"], iterations=c.get("iterations"), status=c["status"]))
+    skipped = sum(1 for c in t.candidates if str(c.get("status", "")).startswith("skipped"))
+    fixed = [c for c in t.candidates if not c["grid"].startswith("learned(") and c["status"] == "ok"]
+    best_fixed = min(fixed, key=lambda c: c["heldout_error"]) if fixed else None
+    row = dict(name=name, d=d, k=k, seed=seed, solver=t.solver, grid=t.grid, steps=t.num_steps, nfe=t.nfe,
+               held=held, tune_held=t.heldout_error, fresh=fresh, fresh_median=fresh_median, k_best=k_best,
+               k_best_fresh=k_best_fresh, k_min_fresh=k_min_fresh,
+               k_check=k_check, learned=learned, tune_s=tune_s, skipped=skipped, best_fixed=best_fixed,
+               k_rows=k_held)
+    if t.grid.startswith("learned("):  # the winner's learned grid vs its start on the fresh batch too
+        start = t.grid[len("learned("):-1]
+        ts0 = make_times(process, num_steps=t.num_steps, t_start=t1, t_end=t_end, grid=start)
+        row["fresh_start"] = rmse(run(ts0, t.solver, x_fresh), ref_fresh)
+    # Median per-sample error of the best k-diffusion sampler on the fresh batch (robust to outliers).
+    row["k_fresh_median"] = k_median(den, process, x_fresh, ref_fresh, t_end, k_min_fresh)
+    log(f"{name}: tune {tune_s:.0f} s -> {t.solver} / {t.grid} (NFE {t.nfe}) held-back {held:.3e}, "
+        f"ratio {held / k_best['rmse']:.3f}; fresh {fresh:.3e} vs {k_best_fresh['rmse']:.3e}")
+    return row
+
+
+def k_median(den, process, x, ref, t_end, row):
+    """Median per-sample end-point error of one k-diffusion row (its sampler and grid) on ``x``."""
+    import torch
+
+    ks = avn._kdiffusion.load_sampling()
+    t1 = float(process.default_t_start)
+    r_max, r_min = float(process.rho(t1)), float(process.rho(t_end))
+    n = row["steps"]
+    with avn._kdiffusion.torch_float64():
+        xk = torch.tensor(np.asarray(x, np.float64) / float(process.alpha(t1)))
+        if row["solver"] == "k:dpm_fast":
+            y = ks.sample_dpm_fast(den, xk, r_min, r_max, row["nfe"], disable=True)
+        else:
+            fn, kw, _ = avn.KDIFF[row["solver"]]
+            sig = (ks.get_sigmas_exponential(n + 1, r_min, r_max) if row["grid"] == "log_snr"
+                   else ks.get_sigmas_karras(n + 1, r_min, r_max, rho=7.0))[:-1]
+            y = getattr(ks, fn)(den, xk, sig, disable=True, **kw)
+    x_k = jnp.asarray(y.numpy() * float(process.alpha(t_end)))
+    assert abs(rmse(x_k, ref) - row["rmse"]) <= 1e-9 * max(1.0, row["rmse"])  # the same run as the row
+    return float(jnp.median(jnp.linalg.norm(x_k - ref, axis=1)))
+
+
+def consistency(den, process, x, ref, t_end):
+    """k-diffusion's dpmpp_2m with 1000 steps on the log-SNR grid: checks the schedule mapping."""
+    import torch
+
+    ks = avn._kdiffusion.load_sampling()
+    t1 = float(process.default_t_start)
+    r_max, r_min = float(process.rho(t1)), float(process.rho(t_end))
+    with avn._kdiffusion.torch_float64():
+        y = ks.sample_dpmpp_2m(den, torch.tensor(np.asarray(x, np.float64) / float(process.alpha(t1))),
+                               ks.get_sigmas_exponential(1001, r_min, r_max)[:-1], disable=True)
+    return rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref)
+
+
+def write_report(path, rows, command, seconds, max_seconds, batch=BATCH):
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    import torch
+
+    lines = [
+        "# tune (NFE 10) vs the best k-diffusion sampler on unseen mixtures and schedules", "",
+        f"Machine: {platform.machine()} {cpu}, {os.cpu_count()} CPUs (run pinned to one core), JAX "
+        f"{jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, k-diffusion "
+        f"{avn._kdiffusion.K_DIFFUSION_VERSION}; float64; date {datetime.date.today()}; "
+        f"total {seconds:.0f} s.", "",
+        f"Command: `{command}`", "",
+        f"Batches: calibration ({batch}, fits learned grids), held-back ({batch}; `tune` scores candidates and "
+        "picks learned-grid iterates on it; every k-diffusion sampler runs on the same initial states), "
+        f"fresh ({FRESH}, never seen by `tune`: the winner, its starting grid and every k-diffusion sampler "
+        "re-run). "
+        f"`tune` defaults (all solvers x 4 grids, learn_top=3, learn_steps=100, learn_share=0.4: the scan stops at 60 % of "
+        f"max_seconds), max_seconds={max_seconds}. "
+        "RMSE against a Dopri8 reference (rtol = atol = 1e-11) from the same initial states. "
+        "Problem seeds (mixture 1401-1406, data 14100+i / 14200+i / 14300+i) fixed before any result.", "",
+        "## Held-back batch: tune vs best k-diffusion (target ratio <= 0.5)", "",
+        "| problem | K | tune winner (grid, steps, NFE) | tune RMSE | best k-diffusion (grid) | k RMSE | ratio | "
+        "meets | tune best fixed grid | tune time |",
+        "|---|---:|---|---:|---|---:|---:|---|---|---:|",
+    ]
+    for r in rows:
+        kb, bf = r["k_best"], r["best_fixed"]
+        ratio = r["held"] / kb["rmse"]
+        bfs = f"{bf['solver']} / {bf['grid']} {bf['heldout_error']:.3e}" if bf else "-"
+        lines.append(f"| {r['name']} | {r['k']} | {r['solver']} / {r['grid']}, {r['steps']}, {r['nfe']} | "
+                     f"{r['held']:.3e} | {kb['solver']} / {kb['grid']} | {kb['rmse']:.3e} | {ratio:.3f} | "
+                     f"{'yes' if ratio <= 0.5 else 'no'} | {bfs} | {r['tune_s']:.0f} s"
+                     f"{' (' + str(r['skipped']) + ' skipped)' if r['skipped'] else ''} |")
+    met = sum(r["held"] <= 0.5 * r["k_best"]["rmse"] for r in rows)
+    lines += ["", f"Ratio <= 0.5 on {met} of {len(rows)} problems.", "",
+              f"## Fresh batch of {FRESH} (never seen by tune)", "",
+              "k-diffusion (held-back choice): the sampler that was best on the held-back batch; best on fresh: "
+              "the best of all k-diffusion samplers and grids on this batch (chosen with hindsight). Medians are "
+              "per-sample end-point errors ||x_b - x_ref_b||.", "",
+              "| problem | tune RMSE | k (held-back choice) RMSE | ratio | k best on fresh (grid) RMSE | ratio | "
+              "tune median | k best median | winner's learned grid vs its start (RMSE) |",
+              "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+    for r in rows:
+        ls = (f"{r['fresh_start']:.3e} -> {r['fresh']:.3e}" if "fresh_start" in r else "(winner is a named grid)")
+        km = r["k_min_fresh"]
+        lines.append(f"| {r['name']} | {r['fresh']:.3e} | {r['k_best_fresh']['rmse']:.3e} | "
+                     f"{r['fresh'] / r['k_best_fresh']['rmse']:.3f} | {km['solver']} / {km['grid']} {km['rmse']:.3e} | "
+                     f"{r['fresh'] / km['rmse']:.3f} | {r['fresh_median']:.3e} | {r['k_fresh_median']:.3e} | {ls} |")
+    met_f = sum(r["fresh"] <= 0.5 * r["k_min_fresh"]["rmse"] for r in rows)
+    lines += ["", f"Ratio to the best k-diffusion on the fresh batch <= 0.5 on {met_f} of {len(rows)} problems."]
+    lines += ["", "## Learned grids vs their starting grid on the held-back batch (never worse)", "",
+              "| problem | solver | grid | start RMSE | learned RMSE | never worse | iterations | status |",
+              "|---|---|---|---:|---:|---|---:|---|"]
+    for r in rows:
+        for c in r["learned"]:
+            lines.append(f"| {r['name']} | {c['solver']} | {c['grid']} | {c['start']:.3e} | {c['learned']:.3e} | "
+                         f"{'yes' if c['learned'] <= c['start'] else 'NO'} | {c['iterations']} | {c['status']} |")
+    lines += ["", "## k-diffusion at NFE 10 on the held-back batch (all samplers and grids)", "",
+              "| problem | 1000-step dpmpp_2m vs reference (mapping check) | " +
+              " | ".join(["sampler / grid: RMSE"]) + " |", "|---|---:|---|"]
+    for r in rows:
+        cells = ", ".join(f"{k['solver'][2:]}/{k['grid']} {k['rmse']:.2e}"
+                          for k in sorted(r["k_rows"], key=lambda k: k["rmse"]))
+        lines.append(f"| {r['name']} | {r['k_check']:.1e} | {cells} |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--problems", default=None, help="comma-separated names from PROBLEMS (default: all)")
+    p.add_argument("--max-seconds", type=float, default=240.0, help="tune's time bound per problem")
+    p.add_argument("--batch", type=int, default=BATCH, help="size of the calibration and held-back batches")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                 "tune_vs_kdiffusion.md"))
+    args = p.parse_args(argv)
+    names = list(PROBLEMS) if args.problems is None else [s.strip() for s in args.problems.split(",")]
+    for n in names:
+        if n not in PROBLEMS:
+            raise ValueError(f"--problems: unknown problem {n!r}; choose from {list(PROBLEMS)}.")
+    t0 = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
+
+    if not avn.k_diffusion_available():
+        raise SystemExit('k-diffusion is needed: pip install -e ".[bench]" && '
+                         'pip install --no-deps "k-diffusion==0.1.1.post1"')
+    log(f"device: {jax.devices()[0]}")
+    command = "python benchmarks/tune_vs_kdiffusion.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows = []
+    for name in names:
+        rows.append(run_problem(list(PROBLEMS).index(name), name, PROBLEMS[name], args.max_seconds, log, args.batch))
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        write_report(args.out, rows, command.strip(), time.time() - t0, args.max_seconds, args.batch)
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
