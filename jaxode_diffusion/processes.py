@@ -870,6 +870,23 @@ class CustomProcess(ForwardProcess):
                 f"time of {n + 1} checked). Check that sigma/alpha grows with t (noise is added as t "
                 "increases)."
             )
+        if self.t_of_lambda_fn is not None:  # a wrong closed-form inverse silently skews every log-SNR grid
+            idx = np.linspace(0, n, 65).astype(int)
+            try:
+                back = np.asarray(self.t_of_lambda(jnp.asarray(lam[idx], ts.dtype)), dtype=np.float64)
+            except Exception as err:
+                raise ValueError(f"t_of_lambda_fn must accept an array of log-SNR values; it raised: {err!r}") from err
+            tol = max(1e-6, 1e4 * eps) * (self.t_max_ - self.t_min_)
+            off = ~(np.abs(back - np.asarray(ts)[idx]) <= tol)
+            if back.shape != idx.shape or off.any():
+                i = int(np.argmax(off)) if back.shape == idx.shape else 0
+                got = float(back.reshape(-1)[i]) if back.size else float("nan")
+                raise ValueError(
+                    "t_of_lambda_fn must invert the log-SNR lambda(t) = log(alpha/sigma): at "
+                    f"t={float(ts[idx[i]])!r}, lambda={float(lam[idx[i]])!r} it returned t={got!r} "
+                    f"(tolerance {tol:.1e}). Fix its sign/convention (lambda is log alpha - log sigma, "
+                    "decreasing in t) or pass t_of_lambda_fn=None to use bisection."
+                )
         # The left end: excluded if anything is singular there (typically sigma(t_min) = 0).
         t0 = jnp.asarray([self.t_min_], _ftype())
         with np.errstate(all="ignore"):
