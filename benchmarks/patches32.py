@@ -157,13 +157,21 @@ class GaussianDenoiser:
 
 def heldout_dsm(model, process, x, loss_kw, *, batch=128, draws=2) -> float:
     """Held-out DSM loss with fixed keys (the same noise and times for every model)."""
+    from flax import nnx
+
     from jaxode_diffusion.training import dsm_loss
 
-    fn = jax.jit(lambda xb, k: dsm_loss(model, process, xb, k, **loss_kw))
+    # The state is a jit argument, not a closure constant: XLA:CPU miscompiles the loss of a
+    # constant-captured untrained network (its zero output layer) to inf; see training/loss.py.
+    if isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        fn = jax.jit(lambda st, xb, k: dsm_loss(nnx.merge(graphdef, st), process, xb, k, **loss_kw))
+    else:  # the Gaussian fit: plain arrays, no uniform weights
+        state, fn = None, jax.jit(lambda st, xb, k: dsm_loss(model, process, xb, k, **loss_kw))
     vals = []
     for i in range(0, x.shape[0] - batch + 1, batch):
         for r in range(draws):
-            vals.append(float(fn(jnp.asarray(x[i : i + batch]), jax.random.fold_in(jax.random.key(123), i * 10 + r))))
+            vals.append(float(fn(state, jnp.asarray(x[i : i + batch]), jax.random.fold_in(jax.random.key(123), i * 10 + r))))
     return float(np.mean(vals))
 
 

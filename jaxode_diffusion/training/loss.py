@@ -36,8 +36,11 @@ Time sampling: ``uniform`` (``t ~ U[t_min, t_max]``) or ``log_snr_uniform`` (``l
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..parameterizations import broadcast_to_batch, to_score, to_x0_eps
 from ..processes import ForwardProcess
@@ -47,6 +50,43 @@ __all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_times", "drop_labels", "dsm_l
 TIME_SAMPLINGS = ("uniform", "log_snr_uniform")
 WEIGHTINGS = ("eps", "x0", "snr", "edm", "score", "gaussian")
 _MIN_SNR_GAMMA = 5.0  # Hang et al. 2023 recommend gamma = 5
+
+
+# XLA:CPU (jaxlib 0.10) miscompiles a YNNPACK reduce fusion whose dot has a uniform constant
+# operand (folded to broadcast(scalar)): ``jit(lambda h: (h @ jnp.full((32, 768), 0.1)).sum(1))``
+# returns garbage/NaN once the dot output has >= 4096 elements (measured: (8, 512) and (16, 256)
+# fail, (8, 256) and (4, 768) pass). A package network's zero-initialised output layer is such an
+# operand when an untrained model is captured in a jitted closure (a compile-time constant).
+_YNN_MIN_ELEMENTS = 4096
+_YNN_FLAG = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def _check_constant_capture(model, x0):
+    """Raise if ``model`` is captured as a constant in a CPU jit in the shape XLA miscompiles."""
+    if not isinstance(x0, jax.core.Tracer) or x0.size < _YNN_MIN_ELEMENTS:
+        return
+    if _YNN_FLAG in os.environ.get("XLA_FLAGS", "") or jax.default_backend() != "cpu":
+        return
+    try:
+        from flax import nnx
+
+        leaves = jax.tree.leaves(nnx.state(model)) if isinstance(model, nnx.Module) else []
+    except Exception:  # not an nnx model: nothing we can inspect
+        return
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer) or getattr(leaf, "ndim", 0) < 2 or leaf.size < 2:
+            continue
+        a = np.asarray(leaf)
+        if np.all(a == a.flat[0]):
+            raise ValueError(
+                f"dsm_loss: the model is captured as a compile-time constant inside jax.jit and has a "
+                f"uniform {a.shape} weight (value {float(a.flat[0])}, e.g. the zero-initialised output layer of "
+                f"an untrained network); XLA:CPU's YNNPACK fusion miscompiles the loss in this case "
+                f"(NaN/inf, an XLA bug, not the model). Fix: pass the model's state as a jit argument "
+                f"(graphdef, state = nnx.split(model); jax.jit(lambda s, x, k: dsm_loss(nnx.merge(graphdef, "
+                f"s), ...))(state, x, k)) or use nnx.jit, or set XLA_FLAGS=--{_YNN_FLAG}=individual_dot "
+                f"before JAX starts."
+            )
 
 
 def _check(time_sampling, weighting):
@@ -138,9 +178,14 @@ def dsm_loss_per_example(
 
     Raises:
         ValueError: on an unknown ``time_sampling`` / ``weighting``, ``p_uncond`` outside
-            ``[0, 1]`` or ``p_uncond > 0`` without ``null_id``.
+            ``[0, 1]`` or ``p_uncond > 0`` without ``null_id``; and, on the CPU backend, when the
+            model is captured as a constant inside ``jax.jit`` with a uniform weight matrix (an
+            untrained network's zero output layer) and a batch of >= 4096 numbers: XLA:CPU's
+            YNNPACK fusion miscompiles that loss to NaN/inf. Pass the model state as a jit
+            argument (``nnx.split`` / ``nnx.merge``, as the trainer does) instead.
     """
     _check(time_sampling, weighting)
+    _check_constant_capture(model, x0)
     kt, kn = jax.random.split(key)
     if cond is not None:
         if not 0.0 <= float(p_uncond) <= 1.0:
