@@ -94,11 +94,11 @@ class StudyConfig:
 
 
 PRESETS = {
-    # about a minute on 2 CPU cores
+    # about 2.5 minutes on 2 idle CPU cores (151 s measured, 2026-12-01)
     "quick": dict(step_counts=(4, 8, 16), tv_samples=1000, eps_values=(0.01, 0.03, 0.1), dims=(2, 4, 8, 16),
                   dim_orders=(2, 4), adv_steps=4, adv_samples=256, max_steps=512, order_samples=500,
                   train_steps=600, regularity_times=5, regularity_batch=8, floor_steps=16),
-    # the default: well within 10 minutes on 2 CPU cores
+    # the default: 930 CPU-s, 1245 s wall on a shared 2-core CPU (2026-12-01)
     "default": {},
     # sized for a GPU
     "full": dict(step_counts=(4, 8, 16, 32, 64, 128), tv_samples=50_000, eps_values=(0.003, 0.01, 0.03, 0.1),
@@ -343,7 +343,7 @@ def _adversarial(pert, target, process, cfg, key):
     # midpoint rule in t over the same range).
     t_mid = cfg.t_end + (jnp.arange(16) + 0.5) / 16 * (process.default_t_start - cfg.t_end)
     gram = 0.0
-    for t, kt in zip(t_mid, jax.random.split(kg, 16)):
+    for t, kt in zip(t_mid, jax.random.split(kg, 16), strict=True):
         feats = jnp.sin(target.sample_marginal(kt, 1024, process, t) @ pert.w.T + pert.b)
         gram = gram + feats.T @ feats / (1024 * 16)
 
@@ -716,7 +716,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run the whole study and write report.md, figures and metrics.json")
     p.add_argument("--out", default="study_out", help="output directory")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores")
+    g.add_argument("--quick", action="store_true", help="about 2.5 minutes on 2 idle CPU cores")
     g.add_argument("--full", action="store_true", help="sized for a GPU")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--process", default=None, help="built-in process name (default vp_linear)")
