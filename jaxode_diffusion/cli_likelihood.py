@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 __all__ = ["register", "cmd_likelihood"]
 

@@ -109,8 +109,8 @@ def run(args) -> dict[str, str]:
 
     from .grids import make_grid
     from .outputs import ensure_output_dir
-    from .processes import get_process
     from .plotting import plot_profile
+    from .processes import get_process
     from .regularity import profile
 
     _check_args(args)

@@ -135,7 +135,7 @@ def write_report(m: dict, out: Path) -> Path:
     ]
     if adv:
         lines += [
-            f"The adversarial perturbation uses the same Fourier features (fixed frequencies, so derivative",
+            "The adversarial perturbation uses the same Fourier features (fixed frequencies, so derivative",
             f"bounds of the same order per unit size); its amplitudes are found by {adv['steps']} Adam steps",
             f"(lr {adv['lr']}) of gradient ascent on the exact-density TV ({adv['samples']} fixed samples,",
             "gradient through the sampler's Jacobian log-determinants), projected back to the prescribed",

@@ -1,7 +1,6 @@
 """Class-conditional models, label dropout, conditional training/resume, CLI flags, guided
 sampling of a trained tiny model and derivative norms with ``cond`` (all tiny, CPU)."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -30,16 +30,15 @@ torch runs take well under a second.
 
 import math
 
+import _kdiffusion as K  # noqa: E402
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # noqa: E402  (in the test extra: torch==2.13.0, the CPU build)
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.solvers.exponential import EDMHeun
-
-import torch  # noqa: E402  (in the test extra: torch==2.13.0, the CPU build)
-import _kdiffusion as K  # noqa: E402
 
 if not K.available():  # a failure, not a skip: a lost install step must not hide these tests
     raise ImportError(
