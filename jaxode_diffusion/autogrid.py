@@ -30,8 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax.numpy as jnp
-
+from .distances import rmse
 from .grids import GRID_NAMES, check_num_steps
 from .sampling import make_times, solve
 
@@ -69,7 +68,7 @@ class GridChoice:
 
 
 def _rmse(a, b) -> float:
-    v = float(jnp.sqrt(jnp.mean(jnp.sum((a - b).reshape(a.shape[0], -1) ** 2, axis=1))))
+    v = float(rmse(a, b))
     return v if math.isfinite(v) else float("inf")
 
 

@@ -253,39 +253,34 @@ def _measured_grid(score_fn, process, event_shape, args, run_cfg, cond_kw) -> st
     independent of ``--seed``), cached per solver, steps, class, guidance and checkpoint step in
     ``CHECKPOINT/grid_choices.json`` (written atomically; a read-only run directory is not an error)."""
     import json
-    import os
-    import pathlib
-    import tempfile
 
     import jax
 
     from .autogrid import choose_grid
+    from .grids import GRID_NAMES
+    from .training.checkpoint import write_json_atomic
 
     key = "|".join(str(v) for v in (args.solver, args.steps, getattr(args, "class_label", None),
                                      getattr(args, "guidance", None), run_cfg.get("step")))
-    path = pathlib.Path(args.checkpoint) / "grid_choices.json"
-    cache = {}
-    if path.exists():
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-    if key in cache and isinstance(cache[key], dict) and cache[key].get("grid") in ("uniform", "log_snr", "edm",
-                                                                                   "quadratic"):
-        print(f"grid {cache[key]['grid']} (measured earlier for this model, solver and steps; {path})")
-        return cache[key]["grid"]
+    path = Path(args.checkpoint) / "grid_choices.json"
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        cache = {}
+    cached = cache.get(key) if isinstance(cache, dict) else None
+    if isinstance(cached, dict) and cached.get("grid") in GRID_NAMES:
+        print(f"grid {cached['grid']} (measured earlier for this model, solver and steps; {path})")
+        return cached["grid"]
     x_pilot = process.prior_sample(jax.random.key(20261201), (64, *event_shape))
     pilot_kw = {}
     if "cond" in cond_kw:  # the same class for every pilot draw
         pilot_kw["cond"] = jax.numpy.full((x_pilot.shape[0],), cond_kw["cond"][0], cond_kw["cond"].dtype)
     choice = choose_grid(score_fn, process, x_pilot, args.solver, args.steps, **pilot_kw)
     print(choice.summary())
+    cache = cache if isinstance(cache, dict) else {}
     cache[key] = choice.to_json()
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".grid_choices.", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(cache, fh, indent=1)
-        os.replace(tmp, path)
+        write_json_atomic(path, cache)
     except OSError as e:  # a read-only run directory: measure again next time
         print(f"note: could not cache the grid choice in {path}: {e}")
     return choice.grid

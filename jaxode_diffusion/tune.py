@@ -213,13 +213,7 @@ def _default_solvers(form_tableaux) -> list[str]:
 
     # One name per method: aliases (unipc_bh2 = unipc_bh2_2) resolve to the same solver name.
     names = list(solver_names())
-    first = []
-    for s in SCAN_PRIORITY:
-        try:
-            get_solver(s)
-        except ValueError:  # not registered in this build
-            continue
-        first.append(s)
+    first = [s for s in SCAN_PRIORITY if s in names]  # those registered in this build
     out, seen = [], set()
     for s in [*first, *names, *form_tableaux]:
         canonical = get_solver(s).name

@@ -10,13 +10,13 @@ the pilot draws must be within ``RATIO`` of the best named grid on *other* draws
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.autogrid import choose_grid
 from jaxode_diffusion.data import unnormalize
+from jaxode_diffusion.distances import rmse
 from jaxode_diffusion.sampling import make_times, solve
 from jaxode_diffusion.training import TrainConfig, load_run, train
 
@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
 
 
 def _rmse(a, b):
-    return float(jnp.sqrt(jnp.mean(jnp.sum((a - b) ** 2, axis=1))))
+    return float(rmse(a, b))
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
