@@ -80,6 +80,32 @@ def _isotropic_gaussian_log_prob(x, scale):
     return -0.5 * jnp.sum(xf**2, axis=1) / scale**2 - dim * jnp.log(scale) - 0.5 * dim * _LOG_2PI
 
 
+def _flow_logdet_chunked(score_fn, process, x_init, ts, solver, batch_size):
+    """``(Phi(x), sign det D Phi, log |det D Phi|)`` in chunks of ``batch_size`` examples (see
+    :func:`sampler_log_density`); only one chunk's Jacobians are alive at a time."""
+    batch = x_init.shape[0]
+    dim = int(np.prod(x_init.shape[1:]))
+    if batch_size is None:
+        batch_size = max(1, min(batch, 2**24 // max(dim * dim, 1)))
+    elif isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer (or None for automatic chunks).")
+    batch_size = int(batch_size)
+    if batch_size >= batch or isinstance(x_init, jax.core.Tracer):
+        samples, jac = flow_and_jacobian(score_fn, process, x_init, ts, solver)
+        signs, logdets = jnp.linalg.slogdet(jac)
+        return samples, signs, logdets
+    outs = []
+    for start in range(0, batch, batch_size):
+        chunk = x_init[start:start + batch_size]
+        n = chunk.shape[0]
+        if n < batch_size:  # pad with copies of the first example: the same compiled program
+            chunk = jnp.concatenate([chunk, jnp.broadcast_to(chunk[:1], (batch_size - n, *chunk.shape[1:]))])
+        y, jac = flow_and_jacobian(score_fn, process, chunk, ts, solver)
+        signs, logdets = jnp.linalg.slogdet(jac)
+        outs.append((y[:n], signs[:n], logdets[:n]))
+    return tuple(jnp.concatenate(parts) for parts in zip(*outs, strict=True))
+
+
 def sampler_log_density(
     score_fn: Callable,
     process: ForwardProcess,
@@ -91,6 +117,7 @@ def sampler_log_density(
     t_end=None,
     grid=None,
     init_log_prob: Callable | None = None,
+    batch_size: int | None = None,
 ):
     """Samples of a fixed-step sampler and their exact log-density under the sampler's law.
 
@@ -118,6 +145,11 @@ def sampler_log_density(
             law of :meth:`~jaxode_diffusion.processes.ForwardProcess.prior_sample`. When
             ``x_init`` comes from the exact ``p_{t_start}`` of a Gaussian mixture pass
             ``mixture.marginal(process, t_start).log_prob``.
+        batch_size: examples pushed through ``jacfwd`` at once (the Jacobians of one chunk,
+            ``batch_size x D x D`` numbers, are the memory peak). ``None``: chunks of at most
+            ``2**24 / D**2`` examples (128 MiB of float64 Jacobians; the whole batch for
+            ``D <= 64`` and up to 4096 examples), so ``D = 128`` or more fits on any machine. The
+            last chunk is padded to the same size, so one compiled program serves every chunk.
 
     Returns:
         ``(samples, log_q)``: samples shaped like ``x_init`` and ``log_q`` of shape ``(B,)``.
@@ -157,8 +189,7 @@ def sampler_log_density(
                 f"init_log_prob must map a batch of shape {x_init.shape} to shape ({x_init.shape[0]},); "
                 f"got shape {log_p0.shape}."
             )
-    samples, jac = flow_and_jacobian(score_fn, process, x_init, ts, solver)
-    signs, logdets = jnp.linalg.slogdet(jac)
+    samples, signs, logdets = _flow_logdet_chunked(score_fn, process, x_init, ts, solver, batch_size)
     log_q = log_p0 - logdets
     if not isinstance(log_q, jax.core.Tracer):
         ok = np.asarray(jnp.isfinite(log_q) & jnp.all(jnp.isfinite(samples.reshape(samples.shape[0], -1)), 1))
@@ -278,6 +309,7 @@ def sampler_tv(
     compare_to: str = "t_end",
     confidence: float = 0.95,
     return_samples: bool = False,
+    batch_size: int | None = None,
 ):
     """TV between a sampler's output law and a Gaussian-mixture target, from exact densities.
 
@@ -297,7 +329,8 @@ def sampler_tv(
             * ``"data"``: ``p_0``; the TV also contains the early-stopping error
               ``TV(p_{t_end}, p_0)``.
 
-        key: PRNG key for ``x_init``. Other arguments as for :func:`sampler_log_density`.
+        key: PRNG key for ``x_init``. Other arguments (``batch_size``: examples per ``jacfwd``
+            chunk) as for :func:`sampler_log_density`.
         return_samples: also return ``(samples, log_q)``.
 
     Returns:
@@ -323,7 +356,7 @@ def sampler_tv(
     p_start = target.marginal(process, ts[0])
     x_init = p_start.sample(key, int(num_samples))
     samples, log_q = sampler_log_density(score_fn, process, x_init, solver=solver, grid=ts,
-                                         init_log_prob=p_start.log_prob)
+                                         init_log_prob=p_start.log_prob, batch_size=batch_size)
     ref = target.marginal(process, ts[-1]) if compare_to == "t_end" else target
     est = tv_distance(ref.log_prob, samples, log_q, confidence=confidence)
     return (est, samples, log_q) if return_samples else est

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["StudyConfig", "run_study", "PRESETS"]
+__all__ = ["StudyConfig", "run_study", "PRESETS", "SECTIONS"]
 
 ORDERS = {1: "euler", 2: "heun", 3: "kutta3", 4: "rk4"}
 
@@ -68,6 +68,8 @@ class StudyConfig:
     dim_steps_by_order: tuple = ((1, 16), (2, 8), (3, 8), (4, 8))
     dim_tv_target: float = 0.02
     dim_max_steps: int = 64
+    # (a) doubles an order's step count while TV at the largest d is above this (TV saturates at 1).
+    dim_tv_high: float = 0.4
     # Section 1: each (form, order) family doubles its step count from step_counts until its local
     # slopes settle, up to max_steps; TV at or below tv_floor is round-off, not discretisation
     # (float64: x-t:rk4 on VP keeps local slopes 4.000 +- 0.003 down to TV = 5e-13 at N = 4096).
@@ -86,7 +88,12 @@ class StudyConfig:
     regularity: bool = True
     regularity_times: int = 10
     regularity_batch: int = 32
+    # Sections to run (names in SECTIONS); empty: all of them (learned / regularity as set above).
+    only: tuple = ()
     extras: dict = field(default_factory=dict)
+
+    def wants(self, section: str) -> bool:
+        return not self.only or section in self.only
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -107,6 +114,10 @@ PRESETS = {
 }
 
 
+#: The study's sections, in the order they run (``StudyConfig.only`` / ``study --only`` pick some).
+SECTIONS = ("discretisation", "score_floor", "dimension", "learned", "regularity")
+
+
 def make_config(preset: str = "default", **overrides) -> StudyConfig:
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r}: choose one of {sorted(PRESETS)}.")
@@ -117,6 +128,13 @@ def make_config(preset: str = "default", **overrides) -> StudyConfig:
         if not hasattr(cfg, k):
             raise ValueError(f"unknown study setting {k!r}.")
         setattr(cfg, k, v)
+    bad = [s for s in cfg.only if s not in SECTIONS]
+    if bad:
+        raise ValueError(f"only={tuple(cfg.only)!r}: unknown section(s) {bad}; choose from {SECTIONS}.")
+    if any(int(d) < 1 for d in cfg.dims) or not cfg.dims:
+        raise ValueError(f"dims={tuple(cfg.dims)!r}: give one or more positive dimensions, e.g. (2, 4, 8).")
+    if int(cfg.tv_samples) < 2:
+        raise ValueError(f"tv_samples={cfg.tv_samples!r} must be at least 2 (a standard error needs two samples).")
     return cfg
 
 
@@ -428,25 +446,41 @@ def dimension(cfg: StudyConfig, process, bar) -> dict:
 
     steps_by_order = dict(cfg.dim_steps_by_order)
     key = jax.random.PRNGKey(cfg.seed + 2)
-    rows = []
+    rows, probes = [], []  # probes: every run, also those at step counts (a) then raised
+    steps_used, raised = {}, {}
+    d_top = max(int(d) for d in cfg.dims)
     for p in cfg.dim_orders:
-        for d in cfg.dims:
+        solver = f"x-t:{ORDERS[p]}"
+        n = int(steps_by_order[p])
+
+        def run(d, n):
+            nonlocal key
             target = dimension_target(int(d), cfg.seed)
-            solver = f"x-t:{ORDERS[p]}"
-            n = int(steps_by_order[p])
             key, sub = jax.random.split(key)
             s = time.time()
             tv = _tv(target.score_fn(process), process, target, cfg, sub, solver, n)
-            rows.append(dict(dim=int(d), order=int(p), solver=solver, steps=n, tv=tv,
-                             h_max=_h_max(process, solver, n, cfg), seconds=time.time() - s))
+            probes.append(dict(dim=int(d), order=int(p), solver=solver, steps=n, tv=tv,
+                               h_max=_h_max(process, solver, n, cfg), seconds=time.time() - s))
+            return probes[-1]
+
+        # The step count (one H_max for every d) is doubled from the preset's until TV at the
+        # largest d lies below dim_tv_high, so that the fit is not cut off by TV's saturation at 1.
+        top = run(d_top, n)
+        first_n = n
+        while top["tv"]["value"] > cfg.dim_tv_high and 2 * n <= cfg.dim_max_steps:
+            n *= 2
+            top = run(d_top, n)
+        steps_used[p], raised[p] = n, (first_n if n != first_n else None)
+        for d in cfg.dims:
+            rows.append(top if int(d) == d_top else run(d, n))
             bar.update(1)
     fits = []
     for p in cfg.dim_orders:
         ok = [r for r in rows if r["order"] == p and _usable(r)]
         fit = _fit_exponent([r["dim"] for r in ok], [r["tv"]["value"] for r in ok], [r["tv"]["stderr"] for r in ok])
-        fits.append(dict(order=int(p), solver=f"x-t:{ORDERS[p]}", steps=int(steps_by_order[p]),
-                         bound_exponent=p + 1, excluded=[r["dim"] for r in rows if r["order"] == p and not _usable(r)],
-                         **fit))
+        fits.append(dict(order=int(p), solver=f"x-t:{ORDERS[p]}", steps=int(steps_used[p]),
+                         steps_raised_from=raised[p], bound_exponent=p + 1,
+                         excluded=[r["dim"] for r in rows if r["order"] == p and not _usable(r)], **fit))
     # (b) steps needed to reach the target TV, by doubling / halving from dim_steps.
     p_b = get_solver(cfg.dim_solver).order
     need = []
@@ -458,7 +492,7 @@ def dimension(cfg: StudyConfig, process, bar) -> dict:
         def tv_at(n):
             nonlocal key
             if n not in tried:
-                reuse = [r for r in rows if r["dim"] == d and r["solver"] == cfg.dim_solver and r["steps"] == n]
+                reuse = [r for r in probes if r["dim"] == d and r["solver"] == cfg.dim_solver and r["steps"] == n]
                 if reuse:
                     tried[n] = reuse[0]["tv"]
                 else:
@@ -492,12 +526,12 @@ def dimension(cfg: StudyConfig, process, bar) -> dict:
     okb = [r for r in need if r["reached"]]
     fit_b = _fit_exponent([r["dim"] for r in okb], [r["h_lambda_needed"] for r in okb],
                           [0.0 * r["h_lambda_needed"] for r in okb])
-    main = [r for r in rows if r["solver"] == cfg.dim_solver]
     main_fit = next((f for f in fits if f["solver"] == cfg.dim_solver), None)
+    main = [r for r in rows if r["solver"] == cfg.dim_solver and (main_fit is None or r["steps"] == main_fit["steps"])]
     cost = [dict(dim=r["dim"], seconds=r["seconds"]) for r in main] or \
         [dict(dim=r["dim"], seconds=r["seconds"]) for r in rows if r["order"] == cfg.dim_orders[-1]]
     return {"rows": main, "all_rows": rows, "fits": fits, "slope": main_fit["slope"] if main_fit else float("nan"),
-            "solver": cfg.dim_solver, "steps": cfg.dim_steps, "needed": need, "need_fit": fit_b,
+            "solver": cfg.dim_solver, "steps": main_fit["steps"] if main_fit else cfg.dim_steps, "needed": need, "need_fit": fit_b,
             "need_order": int(p_b), "tv_target": cfg.dim_tv_target, "tv_samples": cfg.tv_samples,
             "cost": cost, "family": "GaussianMixture.dimension_family(d, num_components=4, seed)"}
 
@@ -514,6 +548,9 @@ def bound(disc: dict, floor: dict, dims: dict) -> dict:
     from .theory import bound_terms, fit_bound_constants
 
     out = {"families": []}
+    disc = disc or {"fits": [], "rows": []}
+    floor = floor or {"rows": []}
+    dims = dims or {"rows": []}
     # Discretisation runs (exact score: eps = 0), one constant pair per (form, order).
     for fit in disc["fits"]:
         rs = [r for r in disc["rows"] if r["form"] == fit["form"] and r["order"] == fit["order"]
@@ -651,30 +688,36 @@ def run_study(cfg: StudyConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     process = get_process(cfg.process)
-    n_disc = len(cfg.forms) * len(ORDERS) * len(cfg.step_counts)
-    total = n_disc + len(cfg.eps_values) * (2 if cfg.adv_steps > 0 else 1) + len(cfg.dims) * (len(cfg.dim_orders) + 1) + (2 if cfg.learned else 0) + (
-        (2 if cfg.learned else 1) if cfg.regularity else 0)
+    do_learned = cfg.learned and cfg.wants("learned")
+    do_regularity = cfg.regularity and cfg.wants("regularity")
+    total = ((len(cfg.forms) * len(ORDERS) * len(cfg.step_counts) if cfg.wants("discretisation") else 0)
+             + (len(cfg.eps_values) * (2 if cfg.adv_steps > 0 else 1) if cfg.wants("score_floor") else 0)
+             + (len(cfg.dims) * (len(cfg.dim_orders) + 1) if cfg.wants("dimension") else 0)
+             + (2 if do_learned else 0) + ((2 if do_learned else 1) if do_regularity else 0))
     t0 = time.time()
     metrics: dict = {"config": cfg.to_dict(), "timings": {}}
     with tqdm(total=total, desc="study", unit="run") as bar:
         for name, fn in (("discretisation", lambda: discretisation(cfg, process, bar)),
                          ("score_floor", lambda: score_floor(cfg, process, bar)),
                          ("dimension", lambda: dimension(cfg, process, bar))):
+            if not cfg.wants(name):
+                continue
             bar.set_postfix_str(name)
             s = time.time()
             metrics[name] = fn()
             metrics["timings"][name] = time.time() - s
-        metrics["score_floor"]["h_max"] = _h_max(process, cfg.floor_solver, cfg.floor_steps, cfg)
-        metrics["bound"] = bound(metrics["discretisation"], metrics["score_floor"], metrics["dimension"])
+        if "score_floor" in metrics:
+            metrics["score_floor"]["h_max"] = _h_max(process, cfg.floor_solver, cfg.floor_steps, cfg)
+        metrics["bound"] = bound(metrics.get("discretisation"), metrics.get("score_floor"), metrics.get("dimension"))
         learned_score = None
-        if cfg.learned:
+        if do_learned:
             bar.set_postfix_str("learned")
             s = time.time()
             lr = learned(cfg, process, out_dir, bar)
             learned_score = lr.pop("_score_fn")
             metrics["learned"] = lr
             metrics["timings"]["learned"] = time.time() - s
-        if cfg.regularity:
+        if do_regularity:
             bar.set_postfix_str("regularity")
             s = time.time()
             metrics["regularity"] = regularity_section(cfg, process, out_dir, learned_score, bar)
@@ -723,7 +766,22 @@ def register(subparsers) -> None:
     p.add_argument("--dim", type=int, default=None, help="dimension of the convergence/score-floor target")
     p.add_argument("--no-learned", action="store_true", help="skip training a model")
     p.add_argument("--no-regularity", action="store_true", help="skip regularity profiles")
+    p.add_argument("--only", default=None, metavar="SECTION[,SECTION]",
+                   help="run only these sections (comma-separated): " + ", ".join(SECTIONS))
+    p.add_argument("--dims", default=None, metavar="D[,D]",
+                   help="dimensions of the dimension section (comma-separated), e.g. 2,4,8,16,32,64,128")
+    p.add_argument("--tv-samples", type=int, default=None, help="samples per exact-density TV")
     p.set_defaults(func=_cli)
+
+
+def _int_list(text: str, flag: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{flag}={text!r}: give comma-separated integers, e.g. {flag} 2,4,8,16.") from None
+    if not vals:
+        raise ValueError(f"{flag}={text!r}: give at least one value, e.g. {flag} 2,4,8,16.")
+    return vals
 
 
 def _cli(args) -> int:
@@ -731,12 +789,20 @@ def _cli(args) -> int:
 
     ensure_output_dir(args.out, "--out")  # a file in the way is reported before the study starts
     preset = "quick" if args.quick else "full" if args.full else "default"
-    cfg = make_config(preset, out=args.out, seed=args.seed, process=args.process, dim=args.dim)
+    only = tuple(v.strip() for v in args.only.split(",") if v.strip()) if args.only else None
+    dims = _int_list(args.dims, "--dims") if args.dims else None
+    cfg = make_config(preset, out=args.out, seed=args.seed, process=args.process, dim=args.dim, only=only,
+                      dims=dims, tv_samples=args.tv_samples)
     if args.no_learned:
         cfg.learned = False
     if args.no_regularity:
         cfg.regularity = False
     cmd = "jaxode-diffusion study --out " + args.out + (" --quick" if args.quick else " --full" if args.full else "")
+    for flag, val in (("--process", args.process), ("--seed", args.seed), ("--dim", args.dim), ("--only", args.only),
+                      ("--dims", args.dims), ("--tv-samples", args.tv_samples)):
+        if val is not None:
+            cmd += f" {flag} {val}"
+    cmd += " --no-learned" * bool(args.no_learned) + " --no-regularity" * bool(args.no_regularity)
     cfg.extras["command"] = cmd
     metrics = run_study(cfg)
     print(f"report: {Path(args.out) / 'report.md'}  (total {metrics['timings']['total']:.0f} s)")

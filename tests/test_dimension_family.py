@@ -72,3 +72,69 @@ def test_adversarial_perturbation_keeps_size_and_raises_tv():
 
 
 # The section-1 order rule (estimate_order / extend_until_asymptotic) is tested in tests/test_study_slopes.py.
+
+
+def test_study_only_dimension_raises_saturated_step_counts(tmp_path):
+    """The dimension section alone (``only``): an order whose TV at the largest d is above
+    ``dim_tv_high`` gets its step count doubled, one count (one H_max) for every d; the report
+    holds that section and says which step count was raised."""
+    import json
+
+    from jaxode_diffusion.study import make_config, run_study
+
+    out = tmp_path / "dim"
+    cfg = make_config("quick", out=str(out), only=("dimension",), dims=(2, 8), tv_samples=160,
+                      dim_orders=(2,), dim_steps_by_order=((2, 4),), dim_tv_high=0.05, dim_max_steps=16,
+                      dim_solver="x-t:heun", dim_steps=4)
+    run_study(cfg)
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m) >= {"dimension", "bound"} and "discretisation" not in m and "learned" not in m
+    dm = m["dimension"]
+    (f,) = dm["fits"]
+    rows = [r for r in dm["all_rows"] if r["order"] == 2]
+    assert sorted(r["dim"] for r in rows) == [2, 8] and {r["steps"] for r in rows} == {f["steps"]}
+    assert f["steps_raised_from"] == 4 and f["steps"] in (8, 16)  # heun/4 at d = 8: TV ~ 0.1 > 0.05
+    top = next(r for r in rows if r["dim"] == 8)
+    assert top["tv"]["value"] <= 0.05 or f["steps"] == 16
+    # (b) reuses the probes at the raised-from count instead of recomputing them
+    assert "4" in next(r for r in dm["needed"] if r["dim"] == 8)["tried"]
+    report = (out / "report.md").read_text()
+    assert "## 3. TV vs dimension" in report and "## 1. Discretisation" not in report
+    assert "(raised from 4)" in report and "Sections run: dimension" in report
+
+
+def test_study_cli_only_dims_tv_samples(tmp_path, monkeypatch):
+    """The CLI flags reach the config and the command recorded in the report."""
+    import jaxode_diffusion.study as study
+    from jaxode_diffusion.cli import main
+
+    seen = {}
+
+    def fake_run(cfg):
+        seen["cfg"] = cfg
+        return {"timings": {"total": 0.0}}
+
+    monkeypatch.setattr(study, "run_study", fake_run)
+    rc = main(["study", "--only", "dimension", "--dims", "2,4,128", "--tv-samples", "300", "--out", str(tmp_path / "o")])
+    cfg = seen["cfg"]
+    assert rc == 0 and cfg.only == ("dimension",) and cfg.dims == (2, 4, 128) and cfg.tv_samples == 300
+    assert cfg.extras["command"].endswith("--only dimension --dims 2,4,128 --tv-samples 300")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(only=("dimension", "nope")), "unknown section"),
+    (dict(dims=(2, 0)), "dims="),
+    (dict(tv_samples=1), "tv_samples"),
+])
+def test_study_config_bad_sections_and_sizes(kw, match):
+    from jaxode_diffusion.study import make_config
+
+    with pytest.raises(ValueError, match=match):
+        make_config("quick", **kw)
+
+
+def test_study_cli_bad_dims_names_the_flag(tmp_path, capsys):
+    from jaxode_diffusion.cli import main
+
+    rc = main(["study", "--quick", "--only", "dimension", "--dims", "2,x", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--dims" in capsys.readouterr().err
