@@ -138,3 +138,16 @@ def test_study_cli_bad_dims_names_the_flag(tmp_path, capsys):
 
     rc = main(["study", "--quick", "--only", "dimension", "--dims", "2,x", "--out", str(tmp_path / "o")])
     assert rc == 2 and "--dims" in capsys.readouterr().err
+
+
+def test_dimension_verdict_follows_the_intervals():
+    from jaxode_diffusion.report import _dimension_verdict
+
+    rows = [dict(dim=d) for d in (2, 128)]
+    below = dict(order=2, slope=0.5, low=0.2, high=1.0, bound_exponent=3)
+    reaches = dict(order=4, slope=2.0, low=0.5, high=6.0, bound_exponent=5)
+    assert "below the bound" in _dimension_verdict(dict(fits=[below], all_rows=rows))
+    text = _dimension_verdict(dict(fits=[below, reaches], all_rows=rows))
+    assert "p = 4" in text and "p = 2" not in text and "d = 128" in text
+    nan = dict(order=1, slope=float("nan"), low=float("nan"), high=float("nan"), bound_exponent=2)
+    assert "no d-exponent" in _dimension_verdict(dict(fits=[nan], all_rows=rows))
