@@ -242,6 +242,19 @@ def run_command(func, args, *, debug: bool = False) -> int:
     return rc if isinstance(rc, int) else 0
 
 
+def sub_main(register, argv=None, *, prog: str = PROG, description: str | None = None) -> int:
+    """Entry point of a module that registers its own subcommands (``python -m
+    jaxode_diffusion.cli_models train ...``): parse with just those, run with the same error
+    handling and ``--debug`` flag as :func:`main`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    add_debug_flag(sub)
+    args = parser.parse_args(argv)
+    return run_command(args.func, args, debug=bool(getattr(args, "debug", False)))
+
+
 def _raised_in_package(err: BaseException) -> bool:
     # Messages raised by this package's own checks are written for users; an error raised deep in
     # a dependency may need its traceback, so the one line says how to get it.

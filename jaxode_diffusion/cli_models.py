@@ -323,15 +323,9 @@ def main(argv=None) -> int:
 
     Returns the exit status: 0, or 2 with one line on stderr for a user error.
     """
-    from .cli import PROG, add_debug_flag, run_command
+    from .cli import sub_main
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Train and sample score models.")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    add_debug_flag(sub)
-    args = parser.parse_args(argv)
-    return run_command(args.func, args, debug=bool(getattr(args, "debug", False)))
+    return sub_main(register, argv, description="Train and sample score models.")
 
 
 if __name__ == "__main__":

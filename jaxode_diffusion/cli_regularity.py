@@ -170,15 +170,9 @@ def run(args) -> dict[str, str]:
 
 def main(argv=None) -> int:
     """Entry point: ``python -m jaxode_diffusion.cli_regularity regularity ...``."""
-    from .cli import add_debug_flag, run_command
+    from .cli import sub_main
 
-    parser = argparse.ArgumentParser(prog="python -m jaxode_diffusion.cli_regularity")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    add_debug_flag(sub)
-    args = parser.parse_args(argv)
-    return run_command(args.func, args, debug=bool(getattr(args, "debug", False)))
+    return sub_main(register, argv, prog="python -m jaxode_diffusion.cli_regularity")
 
 
 if __name__ == "__main__":
