@@ -13,11 +13,12 @@ over a factor 25-40, so anisotropic), d = 2, 8 and 16, exact scores, under the s
 below (``custom_vp``: ``log(alpha / sigma) = 5 - 9 t^2``, a log-SNR quadratic in t that no built-in has).
 Everything in float64. For each problem, three disjoint batches of exact draws of ``p_T``:
 
-* calibration (128): ``tune`` fits its learned grids on it;
-* held-back (128): ``tune`` scores every candidate and chooses its learned-grid iterate on it (its
+* calibration (``--batch``, 128 by default; the recorded run uses 512, the size ``tune``'s
+  docstring advises at d >= 8): ``tune`` fits its learned grids on it;
+* held-back (``--batch``): ``tune`` scores every candidate and chooses its learned-grid iterate on it (its
   ``heldout_x_init``), and every k-diffusion sampler runs on the same initial states;
 * fresh (1024): never seen by ``tune``; the winner, its starting grid and every k-diffusion
-  sampler are re-run on it, an unbiased check of the held-back comparison. It is larger because
+  sampler are re-run on it, an unbiased check of the held-back comparison. It is large because
   the RMSE is dominated by rare trajectories (about 1 in 100 at d = 16) that end in another mode
   than the reference when the step across the mode decision is too long: a batch of 128 may hold
   none or two of them, which moves the RMSE by a factor 3-4. The median per-sample error is
@@ -35,7 +36,8 @@ exact torch denoiser of ``tests/_kdiffusion.py`` (``x / alpha`` in ``sigma / alp
 k-diffusion's dpmpp_2m with 1000 steps: it must agree with the reference to its discretisation
 error (second order: ~1e-5), which checks the mapping of each schedule to k-diffusion's convention.
 
-Run (one core, about 25 min): ``taskset -c 0 python benchmarks/tune_vs_kdiffusion.py``
+Run (one core; about 25 min with the defaults, about 40 min as recorded):
+``taskset -c 0 python benchmarks/tune_vs_kdiffusion.py --batch 512 --max-seconds 300``
 (writes ``benchmarks/results/tune_vs_kdiffusion.md``; ``--problems`` picks a subset by name).
 """
 
@@ -203,8 +205,11 @@ def write_report(path, rows, command, seconds, max_seconds, batch=BATCH):
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
     except OSError:
         pass
+    import inspect
+
     import torch
 
+    dflt = {k: v.default for k, v in inspect.signature(tune).parameters.items()}
     lines = [
         "# tune (NFE 10) vs the best k-diffusion sampler on unseen mixtures and schedules", "",
         f"Machine: {platform.machine()} {cpu}, {os.cpu_count()} CPUs (run pinned to one core), JAX "
@@ -216,8 +221,10 @@ def write_report(path, rows, command, seconds, max_seconds, batch=BATCH):
         "picks learned-grid iterates on it; every k-diffusion sampler runs on the same initial states), "
         f"fresh ({FRESH}, never seen by `tune`: the winner, its starting grid and every k-diffusion sampler "
         "re-run). "
-        f"`tune` defaults (all solvers x 4 grids, learn_top=3, learn_steps=100, learn_share=0.4: the scan stops at 60 % of "
-        f"max_seconds), max_seconds={max_seconds}. "
+        f"`tune` defaults (all solvers x 4 grids, learn_top={dflt['learn_top']}, learn_steps={dflt['learn_steps']}, "
+        f"learning_rate={dflt['learning_rate']}, patience={dflt['patience']}, learn_share={dflt['learn_share']}: the "
+        f"scan stops at {100 * (1 - dflt['learn_share']):.0f} % of max_seconds, then the learned grids, best solver "
+        f"first, each with all the time left), max_seconds={max_seconds}. "
         "RMSE against a Dopri8 reference (rtol = atol = 1e-11) from the same initial states. "
         "Problem seeds (mixture 1401-1406, data 14100+i / 14200+i / 14300+i) fixed before any result.", "",
         "## Held-back batch: tune vs best k-diffusion (target ratio <= 0.5)", "",

@@ -236,13 +236,13 @@ def tune(
     form_tableaux=DEFAULT_FORM_TABLEAUX,
     learn_top: int = 3,
     learn_steps: int = 100,
-    learning_rate: float = 0.02,
+    learning_rate: float = 0.05,
     patience: int = 30,
     t_start=None,
     t_end=None,
     rtol: float | None = None,
     max_seconds: float | None = None,
-    learn_share: float = 0.4,
+    learn_share: float = 0.5,
     progress: bool = True,
 ) -> TunedSampler:
     """Find the best solver and time grid for ``score_fn`` within ``nfe`` score evaluations.
@@ -256,13 +256,20 @@ def tune(
     iterate chosen on the held-back batch (so a learned grid is never worse than its start
     there). The candidate with the lowest held-back error wins.
 
-    Batch sizes: a few hundred samples in each batch (256 is a good default; 128 for d = 2).
-    The winner's held-back error is optimistic, most at d >= 8: the RMSE is dominated by the ~1 %
-    of trajectories that end in another mode than the reference, and a batch of 128 may hold none
-    of them (benchmarks/results/tune_vs_kdiffusion.md: held-back 0.039 vs 0.71 on a fresh batch
-    of 1024 for EDM d = 16, while the learned grid still beat its start there, 0.92 -> 0.71).
+    Batch sizes: 512 samples in each batch at d >= 8 (a few hundred at d = 2, where 128 did well).
+    At d >= 8 the RMSE is dominated by the ~1 % of trajectories that end in another mode than the
+    reference: a batch of 128 holds none or a few of them, so a learned grid fits those few (its
+    calibration RMSE falls 4x while the held-back one stalls) and the held-back error is
+    optimistic (benchmarks/results/tune_vs_kdiffusion.md with 128: held-back 0.039 vs 0.71 on a
+    fresh batch of 1024 for EDM d = 16). Measured on mixtures that the benchmark does not use
+    (unipc_bh2_3, 10 steps, learned from ``log_snr``, RMSE on a fresh batch of 1024, start ->
+    learned): VE d = 8 0.390 -> 0.352 with B = 128, 0.319 with 256, 0.186 with 512; EDM d = 16
+    0.704 -> 0.684 with 128, 0.481 with 512; SubVP d = 8 0.523 -> 0.494 with 128, 0.346 with 512
+    (:func:`~jaxode_diffusion.grid_optimization.optimize_grid` lists the runs). A batch of 512
+    costs about 4x per gradient step; the compilations, which dominate the scan, are the same.
     The run costs two reference solves, one compilation per solver, and up to
-    ``learn_top x learn_steps`` gradient steps.
+    ``learn_top x learn_steps`` gradient steps (plus one compilation of the gradient per learned
+    grid: tens of seconds on one CPU core).
 
     Args:
         score_fn, process: as for :func:`~jaxode_diffusion.sample`.
@@ -276,7 +283,9 @@ def tune(
         grids: named grids to try.
         learn_top: how many of the best solvers get a learned grid (0: none).
         learn_steps, learning_rate, patience: :func:`optimize_grid`'s ``steps``,
-            ``learning_rate`` and ``patience``.
+            ``learning_rate`` and ``patience``. The rate 0.05 (optimize_grid's default is 0.02)
+            measured better with batches of 512: fresh RMSE 0.186 vs 0.275 (VE d = 8), and
+            0.319 vs 0.355 with 256; with 128 neither helped on EDM d = 16.
         t_start, t_end: the sampling range (process defaults).
         rtol: tolerance of the reference solves (default ``1e-10`` in float64, ``1e-6`` in float32).
         max_seconds: stop trying new candidates after this many seconds (``None``: no limit).
@@ -284,7 +293,12 @@ def tune(
             kept for the learned grids: the fixed-grid scan stops at ``(1 - learn_share) *
             max_seconds`` (solvers in :data:`SCAN_PRIORITY` order first). Learned grids are where
             most of the gain is (benchmarks/results/tune_vs_kdiffusion.md); without the reserve a
-            slow or shared machine spent the whole budget on the scan and learned no grid.
+            slow or shared machine spent the whole budget on the scan and learned no grid. The
+            learned grids then run best solver first, each with all the time left (so the best
+            one gets its ``learn_steps``; the others what remains): with 512 samples, d = 8, on a
+            shared core, the scan took 133 s (149 runs, mostly compilation) and each learned
+            grid's first iteration 45 s, so splitting 40 % of 240 s three ways left each grid a
+            single iteration.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -317,7 +331,7 @@ def tune(
         raise ValueError(f"learn_top={learn_top!r} must be an integer >= 0.")
     if not 0.0 <= learn_share < 1.0:
         raise ValueError(f"learn_share={learn_share!r} must lie in [0, 1): the share of max_seconds kept for "
-                         "learned grids (0.4 is the default).")
+                         "learned grids (0.5 is the default).")
     x_cal = jnp.asarray(calib_x_init)
     if x_cal.ndim < 2 or x_cal.shape[0] < 2 or not jnp.issubdtype(x_cal.dtype, jnp.floating):
         raise ValueError(f"calib_x_init must be a float batch (B >= 2, *event_shape); got {x_cal.shape} "
@@ -429,11 +443,16 @@ def tune(
                                    nfe=c["nfe"], heldout_error=float("nan"), status="skipped: out of time"))
             bar.update(1)
             continue
+        # Best solver first, with all the time left (it stops earlier by patience or learn_steps and
+        # leaves the rest to the next): the first learned grid won on every benchmark problem, and
+        # its gradient's compilation alone can take tens of seconds on one core, so an equal split
+        # left every grid one or two iterations. At least one iteration always runs.
+        left = None if max_seconds is None else max(0.0, max_seconds - (time.time() - t0))
         og = optimize_grid(score_fn, process, x_cal, solver=c["solver"], num_steps=c["num_steps"],
                            init_grid=c["ts"], reference=ref_cal, steps=learn_steps,
                            learning_rate=learning_rate,
                            patience=patience, selection_x_init=x_held, selection_reference=ref_held,
-                           validate=False)
+                           validate=False, max_seconds=left)
         candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
                                nfe=c["nfe"], heldout_error=float(og.selection_error),
                                status="ok" if og.improved else "ok (no iterate beat the start: start kept)",
@@ -485,7 +504,8 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="run directory written by `train`")
     p.add_argument("--nfe", type=int, required=True, help="budget of score evaluations per sample")
     p.add_argument("--out", required=True, help="output JSON file")
-    p.add_argument("--batch", type=int, default=256, help="size of the calibration and held-back batches")
+    p.add_argument("--batch", type=int, default=256,
+                   help="size of the calibration and held-back batches (512 for d >= 8 where the model allows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learn-top", type=int, default=3, help="learn grids for this many best solvers")
     p.add_argument("--learn-steps", type=int, default=100, help="Adam iterations per learned grid")
