@@ -263,8 +263,9 @@ def tune(
     optimistic (benchmarks/results/tune_vs_kdiffusion.md with 128: held-back 0.039 vs 0.71 on a
     fresh batch of 1024 for EDM d = 16). Measured on mixtures that the benchmark does not use
     (unipc_bh2_3, 10 steps, learned from ``log_snr``, RMSE on a fresh batch of 1024, start ->
-    learned): VE d = 8 0.390 -> 0.352 with B = 128, 0.319 with 256, 0.186 with 512; EDM d = 16
-    0.704 -> 0.684 with 128, 0.481 with 512; SubVP d = 8 0.523 -> 0.494 with 128, 0.346 with 512
+    learned; ``learning_rate`` 0.02 with B = 128, 0.05 with 256 and 512): VE d = 8 0.390 -> 0.352
+    with B = 128, 0.319 with 256, 0.186 with 512; EDM d = 16 0.704 -> 0.684 with 128 (0.05: start
+    kept), 0.481 with 512; SubVP d = 8 0.523 -> 0.494 with 128, 0.346 with 512
     (:func:`~jaxode_diffusion.grid_optimization.optimize_grid` lists the runs). A batch of 512
     costs about 4x per gradient step; the compilations, which dominate the scan, are the same.
     The run costs two reference solves, one compilation per solver, and up to
