@@ -38,8 +38,8 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from _timing import time_interleaved  # benchmarks/_timing.py (the script's folder is on sys.path)
 from flax import nnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,19 +68,6 @@ def _score(cfg: dict, process, compute_dtype=None):
     return ScoreModel(graphdef, nnx.to_pure_dict(state), process, net.prediction, compute_dtype=compute_dtype)
 
 
-def _time(fns, repeats):
-    """Median wall time of each function, round-robin after one compiling call each."""
-    for fn in fns:
-        jax.block_until_ready(fn())
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
-
-
 @eqx.filter_jit
 def _score_loop(score, x, n):
     # n sequential evaluations (each input depends on the last output): the network's cost alone.
@@ -100,7 +87,7 @@ def sampler_rows(cfg, s) -> list[dict]:
     for dtype_name, dtype in (("float32", None), ("bfloat16", jnp.bfloat16)):
         score = _score(cfg, vp, dtype)
         n_loop = 10
-        (t_loop,) = _time([lambda: _score_loop(score, x, n_loop)], s["repeats"])
+        (t_loop,) = time_interleaved([lambda: _score_loop(score, x, n_loop)], s["repeats"])
         t_net = t_loop / n_loop
         for solver in SOLVERS:
             for nfe in s["nfes"]:
@@ -110,7 +97,7 @@ def sampler_rows(cfg, s) -> list[dict]:
                 fns = [lambda: run(score, x, ts)]
                 if solver == "rk4":
                     fns.append(lambda: diffrax_fixed_step(score, vp, x, solver="rk4", num_steps=steps, grid="log_snr"))
-                times = _time(fns, s["repeats"])
+                times = time_interleaved(fns, s["repeats"])
                 real_nfe = 4 * steps if solver == "rk4" else steps
                 rows.append(dict(dtype=dtype_name, solver=solver, nfe=real_nfe, t=times[0], t_net=t_net,
                                  overhead=times[0] / (real_nfe * t_net),
@@ -134,7 +121,7 @@ def regularity_rows(s, tiny: bool) -> list[dict]:
         jac = lambda: jacobian_norm(score, x, 0.5, method="matrix_free", num_iters=it, tol=0.0)
         sec = lambda: second_derivative_norm(score, x, 0.5, method="matrix_free", num_iters=it, tol=0.0,
                                              num_restarts=2)
-        t_jac, t_sec = _time([jac, sec], max(1, s["repeats"] // 2))
+        t_jac, t_sec = time_interleaved([jac, sec], max(1, s["repeats"] // 2))
         rows.append(dict(d=image * image * 3, batch=s["reg_batch"], iters=it, t_jac=t_jac, t_sec=t_sec))
         print(f"  regularity d={image * image * 3}: {t_jac:.3f} s, {t_sec:.3f} s", flush=True)
     return rows
@@ -166,7 +153,7 @@ def training_row(cfg, s) -> dict:
             p, o, loss = step(p, o, jax.random.key(i))
         return loss
 
-    (t,) = _time([run], max(1, s["repeats"] // 2))
+    (t,) = time_interleaved([run], max(1, s["repeats"] // 2))
     return dict(batch=s["train_batch"], steps_per_s=s["train_steps"] / t)
 
 

@@ -25,28 +25,15 @@ import datetime
 import os
 import platform
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import time_interleaved  # benchmarks/_timing.py (the script's folder is on sys.path)
 from flax import nnx
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.models import MLP, UNet, as_score_fn
-
-
-def _time_interleaved(fns, repeats):
-    """Median wall time of each function, timed round-robin (load drift affects all alike)."""
-    for fn in fns:
-        jax.block_until_ready(fn())  # compile + warm up
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
 
 
 def _randomise_output(model, attr, key):
@@ -101,7 +88,7 @@ def main(argv=None):
 
             x_full, x_half, x_fine = run(full), run(half), run(full, 4 * steps)
             assert x_half.dtype == x_init.dtype, (x_half.dtype, x_init.dtype)  # state dtype follows x_init
-            t_full, t_half = _time_interleaved([lambda: run(full), lambda: run(half)], args.repeats)
+            t_full, t_half = time_interleaved([lambda: run(full), lambda: run(half)], args.repeats)
             rows.append(
                 (name, f"{solver}, {steps} steps", _rel_rmse(x_half, x_full), _rel_rmse(x_full, x_fine),
                  t_full, t_half)

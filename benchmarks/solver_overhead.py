@@ -18,12 +18,11 @@ import argparse
 import datetime
 import os
 import platform
-import time
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
+from _timing import time_interleaved  # benchmarks/_timing.py (the script's folder is on sys.path)
 from flax import nnx
 
 import jaxode_diffusion as jd
@@ -59,20 +58,6 @@ class NNXScore(eqx.Module):
         return nnx.merge(self.graphdef, self.state)(x, t)
 
 
-def _time_interleaved(fns, repeats):
-    """Median wall time of each function, timed round-robin so that drift in the machine's load
-    affects all of them alike (the ratios are what this benchmark reports)."""
-    for fn in fns:
-        jax.block_until_ready(fn())  # compile + warm up
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
@@ -98,7 +83,7 @@ def main(argv=None):
                 return acc + score(x + acc * 1e-6, 0.5)  # data dependence keeps evals sequential
             return jax.lax.fori_loop(0, nfe, body, jnp.zeros_like(x))
 
-        t_loop, t_ours, t_ours_checked, t_dfx = _time_interleaved([
+        t_loop, t_ours, t_ours_checked, t_dfx = time_interleaved([
             lambda: score_loop(score, x0),
             lambda: jd.sample(score, vp, x0, solver="rk4", num_steps=n, check_finite=False),
             lambda: jd.sample(score, vp, x0, solver="rk4", num_steps=n),
