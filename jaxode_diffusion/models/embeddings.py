@@ -187,3 +187,20 @@ class ClassEmbedding(nnx.Module):
 
     def __call__(self, cond, batch: int):
         return self.table(class_labels(cond, batch, self.num_classes))
+
+
+def conditioning_embedding(temb: NoiseEmbedding, cemb: ClassEmbedding | None, c_noise, cond, batch: int,
+                           network: str):
+    """``silu(temb(c_noise) + cemb(cond))``: the embedding a network's blocks are conditioned on.
+    An unconditional network (``cemb is None``) given a ``cond`` raises a ValueError naming
+    ``network`` and the fix."""
+    e = temb(c_noise)
+    if cemb is not None:
+        e = e + cemb(cond, batch)
+    elif cond is not None:
+        raise ValueError(
+            f"cond was given but this {network} is unconditional (num_classes=None); build it with "
+            "num_classes=K (train with --conditional) or call it without cond."
+        )
+    return jax.nn.silu(e)
+

@@ -9,7 +9,14 @@ from flax import nnx
 
 from ..parameterizations import canonical_kind
 from .adapter import DiffusionModel
-from .embeddings import ClassEmbedding, NoiseEmbedding, kernel_init, ones_init, zeros_init
+from .embeddings import (
+    ClassEmbedding,
+    NoiseEmbedding,
+    conditioning_embedding,
+    kernel_init,
+    ones_init,
+    zeros_init,
+)
 
 __all__ = ["MLP", "default_mlp_width"]
 
@@ -107,15 +114,7 @@ class MLP(DiffusionModel):
     def net(self, x_in, c_noise, cond=None):
         if x_in.ndim != 2 or x_in.shape[1] != self.dim:
             raise ValueError(f"MLP expects x of shape (B, {self.dim}), got {x_in.shape}.")
-        temb = self.temb(c_noise)
-        if self.cemb is not None:
-            temb = temb + self.cemb(cond, x_in.shape[0])
-        elif cond is not None:
-            raise ValueError(
-                "cond was given but this MLP is unconditional (num_classes=None); build it with "
-                "num_classes=K (train with --conditional) or call it without cond."
-            )
-        temb = jax.nn.silu(temb)
+        temb = conditioning_embedding(self.temb, self.cemb, c_noise, cond, x_in.shape[0], "MLP")
         h = self.inp(x_in)
         for block in self.blocks:
             h = block(h, temb)

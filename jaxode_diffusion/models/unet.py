@@ -10,7 +10,14 @@ from flax import nnx
 
 from ..parameterizations import canonical_kind
 from .adapter import DiffusionModel
-from .embeddings import ClassEmbedding, NoiseEmbedding, kernel_init, ones_init, zeros_init
+from .embeddings import (
+    ClassEmbedding,
+    NoiseEmbedding,
+    conditioning_embedding,
+    kernel_init,
+    ones_init,
+    zeros_init,
+)
 
 __all__ = ["UNet", "default_channel_mult", "UNET_PATCHES32"]
 
@@ -197,15 +204,7 @@ class UNet(DiffusionModel):
             raise ValueError(
                 f"UNet expects x of shape (B, {', '.join(map(str, self.image_shape))}), got {x_in.shape}."
             )
-        temb = self.temb(c_noise)
-        if self.cemb is not None:
-            temb = temb + self.cemb(cond, x_in.shape[0])
-        elif cond is not None:
-            raise ValueError(
-                "cond was given but this UNet is unconditional (num_classes=None); build it with "
-                "num_classes=K (train with --conditional) or call it without cond."
-            )
-        temb = jax.nn.silu(temb)
+        temb = conditioning_embedding(self.temb, self.cemb, c_noise, cond, x_in.shape[0], "UNet")
         p = self.patch_size
         if p > 1:  # space-to-depth: (B, H, W, C) -> (B, H/p, W/p, p*p*C)
             b, hh, ww, cc = x_in.shape
