@@ -63,6 +63,7 @@ from .distributed import (
     shard_batch,
     shard_local_batch,
 )
+from .error_grid import ErrorGrid, error_grid
 from .forms import FORM_NAMES, get_form
 from .grid_optimization import NonFiniteGridLossError, OptimizedGrid, evaluate_grid, load_grid, optimize_grid
 from .grids import GRID_NAMES, grid_is_valid, make_grid
@@ -219,6 +220,8 @@ __all__ = [
     "clock_of",
     "choose_grid",
     "GridChoice",
+    "error_grid",
+    "ErrorGrid",
     "density",
     "diffrax_fixed_step",
     "diffrax_solver",
