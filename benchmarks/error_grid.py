@@ -126,7 +126,7 @@ def measure_model(run_dir, solvers, budgets, batch, variants, log):
             secs = time.time() - tt
             # choose_grid's rule (lowest pilot RMSE against a tight pilot solve), with the teacher's end
             # point (x0-lambda:rk4, 320 log-SNR steps) as that solve.
-            node_ts, teacher = cache["nodes", 40]
+            teacher = cache["teacher", 40]
             pilot = {g: _err(solve(sf, proc, x_pilot, ts, s, throw=False).samples, teacher[-1])
                      for g, ts in grids.items()}
             pick = min(pilot, key=pilot.get)

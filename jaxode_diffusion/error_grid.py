@@ -88,6 +88,18 @@ class ErrorGrid:
     num_pilot: int
 
 
+def _solver_name(solver) -> str:
+    return str(getattr(get_solver(solver), "name", solver))
+
+
+def _candidate_nodes(process, num_steps, num_nodes, t_start, t_end, dtype):
+    """``(K, node_ts)``: ``K`` candidate intervals uniform in log-SNR (default ``max(40, 4 N)``)."""
+    k = int(num_nodes or max(40, 4 * num_steps))
+    if k < num_steps:
+        raise ValueError(f"num_nodes={k} < num_steps={num_steps}: need at least one candidate interval per step.")
+    return k, make_times(process, num_steps=k, t_start=t_start, t_end=t_end, grid="log_snr").astype(dtype)
+
+
 def teacher_states(score_fn, process, x_pilot, node_ts, *, teacher_substeps=8):
     """The teacher's states at the candidate nodes: ``x0-lambda:rk4`` from ``x_pilot`` at
     ``node_ts[0]``, ``teacher_substeps`` steps uniform in log-SNR between consecutive nodes.
@@ -266,20 +278,16 @@ def error_grid(score_fn, process, x_pilot, solver, num_steps, *, t_start=None, t
             draws, or when no path has finite cost.
     """
     n = check_num_steps(num_steps)
-    k = int(num_nodes or max(40, 4 * n))
-    if k < n:
-        raise ValueError(f"num_nodes={k} < num_steps={n}: need at least one candidate interval per step.")
     if x_pilot.ndim < 2 or x_pilot.shape[0] < 2:
         raise ValueError(f"x_pilot: need a batch of at least 2 draws shaped (n, *event_shape), got {x_pilot.shape}.")
-    node_ts = make_times(process, num_steps=k, t_start=t_start, t_end=t_end, grid="log_snr").astype(x_pilot.dtype)
+    _, node_ts = _candidate_nodes(process, n, num_nodes, t_start, t_end, x_pilot.dtype)
     cs = solver if cost_solver is None else cost_solver
     costs, _ = local_error_costs(score_fn, process, x_pilot, cs, node_ts, teacher_substeps=teacher_substeps,
                                  max_span=max_span)
     nodes, total = min_cost_path(costs, n, max_ratio=max_ratio)
     nts = np.asarray(node_ts, np.float64)
     return ErrorGrid(ts=nts[list(nodes)], nodes=nodes, node_ts=nts, costs=costs, total_cost=total,
-                     solver=str(getattr(get_solver(solver), "name", solver)),
-                     cost_solver=str(getattr(get_solver(cs), "name", cs)), num_steps=n,
+                     solver=_solver_name(solver), cost_solver=_solver_name(cs), num_steps=n,
                      num_pilot=int(x_pilot.shape[0]))
 
 
@@ -331,16 +339,14 @@ def error_grid_candidates(score_fn, process, x_pilot, solver, num_steps, *, t_st
         ``{name: ts}`` (NumPy float64 times).
     """
     n = check_num_steps(num_steps)
-    k = int(num_nodes or max(40, 4 * n))
+    k, node_ts = _candidate_nodes(process, n, num_nodes, t_start, t_end, x_pilot.dtype)
     cache = {} if cache is None else cache
-    if ("nodes", k) not in cache:
-        node_ts = make_times(process, num_steps=k, t_start=t_start, t_end=t_end, grid="log_snr").astype(x_pilot.dtype)
-        cache["nodes", k] = (node_ts, teacher_states(score_fn, process, x_pilot, node_ts,
-                                                     teacher_substeps=teacher_substeps))
-    node_ts, teacher = cache["nodes", k]
+    if ("teacher", k) not in cache:
+        cache["teacher", k] = teacher_states(score_fn, process, x_pilot, node_ts, teacher_substeps=teacher_substeps)
+    teacher = cache["teacher", k]
 
     def costs(cs):
-        name = str(getattr(get_solver(cs), "name", cs))
+        name = _solver_name(cs)
         if ("costs", k, name) not in cache:
             cache["costs", k, name] = local_error_costs(score_fn, process, x_pilot, cs, node_ts, teacher=teacher)[0]
         return cache["costs", k, name]
