@@ -76,25 +76,28 @@ def _flip(path: Path, pos: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def _largest_data_file(run: Path, step: int) -> Path:
+def _data_files(run: Path, step: int) -> list[Path]:
+    """The OCDBT array-data files of checkpoint ``step``, largest first (orbax may split the data
+    over several files, and the largest is not always the one holding the parameters)."""
     files = [p for p in (run / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()]
     data = [p for p in files if p.parent.name == "d" and "ocdbt.process_0" in p.parts]
-    return max(data, key=lambda p: p.stat().st_size)
+    assert data, f"no OCDBT data file under {run / 'checkpoints' / str(step)}"
+    return sorted(data, key=lambda p: p.stat().st_size, reverse=True)
 
 
 def _corrupt(run: Path, step: int) -> None:
     """Flip one bit in the array data of checkpoint ``step`` where it changes a restored value."""
-    target = _largest_data_file(run, step)
-    original = target.read_bytes()
-    for frac in (0.1, 0.3, 0.5, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9):
-        _flip(target, int(frac * len(original)))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                verify_checkpoint(run, step=step)
-        except CheckpointCorruptError:
-            return
-        target.write_bytes(original)  # that byte is never read: try another
+    for target in _data_files(run, step):
+        original = target.read_bytes()
+        for frac in (0.1, 0.3, 0.5, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9):
+            _flip(target, int(frac * len(original)))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    verify_checkpoint(run, step=step)
+            except CheckpointCorruptError:
+                return
+            target.write_bytes(original)  # that byte is never read: try another
     raise AssertionError("no flipped byte changed the checkpoint")
 
 
@@ -179,10 +182,9 @@ def test_byte_flip_in_array_data_detected(template, tmp_path):
     run = _copy(template, tmp_path)
     good = load_run(run)[0]
     clean = ckpt.content_checksum(ckpt.restore_checkpoint(run, None, 4)[0], {})["state"]
-    target = _largest_data_file(run, 4)
-    size = target.stat().st_size
     detected_by_checksum = 0
-    for frac in (0.1, 0.3, 0.5, 0.7):
+    for target, frac in [(t, f) for t in _data_files(run, 4) for f in (0.1, 0.3, 0.5, 0.7)]:
+        size = target.stat().st_size
         shutil.rmtree(run)
         shutil.copytree(template[0], run)
         _flip(target, int(frac * size))
