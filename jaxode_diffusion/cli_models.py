@@ -258,7 +258,7 @@ def _measured_grid(score_fn, process, event_shape, args, run_cfg, cond_kw) -> st
 
     from .autogrid import choose_grid
     from .grids import GRID_NAMES
-    from .training.checkpoint import write_json_atomic
+    from .outputs import write_json_atomic
 
     key = "|".join(str(v) for v in (args.solver, args.steps, getattr(args, "class_label", None),
                                      getattr(args, "guidance", None), run_cfg.get("step")))

@@ -46,6 +46,7 @@ import optax
 from . import processes as _processes
 from .diffrax_drivers import reference_solve
 from .distances import rmse
+from .outputs import write_json_atomic
 from .processes import ForwardProcess
 from .sampling import get_solver, make_times
 
@@ -189,9 +190,7 @@ class OptimizedGrid:
         """Write the grid as JSON to ``path`` (atomically); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict(), sort_keys=False)
         return path
 
 

@@ -9,11 +9,13 @@ path and the fix, not after minutes of work and not as a bare ``FileExistsError`
 from __future__ import annotations
 
 import errno as _errno
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ensure_output_dir", "ensure_output_file", "os_error"]
+__all__ = ["ensure_output_dir", "ensure_output_file", "os_error", "write_json_atomic"]
 
 # Hints by errno: what the user can do about it.
 _HINTS = {
@@ -123,3 +125,28 @@ def ensure_output_file(path, argname: str = "--out") -> Path:
         )
     _make_dir(p.parent, path, argname)
     return p
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX).
+
+    A reader never sees a half-written file: it finds either the old content or the new.
+    ``sort_keys=False`` keeps the dict's own key order (a saved grid keeps its field order).
+
+    Raises:
+        OSError: naming ``path`` if it cannot be written (disk full, permissions).
+
+    Example:
+        >>> import tempfile, os, json
+        >>> p = os.path.join(tempfile.mkdtemp(), "c.json")
+        >>> write_json_atomic(p, {"a": 1}); json.load(open(p))
+        {'a': 1}
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+        raise (os_error(err, path, f"writing {path.name}") or err) from err

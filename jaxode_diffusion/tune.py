@@ -44,6 +44,7 @@ from .convergence import reference_solve
 from .distances import rmse
 from .grid_optimization import optimize_grid, process_spec, spec_matches
 from .grids import GRID_NAMES
+from .outputs import write_json_atomic
 from .processes import ForwardProcess
 
 __all__ = ["TunedSampler", "tune", "load_tuned", "DEFAULT_FORM_TABLEAUX", "SCAN_PRIORITY", "register"]
@@ -133,9 +134,7 @@ class TunedSampler:
         """Write JSON to ``path`` atomically; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(_jsonable(self.to_dict()), indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, _jsonable(self.to_dict()), sort_keys=False)
         return path
 
 

@@ -42,7 +42,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ..outputs import ensure_output_dir, os_error
+from ..outputs import ensure_output_dir, os_error, write_json_atomic
 
 __all__ = [
     "CHECKPOINT_SUBDIR",
@@ -121,28 +121,6 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 
 def _children(path: Path):
     return list(path.iterdir()) if path.is_dir() else []
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX).
-
-    Raises:
-        OSError: naming ``path`` if it cannot be written (disk full, permissions).
-
-    Example:
-        >>> import tempfile, os, json
-        >>> p = os.path.join(tempfile.mkdtemp(), "c.json")
-        >>> write_json_atomic(p, {"a": 1}); json.load(open(p))
-        {'a': 1}
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
-        raise (os_error(err, path, f"writing {path.name}") or err) from err
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, argname: str = "out_dir (--out)") -> Path:
