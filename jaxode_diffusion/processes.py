@@ -422,7 +422,36 @@ def _check_betas(owner: str, beta_min, beta_max, t_max: float) -> None:
         )
 
 
-class VPLinear(ForwardProcess):
+def _linear_beta_log_alpha(beta_min, beta_max, t):
+    # log alpha(t) = -int_0^t beta(s) ds / 2 with beta(s) = beta_min + (beta_max - beta_min) s
+    # (VPLinear and SubVP share it).
+    t = jnp.asarray(t)
+    return -0.5 * beta_min * t - 0.25 * (beta_max - beta_min) * t**2
+
+
+class _VariancePreserving(ForwardProcess):
+    """A variance-preserving process given by its ``log_alpha``: ``alpha = exp(log alpha)`` and
+    ``sigma = sqrt(1 - alpha^2)`` (VPLinear, VPCosine, DiscreteVP).
+
+    ``sigma`` is computed as ``sqrt(-expm1(2 log alpha))``: near ``t = 0``, where ``alpha -> 1``,
+    ``1 - alpha^2`` would cancel to a few (or no) digits.
+    """
+
+    @abc.abstractmethod
+    def log_alpha(self, t):
+        """``log alpha(t)``, elementwise in ``t`` (the one function a subclass gives)."""
+
+    def alpha(self, t):
+        return jnp.exp(self.log_alpha(t))
+
+    def sigma(self, t):
+        return jnp.sqrt(-jnp.expm1(2.0 * self.log_alpha(t)))
+
+    def log_sigma(self, t):
+        return 0.5 * jnp.log(-jnp.expm1(2.0 * self.log_alpha(t)))
+
+
+class VPLinear(_VariancePreserving):
     """Variance-preserving process with linear beta (DDPM / Song et al. 2021 "VP SDE").
 
     ``log alpha(t) = -beta_min t / 2 - (beta_max - beta_min) t^2 / 4``, ``sigma = sqrt(1 - alpha^2)``.
@@ -461,17 +490,7 @@ class VPLinear(ForwardProcess):
         return self.t_end_default
 
     def log_alpha(self, t):
-        t = jnp.asarray(t)
-        return -0.5 * self.beta_min * t - 0.25 * (self.beta_max - self.beta_min) * t**2
-
-    def alpha(self, t):
-        return jnp.exp(self.log_alpha(t))
-
-    def sigma(self, t):
-        return jnp.sqrt(-jnp.expm1(2.0 * self.log_alpha(t)))
-
-    def log_sigma(self, t):
-        return 0.5 * jnp.log(-jnp.expm1(2.0 * self.log_alpha(t)))
+        return _linear_beta_log_alpha(self.beta_min, self.beta_max, t)
 
     def t_of_lambda(self, lam):
         # log alpha = -softplus(-2 lam) / 2, then solve the quadratic in t (DPM-Solver, App. B).
@@ -481,7 +500,7 @@ class VPLinear(ForwardProcess):
         return 2.0 * tmp / (0.5 * self.beta_min + jnp.sqrt(0.25 * self.beta_min**2 + db * tmp))
 
 
-class VPCosine(ForwardProcess):
+class VPCosine(_VariancePreserving):
     """Cosine schedule (Nichol & Dhariwal 2021): ``alpha = cos((t+s)/(1+s) pi/2) / cos(s/(1+s) pi/2)``.
 
     ``t_max`` defaults to 0.9946 (as in DPM-Solver) so that alpha stays away from 0. Valid
@@ -524,15 +543,6 @@ class VPCosine(ForwardProcess):
         return jnp.log(jnp.cos((t + self.s) / (1 + self.s) * half_pi)) - jnp.log(
             jnp.cos(self.s / (1 + self.s) * half_pi)
         )
-
-    def alpha(self, t):
-        return jnp.exp(self.log_alpha(t))
-
-    def sigma(self, t):
-        return jnp.sqrt(-jnp.expm1(2.0 * self.log_alpha(t)))
-
-    def log_sigma(self, t):
-        return 0.5 * jnp.log(-jnp.expm1(2.0 * self.log_alpha(t)))
 
     def t_of_lambda(self, lam):
         lam = jnp.asarray(lam, _ftype())
@@ -578,8 +588,7 @@ class SubVP(ForwardProcess):
         return self.t_end_default
 
     def log_alpha(self, t):
-        t = jnp.asarray(t)
-        return -0.5 * self.beta_min * t - 0.25 * (self.beta_max - self.beta_min) * t**2
+        return _linear_beta_log_alpha(self.beta_min, self.beta_max, t)
 
     def alpha(self, t):
         return jnp.exp(self.log_alpha(t))
@@ -1001,7 +1010,7 @@ def _log_alphas_from_betas(values) -> np.ndarray:
     return 0.5 * np.cumsum(np.log1p(-betas))
 
 
-class DiscreteVP(ForwardProcess):
+class DiscreteVP(_VariancePreserving):
     """A discrete DDPM noise table as a continuous VP process (DPM-Solver's ``"discrete"`` schedule).
 
     With ``N`` entries of ``alphas_cumprod``, node ``n = 0..N-1`` sits at ``t_n = (n + 1) / N``
@@ -1209,15 +1218,6 @@ class DiscreteVP(ForwardProcess):
         w = u - k
         lo, hi = la[k], la[k + 1]
         return lo + w * (hi - lo)
-
-    def alpha(self, t):
-        return jnp.exp(self.log_alpha(t))
-
-    def sigma(self, t):
-        return jnp.sqrt(-jnp.expm1(2.0 * self.log_alpha(t)))
-
-    def log_sigma(self, t):
-        return 0.5 * jnp.log(-jnp.expm1(2.0 * self.log_alpha(t)))
 
     def t_of_lambda(self, lam):
         lam = jnp.asarray(lam, _ftype())
