@@ -536,16 +536,22 @@ def dimension(cfg: StudyConfig, process, bar) -> dict:
             "cost": cost, "family": "GaussianMixture.dimension_family(d, num_components=4, seed)"}
 
 
-def _broadcast_terms(terms, tv):
-    from .theory import BoundTerms
+def _bound_family(name: str, tv, terms, x: list, x_name: str) -> dict:
+    """The theorem's two terms (broadcast to the runs of ``tv``) with NNLS-fitted constants beside
+    the measured TV, as one entry of ``bound()["families"]``."""
+    from .theory import fit_bound_constants
 
-    return BoundTerms(np.broadcast_to(np.asarray(terms.score, float), tv.shape).copy(),
-                      np.broadcast_to(np.asarray(terms.discretization, float), tv.shape).copy())
+    score = np.broadcast_to(np.asarray(terms.score, float), tv.shape).copy()
+    disc = np.broadcast_to(np.asarray(terms.discretization, float), tv.shape).copy()
+    bf = fit_bound_constants(tv, score, disc)
+    return dict(name=name, c_score=bf.c_score, c_disc=bf.c_disc, measured=tv.tolist(),
+                fitted=np.asarray(bf.fitted).tolist(), term_score=score.tolist(), term_disc=disc.tolist(),
+                x=x, x_name=x_name)
 
 
 def bound(disc: dict, floor: dict, dims: dict) -> dict:
     """Theorem terms from measured quantities beside measured TV; constants fitted (NNLS)."""
-    from .theory import bound_terms, fit_bound_constants
+    from .theory import bound_terms
 
     out = {"families": []}
     disc = disc or {"fits": [], "rows": []}
@@ -559,13 +565,8 @@ def bound(disc: dict, floor: dict, dims: dict) -> dict:
             continue
         terms = bound_terms(disc["dim"], 0.0, np.array([r["h_max"] for r in rs]), fit["order"])
         tv = np.array([r["tv"]["value"] for r in rs])
-        terms = _broadcast_terms(terms, tv)
-        bf = fit_bound_constants(tv, terms.score, terms.discretization)
-        out["families"].append(dict(
-            name=f"{fit['form']} p={fit['order']}", c_score=bf.c_score, c_disc=bf.c_disc,
-            measured=tv.tolist(), fitted=np.asarray(bf.fitted).tolist(),
-            term_score=np.asarray(terms.score).tolist(), term_disc=np.asarray(terms.discretization).tolist(),
-            x=[r["h_max"] for r in rs], x_name="H_max"))
+        out["families"].append(_bound_family(f"{fit['form']} p={fit['order']}", tv, terms,
+                                             [r["h_max"] for r in rs], "H_max"))
     # Score-error runs: both terms, discretisation at the floor solver's h_max.
     rs = floor["rows"]
     if len(rs) >= 2:
@@ -576,13 +577,8 @@ def bound(disc: dict, floor: dict, dims: dict) -> dict:
         h = floor.get("h_max", 0.1)
         terms = bound_terms(floor["dim"], eps, np.full_like(eps, h), p)
         tv = np.array([max(r["tv"]["value"], 1e-12) for r in rs])
-        terms = _broadcast_terms(terms, tv)
-        bf = fit_bound_constants(tv, terms.score, terms.discretization)
-        out["families"].append(dict(
-            name=f"score error ({floor['solver']}, {floor['steps']} steps)", c_score=bf.c_score,
-            c_disc=bf.c_disc, measured=tv.tolist(), fitted=np.asarray(bf.fitted).tolist(),
-            term_score=np.asarray(terms.score).tolist(), term_disc=np.asarray(terms.discretization).tolist(),
-            x=eps.tolist(), x_name="eps_score"))
+        out["families"].append(_bound_family(f"score error ({floor['solver']}, {floor['steps']} steps)", tv,
+                                             terms, eps.tolist(), "eps_score"))
     rs = dims["rows"]
     if len(rs) >= 2:
         from .sampling import get_solver
@@ -591,13 +587,8 @@ def bound(disc: dict, floor: dict, dims: dict) -> dict:
         d = np.array([r["dim"] for r in rs], float)
         terms = bound_terms(d, 0.0, np.array([r["h_max"] for r in rs]), p)
         tv = np.array([max(r["tv"]["value"], 1e-12) for r in rs])
-        terms = _broadcast_terms(terms, tv)
-        bf = fit_bound_constants(tv, terms.score, terms.discretization)
-        out["families"].append(dict(
-            name=f"dimension ({dims['solver']}, {dims['steps']} steps)", c_score=bf.c_score, c_disc=bf.c_disc,
-            measured=tv.tolist(), fitted=np.asarray(bf.fitted).tolist(),
-            term_score=np.asarray(terms.score).tolist(), term_disc=np.asarray(terms.discretization).tolist(),
-            x=d.tolist(), x_name="d"))
+        out["families"].append(_bound_family(f"dimension ({dims['solver']}, {dims['steps']} steps)", tv, terms,
+                                             d.tolist(), "d"))
     return out
 
 
