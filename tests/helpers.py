@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxode_diffusion as jd
 
@@ -25,6 +26,11 @@ def mixture_problem(d, *, seed=0, batch=16, process=None, t_start=None):
     t_start = process.default_t_start if t_start is None else t_start
     x0 = gm.sample_marginal(jax.random.PRNGKey(seed + 100), batch, process, t_start)
     return gm, gm.score_fn(process), process, x0
+
+
+def tree_equal(a, b):
+    """True if two pytrees hold bit-identical arrays, leaf by leaf (resume and restore checks)."""
+    return jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b))
 
 
 def rel_err(a, b):

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from helpers import tree_equal
 
 from jaxode_diffusion.cli import main as cli_main
 from jaxode_diffusion.training import (
@@ -50,10 +51,6 @@ TINY = dict(
     ckpt_every=2,
     lr=3e-3,
 )
-
-
-def _same(a, b):
-    return jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b))
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +200,7 @@ def test_byte_flip_in_array_data_detected(template, tmp_path):
                 mngr.close()
                 assert ckpt.content_checksum(raw.state, {})["state"] != clean
         else:  # a flip in bytes that are never read: the result must be exactly the original
-            assert _same(score_fn.params, good.params)
+            assert tree_equal(score_fn.params, good.params)
     assert detected_by_checksum >= 1
 
 
@@ -233,7 +230,7 @@ def test_resume_uses_newest_intact_checkpoint(template, tmp_path):
     with pytest.warns(UserWarning, match=r"checkpoints/4.*corrupt.*Resuming from step 2"):
         resumed = train(TrainConfig(steps=4, out_dir=str(run), resume=True, **TINY))
     # steps 3-4 recomputed from the intact step 2: bit-identical to the uninterrupted run
-    assert _same(resumed.params, template[1].params) and _same(resumed.ema_params, template[1].ema_params)
+    assert tree_equal(resumed.params, template[1].params) and tree_equal(resumed.ema_params, template[1].ema_params)
     assert [p.name.split("-")[0] for p in (run / "corrupt").iterdir()] == ["4"]
     assert latest_step(run) == 4 and verify_checkpoint(run) == 4
     assert not (run / ckpt.LOCK_NAME).exists()

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import tree_equal
 
 from jaxode_diffusion.cli_models import main as cli_main
 from jaxode_diffusion.data import load_dataset, load_npy, make_toy
@@ -31,10 +32,6 @@ TINY = dict(
     ckpt_every=10,
     lr=3e-3,
 )
-
-
-def _same(a, b):
-    return jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b))
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +73,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, reference_run):
     assert latest_step(tmp_path / "run") == 10
     resumed = train(TrainConfig(**{**cfg.to_dict(), "resume": True}))
     assert resumed.step == 20
-    assert _same(resumed.params, reference_run.params)
-    assert _same(resumed.ema_params, reference_run.ema_params)
+    assert tree_equal(resumed.params, reference_run.params)
+    assert tree_equal(resumed.ema_params, reference_run.ema_params)
     # the stored config rebuilds the model: the loaded score equals the trained one
     score_fn, run_cfg = load_run(tmp_path / "run")
     assert run_cfg["step"] == 20 and run_cfg["model"]["type"] == "mlp"
@@ -110,7 +107,7 @@ def test_crash_between_checkpoints_then_resume(tmp_path, reference_run):
     assert latest_step(tmp_path / "run") == 10
     shutil.rmtree(ck / "15.orbax-checkpoint-tmp-1234")
     resumed = train(TrainConfig(**{**cfg.to_dict(), "resume": True}))
-    assert _same(resumed.params, reference_run.params)
+    assert tree_equal(resumed.params, reference_run.params)
 
 
 def test_missing_checkpoint_errors(tmp_path):
