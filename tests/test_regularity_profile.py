@@ -26,9 +26,9 @@ SIGMA = (0.1, 0.3, 0.7, 0.9)
 def _curve(source, quantity, power, raw_max):
     raw = BatchStats(max=tuple(raw_max), mean=tuple(v / 2 for v in raw_max),
                      quantiles={0.5: tuple(v / 3 for v in raw_max)})
-    weighted = BatchStats(max=tuple(v * s**power for v, s in zip(raw_max, SIGMA)),
-                          mean=tuple(v / 2 * s**power for v, s in zip(raw_max, SIGMA)),
-                          quantiles={0.5: tuple(v / 3 * s**power for v, s in zip(raw_max, SIGMA))})
+    weighted = BatchStats(max=tuple(v * s**power for v, s in zip(raw_max, SIGMA, strict=True)),
+                          mean=tuple(v / 2 * s**power for v, s in zip(raw_max, SIGMA, strict=True)),
+                          quantiles={0.5: tuple(v / 3 * s**power for v, s in zip(raw_max, SIGMA, strict=True))})
     acc = EstimateAccuracy(exact_frac=(1.0,) * 4, converged_frac=(1.0,) * 4) if quantity.endswith("spectral") \
         else EstimateAccuracy(exact_frac=(0.0,) * 4, max_rel_stderr=(0.01,) * 4)
     return ProfileCurve(source, quantity, power, raw, weighted, acc)

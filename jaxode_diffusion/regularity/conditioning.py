@@ -95,8 +95,8 @@ def with_cond(compute, score_fn, x, cond, *args, mapped_args=()):
     treedef, leaves, mapped = split_cond(cond, x.shape[0])
     if not any(mapped):
         return compute(BoundCond(score_fn, treedef.unflatten(leaves)), x, *args, *mapped_args)
-    per_ex = [leaf for leaf, m in zip(leaves, mapped) if m]
-    shared = [leaf for leaf, m in zip(leaves, mapped) if not m]
+    per_ex = [leaf for leaf, m in zip(leaves, mapped, strict=True) if m]
+    shared = [leaf for leaf, m in zip(leaves, mapped, strict=True) if not m]
 
     def one(xi, per, *mi):
         it_per, it_sh = iter(per), iter(shared)

@@ -145,7 +145,7 @@ class EstimateAccuracy:
         first = infos[0]
 
         def over_t(fn):
-            return tuple(fn(info, np.asarray(v, np.float64)) for info, v in zip(infos, values))
+            return tuple(fn(info, np.asarray(v, np.float64)) for info, v in zip(infos, values, strict=True))
 
         return cls(
             exact_frac=over_t(lambda i, v: float(np.mean(np.asarray(i["exact"])))),
@@ -429,7 +429,7 @@ def _source_curves(source, points, ts_asc, sig, estimators, score_fn, key, cond,
     curves = []
     for q, estimate in estimators.items():
         values, infos = [], []
-        for x, t in zip(points, ts_asc):
+        for x, t in zip(points, ts_asc, strict=True):
             args = (jnp.asarray(t, x.dtype), key)
             vals, info = (estimate(score_fn, x, *args) if cond is None
                           else with_cond(estimate, score_fn, x, cond, *args))
@@ -439,7 +439,7 @@ def _source_curves(source, points, ts_asc, sig, estimators, score_fn, key, cond,
         curves.append(ProfileCurve(
             source=source, quantity=q, sigma_power=power,
             raw=BatchStats.of(values, quantiles),
-            weighted=BatchStats.of([v * s**power for v, s in zip(values, sig)], quantiles),
+            weighted=BatchStats.of([v * s**power for v, s in zip(values, sig, strict=True)], quantiles),
             accuracy=EstimateAccuracy.of(infos, values),
         ))
     return curves

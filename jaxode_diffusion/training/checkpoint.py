@@ -448,7 +448,7 @@ def restore_newest_intact(run_dir: str | os.PathLike, abstract_state: Any):
             skipped.append(step)
             reasons.append(str(err))
             continue
-        for bad, why in zip(skipped, reasons):
+        for why in reasons:  # one per step in `skipped`
             warnings.warn(
                 f"{why.split(' Delete that folder')[0]} Resuming from step {step} instead, the newest "
                 f"intact checkpoint ({os.fspath(ckdir / str(step))!r}).",
