@@ -37,8 +37,9 @@ k-diffusion's dpmpp_2m with 1000 steps: it must agree with the reference to its 
 error (second order: ~1e-5), which checks the mapping of each schedule to k-diffusion's convention.
 
 Run (one core; about 25 min with the defaults, about 40 min as recorded):
-``taskset -c 0 python benchmarks/tune_vs_kdiffusion.py --batch 512 --max-seconds 300``
-(writes ``benchmarks/results/tune_vs_kdiffusion.md``; ``--problems`` picks a subset by name).
+``taskset -c 0 python benchmarks/tune_vs_kdiffusion.py --batch 512 --max-seconds 300 --error-grids``
+(writes ``benchmarks/results/tune_vs_kdiffusion.md``; ``--problems`` picks a subset by name;
+``--error-grids`` runs ``tune(..., error_grids=True)``, which the recorded run uses).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ from jaxode_diffusion.tune import tune  # noqa: E402
 NFE = 10
 BATCH = 128
 FRESH = 1024
+EG_NOTE = (" (error-grid candidates for the best learn_top solvers, scored on the held-back batch with the named "
+           "grids; each learned grid starts from its solver's best grid of all)")
 
 # A user-given VP schedule: the package's log-SNR lambda = log(alpha / sigma) quadratic in t,
 # lambda(t) = LMAX - (LMAX - LMIN) t^2, with alpha^2 = sigmoid(2 lambda), sigma^2 = sigmoid(-2 lambda)
@@ -102,7 +105,7 @@ def rmse(x, ref):
     return avn.rmse(x, ref)
 
 
-def run_problem(i, name, spec, max_seconds, log, batch=BATCH):
+def run_problem(i, name, spec, max_seconds, log, batch=BATCH, error_grids=False):
     make_process, d, k, seed, scale, min_var, max_var = spec
     process = make_process()
     gm = jd.GaussianMixture.random(jax.random.PRNGKey(seed), k, d, scale=scale, min_var=min_var, max_var=max_var)
@@ -129,7 +132,7 @@ def run_problem(i, name, spec, max_seconds, log, batch=BATCH):
 
     t0 = time.time()
     t = tune(sf, process, x_cal, nfe=NFE, heldout_x_init=x_held, t_start=t1, t_end=t_end,
-             max_seconds=max_seconds, progress=False)
+             max_seconds=max_seconds, error_grids=error_grids, progress=False)
     tune_s = time.time() - t0
 
     def run(ts, solver, x):
@@ -154,7 +157,10 @@ def run_problem(i, name, spec, max_seconds, log, batch=BATCH):
                k_rows=k_held)
     if t.grid.startswith("learned("):  # the winner's learned grid vs its start on the fresh batch too
         start = t.grid[len("learned("):-1]
-        ts0 = make_times(process, num_steps=t.num_steps, t_start=t1, t_end=t_end, grid=start)
+        if start in jd.GRID_NAMES:
+            ts0 = make_times(process, num_steps=t.num_steps, t_start=t1, t_end=t_end, grid=start)
+        else:  # an error grid: its times are in the candidates table
+            ts0 = next(c["ts"] for c in t.candidates if (c["solver"], c["grid"]) == (t.solver, start))
         row["fresh_start"] = rmse(run(ts0, t.solver, x_fresh), ref_fresh)
     # Median per-sample error of the best k-diffusion sampler on the fresh batch (robust to outliers).
     row["k_fresh_median"] = k_median(den, process, x_fresh, ref_fresh, t_end, k_min_fresh)
@@ -198,7 +204,7 @@ def consistency(den, process, x, ref, t_end):
     return rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref)
 
 
-def write_report(path, rows, command, seconds, max_seconds, batch=BATCH):
+def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_grids=False):
     cpu = ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -224,7 +230,8 @@ def write_report(path, rows, command, seconds, max_seconds, batch=BATCH):
         f"`tune` defaults (all solvers x 4 grids, learn_top={dflt['learn_top']}, learn_steps={dflt['learn_steps']}, "
         f"learning_rate={dflt['learning_rate']}, patience={dflt['patience']}, learn_share={dflt['learn_share']}: the "
         f"scan stops at {100 * (1 - dflt['learn_share']):.0f} % of max_seconds, then the learned grids, best solver "
-        f"first, each with all the time left), max_seconds={max_seconds}. "
+        f"first, each with all the time left), max_seconds={max_seconds}, error_grids={error_grids}"
+        f"{EG_NOTE if error_grids else ''}. "
         "RMSE against a Dopri8 reference (rtol = atol = 1e-11) from the same initial states. "
         "Problem seeds (mixture 1401-1406, data 14100+i / 14200+i / 14300+i) fixed before any result.", "",
         "## Held-back batch: tune vs best k-diffusion (target ratio <= 0.5)", "",
@@ -280,6 +287,8 @@ def main(argv=None):
     p.add_argument("--problems", default=None, help="comma-separated names from PROBLEMS (default: all)")
     p.add_argument("--max-seconds", type=float, default=240.0, help="tune's time bound per problem")
     p.add_argument("--batch", type=int, default=BATCH, help="size of the calibration and held-back batches")
+    p.add_argument("--error-grids", action="store_true",
+                   help="tune(..., error_grids=True): also score error grids and start learned grids from the best")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                  "tune_vs_kdiffusion.md"))
     args = p.parse_args(argv)
@@ -299,9 +308,11 @@ def main(argv=None):
     command = "python benchmarks/tune_vs_kdiffusion.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = []
     for name in names:
-        rows.append(run_problem(list(PROBLEMS).index(name), name, PROBLEMS[name], args.max_seconds, log, args.batch))
+        rows.append(run_problem(list(PROBLEMS).index(name), name, PROBLEMS[name], args.max_seconds, log, args.batch,
+                                args.error_grids))
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        write_report(args.out, rows, command.strip(), time.time() - t0, args.max_seconds, args.batch)
+        write_report(args.out, rows, command.strip(), time.time() - t0, args.max_seconds, args.batch,
+                     args.error_grids)
     log(f"wrote {args.out}")
 
 

@@ -8,10 +8,13 @@
    ``FORM:TABLEAU`` combinations for a few tableaux) on every named grid
    (:data:`~jaxode_diffusion.grids.GRID_NAMES`) at the largest step count whose NFE fits the
    budget, and scores each on the held-back batch (end-point RMSE against its reference);
-3. learns a grid (:func:`~jaxode_diffusion.grid_optimization.optimize_grid`, fitted on the
+3. optionally (``error_grids=True``) adds, for the best few solvers, grids placed by the model's
+   measured local error (:func:`~jaxode_diffusion.error_grid.error_grid_candidates`, built from
+   calibration draws) and scores them on the held-back batch like the named grids;
+4. learns a grid (:func:`~jaxode_diffusion.grid_optimization.optimize_grid`, fitted on the
    calibration batch, iterate chosen on the held-back batch, so never worse than its starting
-   grid there) for the best few solvers, started from their best named grid;
-4. returns the candidate with the lowest held-back error as a :class:`TunedSampler` that holds the
+   grid there) for the best few solvers, started from their best grid (named, or error grid);
+5. returns the candidate with the lowest held-back error as a :class:`TunedSampler` that holds the
    solver name and the explicit times ``ts``, so that
    ``sample(score_fn, process, x, solver=t.solver, grid=t.ts, num_steps=None)`` reproduces it,
    and that saves to / loads from JSON (``jaxode-diffusion tune`` / ``sample --tuned``).
@@ -222,6 +225,46 @@ def _default_solvers(form_tableaux) -> list[str]:
     return out
 
 
+def _error_grid_rows(score_fn, process, x_cal, ranked, top, pilot, t_start, t_end, dt, *, evaluate_ts,
+                     out_of_time) -> list[dict]:
+    """Candidate rows for the error grids (:func:`~jaxode_diffusion.error_grid.error_grid_candidates`)
+    of the ``top`` best distinct solvers in ``ranked`` (at least 2 steps), at each one's step count,
+    scored on the held-back batch by ``evaluate_ts(solver, ts) -> (error, nfe)``.
+
+    The grids are built from the first ``pilot`` draws of the calibration batch (never from the
+    held-back batch that scores them); the teacher trajectory and the cost matrices are shared
+    between solvers through one cache (they depend on the nodes and the cost solver only).
+    """
+    from .error_grid import error_grid_candidates
+
+    x_pilot = x_cal[: max(2, int(pilot))]
+    cache: dict = {}
+    rows, seen = [], set()
+    for c in ranked:
+        if len(seen) >= top:
+            break
+        if c["solver"] in seen or c["num_steps"] < 2:
+            continue
+        seen.add(c["solver"])
+        if out_of_time():
+            rows.append(dict(solver=c["solver"], grid="error grids", num_steps=c["num_steps"], nfe=c["nfe"],
+                             heldout_error=float("nan"), status="skipped: out of time"))
+            continue
+        try:
+            cands = error_grid_candidates(score_fn, process, x_pilot, c["solver"], c["num_steps"],
+                                          t_start=t_start, t_end=t_end, cache=cache)
+        except ValueError as err:  # e.g. no finite path: the named grids stay the candidates
+            rows.append(dict(solver=c["solver"], grid="error grids", num_steps=c["num_steps"], nfe=c["nfe"],
+                             heldout_error=float("nan"), status=f"failed: {err}"))
+            continue
+        for name, ts in cands.items():
+            err, used = evaluate_ts(c["solver"], np.asarray(ts, np.float64).astype(dt))
+            rows.append(dict(solver=c["solver"], grid=name, num_steps=c["num_steps"], nfe=used, heldout_error=err,
+                             status="ok" if math.isfinite(err) else "non-finite samples",
+                             ts=np.asarray(ts, np.float64)))
+    return rows
+
+
 def tune(
     score_fn,
     process: ForwardProcess,
@@ -242,6 +285,8 @@ def tune(
     rtol: float | None = None,
     max_seconds: float | None = None,
     learn_share: float = 0.5,
+    error_grids: bool = False,
+    error_grid_pilot: int = 128,
     progress: bool = True,
 ) -> TunedSampler:
     """Find the best solver and time grid for ``score_fn`` within ``nfe`` score evaluations.
@@ -249,8 +294,9 @@ def tune(
     Every solver in ``solvers`` (default: all registered names, plus ``form_tableaux``) runs on
     every grid in ``grids`` at the largest step count whose NFE fits ``nfe``; each is scored by
     the end-point RMSE ``sqrt(mean_b ||x_b - x_ref_b||^2)`` on the held-back batch against a
-    tight reference solve. Then, for the ``learn_top`` best solvers (distinct, at least 2 steps),
-    a grid is learned from their best named grid with
+    tight reference solve. With ``error_grids=True`` the ``max(1, learn_top)`` best solvers also get
+    their error grids as candidates, scored the same way. Then, for the ``learn_top`` best solvers
+    (distinct, at least 2 steps), a grid is learned from their best grid (named or error grid) with
     :func:`~jaxode_diffusion.grid_optimization.optimize_grid`: fitted on the calibration batch, the
     iterate chosen on the held-back batch (so a learned grid is never worse than its start
     there). The candidate with the lowest held-back error wins.
@@ -302,6 +348,24 @@ def tune(
             shared core, the scan took 133 s (149 runs, mostly compilation) and each learned
             grid's first iteration 45 s, so splitting 40 % of 240 s three ways left each grid a
             single iteration.
+        error_grids: also try grids placed by the model's measured local error
+            (:func:`~jaxode_diffusion.error_grid.error_grid_candidates`: GITS-style least-total-error
+            paths and their equidistribution, from a teacher trajectory of calibration draws) for
+            the ``max(1, learn_top)`` best solvers of the scan, at each one's step count; they are
+            scored on the held-back batch with the named grids (rows ``error``, ``error:r2``,
+            ``error-proxy:r2``, ``equidistributed``, with their ``ts``), and a learned grid starts
+            from its solver's best grid of all. Off by default: measured on mixtures the benchmark
+            does not use (15 solvers, batches of 512, no time limit, NFE 10, RMSE on a fresh batch
+            of 1024, off -> on), it changed the winner on one of three: VPLinear d = 16, deis_ab3's
+            equidistributed grid 0.234 vs its best named 0.263 on the held-back batch, learned from
+            it 0.208 (from the named grid 0.204), fresh 0.497 -> 0.479; on a user VP schedule with
+            cubic log-SNR (d = 8) and EDM d = 8 every error grid was 2x-70x worse than the named
+            grids on the held-back batch, so nothing changed but the time: one teacher solve, and an
+            820-step cost matrix per solver and per proxy solver (shared between solvers), about
+            45 CPU-s for three solvers at d = 16 with 128 pilot draws (28 for the first), taken
+            from the learned grids' share of ``max_seconds``. benchmarks/results/tune_vs_kdiffusion.md
+            is run with it on.
+        error_grid_pilot: how many calibration draws (the first ones) build the error grids.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -335,6 +399,9 @@ def tune(
     if not 0.0 <= learn_share < 1.0:
         raise ValueError(f"learn_share={learn_share!r} must lie in [0, 1): the share of max_seconds kept for "
                          "learned grids (0.5 is the default).")
+    if isinstance(error_grid_pilot, bool) or int(error_grid_pilot) != error_grid_pilot or error_grid_pilot < 2:
+        raise ValueError(f"error_grid_pilot={error_grid_pilot!r} must be an integer >= 2 (draws of the calibration "
+                         "batch the error grids are built from; 128 is the default).")
     x_cal = jnp.asarray(calib_x_init)
     if x_cal.ndim < 2 or x_cal.shape[0] < 2 or not jnp.issubdtype(x_cal.dtype, jnp.floating):
         raise ValueError(f"calib_x_init must be a float batch (B >= 2, *event_shape); got {x_cal.shape} "
@@ -376,10 +443,14 @@ def tune(
     def scan_out_of_time() -> bool:
         return scan_seconds is not None and time.time() - t0 > scan_seconds
 
+    def _score(solver, ts):
+        x, used = _run(score_fn, process, x_held, jnp.asarray(ts, dt), solver)
+        return float(rmse(x, ref_held)), used
+
     def evaluate(spec, solver, n, g):
         ts = make_times(process, num_steps=n, t_start=t_start, t_end=t_end, grid=g).astype(dt)
-        x, used = _run(score_fn, process, x_held, ts, solver)
-        return ts, float(rmse(x, ref_held)), used
+        err, used = _score(solver, ts)
+        return ts, err, used
 
     for spec, solver in resolved:
         # Largest n with NFE(n) <= budget: start from budget / stages, correct by the actual count.
@@ -432,7 +503,12 @@ def tune(
         return isinstance(c["heldout_error"], float) and math.isfinite(c["heldout_error"])
 
     ranked = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
-    # Learned grids for the best few distinct solvers, each from its best named grid.
+    if error_grids:
+        candidates += _error_grid_rows(score_fn, process, x_cal, ranked, max(1, learn_top), error_grid_pilot,
+                                       t_start, t_end, dt, evaluate_ts=_score,
+                                       out_of_time=out_of_time)
+        ranked = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
+    # Learned grids for the best few distinct solvers, each from its best grid (named or error grid).
     chosen, seen = [], set()
     for c in ranked:
         if len(chosen) >= learn_top:
@@ -472,10 +548,10 @@ def tune(
                          f"({len(candidates)} tried); raise nfe or check the score function.")
     best = ok[0]
     rest = [c for c in candidates if not finite(c)]
-    # Named grids are reproducible from (grid, num_steps); learned ones keep their times (a list,
-    # JSON-able) so that any learned candidate, not only the winner, can be re-used or re-checked.
+    # Named grids are reproducible from (grid, num_steps); learned and error grids keep their times
+    # (a list, JSON-able) so that any such candidate, not only the winner, can be re-used or re-checked.
     table = [{k: ([float(t) for t in v] if k == "ts" else v) for k, v in c.items()
-              if k != "ts" or c["grid"].startswith("learned(")} for c in ok + rest]
+              if k != "ts" or c["grid"] not in GRID_NAMES} for c in ok + rest]
     return TunedSampler(
         solver=best["solver"],
         ts=np.asarray(best["ts"], np.float64),
@@ -514,6 +590,9 @@ def register(subparsers) -> None:
     p.add_argument("--learn-steps", type=int, default=100, help="Adam iterations per learned grid")
     p.add_argument("--solvers", default=None, help="comma-separated solver specs (default: all)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop trying candidates after this long")
+    p.add_argument("--error-grids", action="store_true",
+                   help="also score grids placed by the model's measured local error (GITS-style) for the best "
+                        "solvers, and start learned grids from the best of all")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tune)
 
@@ -532,7 +611,7 @@ def cmd_tune(args) -> int:
     solvers = [s.strip() for s in args.solvers.split(",")] if args.solvers else None
     t = tune(score_fn, process, x_cal, nfe=args.nfe, heldout_x_init=x_held, solvers=solvers,
              learn_top=args.learn_top, learn_steps=args.learn_steps, max_seconds=args.max_seconds,
-             progress=not args.no_progress)
+             error_grids=args.error_grids, progress=not args.no_progress)
     t.info = {"checkpoint": os.fspath(Path(args.checkpoint).resolve()), "seed": args.seed,
               "event_shape": list(event_shape)}
     path = t.save(args.out)
