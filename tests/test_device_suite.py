@@ -30,5 +30,5 @@ def test_device_suite_tiny_writes_table(tmp_path):
         assert float(cells[2]) > 0 and float(cells[3].split()[0]) > 0 and float(cells[5]) > 0
     rk4 = [r for r in rows if "| rk4 |" in r]
     assert all(float(r.strip("|").split("|")[6]) > 0 for r in rk4)  # ours / diffrax measured
-    assert text.count("| 192 |") == 1 and text.count("| 768 |") == 1  # regularity at 8x8x3, 16x16x3
+    assert text.count("| 192 |") == 1 and "| 768 |" not in text  # tiny: regularity at 8x8x3 only
     assert "steps/s" in text
