@@ -259,8 +259,8 @@ def _error_grid_rows(score_fn, process, x_cal, ranked, top, pilot, t_start, t_en
             continue
         for name, ts in cands.items():
             err, used = evaluate_ts(c["solver"], np.asarray(ts, np.float64).astype(dt))
-            rows.append(dict(solver=c["solver"], grid=name, num_steps=c["num_steps"], nfe=used, heldout_error=err,
-                             status="ok" if math.isfinite(err) else "non-finite samples",
+            rows.append(dict(solver=c["solver"], grid=name, num_steps=c["num_steps"], nfe=used,
+                             heldout_error=err, status="ok" if math.isfinite(err) else "non-finite samples",
                              ts=np.asarray(ts, np.float64)))
     return rows
 
@@ -349,27 +349,26 @@ def tune(
             grid's first iteration 45 s, so splitting 40 % of 240 s three ways left each grid a
             single iteration.
         error_grids: also try grids placed by the model's measured local error
-            (:func:`~jaxode_diffusion.error_grid.error_grid_candidates`: GITS-style least-total-error
-            paths and their equidistribution, from a teacher trajectory of calibration draws) for
-            the ``max(1, learn_top)`` best solvers of the scan, at each one's step count; they are
-            scored on the held-back batch with the named grids (rows ``error``, ``error:r2``,
-            ``error-proxy:r2``, ``equidistributed``, with their ``ts``), and a learned grid starts
-            from its solver's best grid of all. Off by default: measured on mixtures the benchmark
-            does not use (15 solvers, batches of 512, no time limit, NFE 10, RMSE on a fresh batch
-            of 1024, off -> on), it changed the winner on one of three: VPLinear d = 16, deis_ab3's
-            equidistributed grid 0.234 vs its best named 0.263 on the held-back batch, learned from
-            it 0.208 (from the named grid 0.204), fresh 0.497 -> 0.479; on a user VP schedule with
-            cubic log-SNR (d = 8) and EDM d = 8 every error grid was 2x-70x worse than the named
-            grids on the held-back batch, so nothing changed but the time: one teacher solve, and an
-            820-step cost matrix per solver and per proxy solver (shared between solvers), about
-            45 CPU-s for three solvers at d = 16 with 128 pilot draws (28 for the first), taken
-            from the learned grids' share of ``max_seconds``. On the benchmark's six unseen problems
-            (benchmarks/results/tune_vs_kdiffusion.md, run with it on; ``max_seconds=300``) the
-            held-back ratio to the best k-diffusion sampler went 0.343 -> 0.119 on VPCosine d = 2
-            (unipc_bh2_2's ``error`` grid 0.149 vs ``log_snr`` 0.161, learned from it 0.025 vs 0.073;
-            fresh 0.428 -> 0.281), 0.594 -> 0.628 on the user VP d = 16 (the winner's grid, learned
-            third, got the time left: 10 iterations instead of 65), 0.096 -> 0.117 on RectifiedFlow d = 2
-            (another solver set reached the learned phase), and stayed the same on the other three.
+            (:func:`~jaxode_diffusion.error_grid.error_grid_candidates`: GITS-style least-total-error paths
+            and their equidistribution, from a teacher trajectory of calibration draws) for the
+            ``max(1, learn_top)`` best solvers of the scan, at each one's step count; they are scored on the
+            held-back batch with the named grids (rows ``error``, ``error:r2``, ``error-proxy:r2``,
+            ``equidistributed``, with their ``ts``), and a learned grid starts from its solver's best grid
+            of all. Off by default: measured on mixtures the benchmark does not use (15 solvers, batches of
+            512, no time limit, NFE 10, RMSE on a fresh batch of 1024, off -> on), it changed the winner on
+            one of four: VPLinear d = 16, deis_ab3's equidistributed grid 0.234 vs its best named 0.263 on
+            the held-back batch, learned from it 0.208 (from the named grid 0.204), fresh 0.497 -> 0.479; on
+            a user VP schedule with cubic log-SNR (d = 8), EDM d = 8 and VE d = 16 every error grid was
+            1.3x-70x worse than the best named grid of its solver on the held-back batch, so nothing changed
+            but the time: one teacher solve, and an 820-step cost matrix per solver and per proxy solver
+            (shared between solvers), about 45 CPU-s for three solvers at d = 16 with 128 pilot draws (28
+            for the first), taken from the learned grids' share of ``max_seconds``. On the benchmark's six
+            unseen problems (benchmarks/results/tune_vs_kdiffusion.md, run with it on; ``max_seconds=300``)
+            the held-back ratio to the best k-diffusion sampler went 0.343 -> 0.119 on VPCosine d = 2
+            (unipc_bh2_2's ``error`` grid 0.149 vs ``log_snr`` 0.161, learned from it 0.025 vs 0.073; fresh
+            0.428 -> 0.281), 0.594 -> 0.628 on the user VP d = 16 (the winner's grid, learned third, got the
+            time left: 10 iterations instead of 65), 0.096 -> 0.117 on RectifiedFlow d = 2 (another solver
+            set reached the learned phase), and stayed the same on the other three.
         error_grid_pilot: how many calibration draws (the first ones) build the error grids.
         progress: show a tqdm progress bar.
 
@@ -404,8 +403,9 @@ def tune(
     if not 0.0 <= learn_share < 1.0:
         raise ValueError(f"learn_share={learn_share!r} must lie in [0, 1): the share of max_seconds kept for "
                          "learned grids (0.5 is the default).")
-    if isinstance(error_grid_pilot, bool) or int(error_grid_pilot) != error_grid_pilot or error_grid_pilot < 2:
-        raise ValueError(f"error_grid_pilot={error_grid_pilot!r} must be an integer >= 2 (draws of the calibration "
+    pilot = error_grid_pilot
+    if isinstance(pilot, bool) or int(pilot) != pilot or pilot < 2:
+        raise ValueError(f"error_grid_pilot={pilot!r} must be an integer >= 2 (draws of the calibration "
                          "batch the error grids are built from; 128 is the default).")
     x_cal = jnp.asarray(calib_x_init)
     if x_cal.ndim < 2 or x_cal.shape[0] < 2 or not jnp.issubdtype(x_cal.dtype, jnp.floating):
@@ -596,8 +596,8 @@ def register(subparsers) -> None:
     p.add_argument("--solvers", default=None, help="comma-separated solver specs (default: all)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop trying candidates after this long")
     p.add_argument("--error-grids", action="store_true",
-                   help="also score grids placed by the model's measured local error (GITS-style) for the best "
-                        "solvers, and start learned grids from the best of all")
+                   help="also score grids placed by the model's measured local error (GITS-style) for the "
+                        "best solvers, and start learned grids from the best of all")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tune)
 

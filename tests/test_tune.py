@@ -90,8 +90,8 @@ def test_learned_grid_from_an_error_grid_never_worse_on_held_back(tuned):
     so the learned grid starts from that error grid; re-checked independently. (The fixture's model
     and batches: the compiled programs are reused.)"""
     _, sf, vp, x_held, x_cal = tuned
-    t = tune(sf, vp, x_cal, nfe=NFE, heldout_x_init=x_held, solvers=["dpmpp_2m"], grids=("log_snr",), learn_top=1,
-             learn_steps=4, patience=4, error_grids=True, error_grid_pilot=16, progress=False)
+    t = tune(sf, vp, x_cal, nfe=NFE, heldout_x_init=x_held, solvers=["dpmpp_2m"], grids=("log_snr",),
+             learn_top=1, learn_steps=4, patience=4, error_grids=True, error_grid_pilot=16, progress=False)
     (c,) = [c for c in t.candidates if c["grid"].startswith("learned(")]
     start = c["grid"][len("learned("):-1]
     assert start in ERROR_GRIDS
@@ -176,7 +176,7 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch):
     # --error-grids reaches tune(..., error_grids=True) (off without the flag, as in the run above).
     import importlib
 
-    tune_mod = importlib.import_module("jaxode_diffusion.tune")  # the module (the package binds `tune` to the function)
+    tune_mod = importlib.import_module("jaxode_diffusion.tune")  # the package binds `tune` to the function
     seen = {}
 
     def fake_tune(*args, **kwargs):
