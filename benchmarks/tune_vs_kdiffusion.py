@@ -204,7 +204,7 @@ def consistency(den, process, x, ref, t_end):
     return rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref)
 
 
-def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_grids=False):
+def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_grids=False, quote=True):
     cpu = ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -222,7 +222,7 @@ def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_g
         f"{jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, k-diffusion "
         f"{avn._kdiffusion.K_DIFFUSION_VERSION}; float64; date {datetime.date.today()}; "
         f"total {seconds:.0f} s.", "",
-        f"Command: `{command}`", "",
+        f"Command: `{command}`" if quote else f"Command: {command}", "",
         f"Batches: calibration ({batch}, fits learned grids), held-back ({batch}; `tune` scores candidates and "
         "picks learned-grid iterates on it; every k-diffusion sampler runs on the same initial states), "
         f"fresh ({FRESH}, never seen by `tune`: the winner, its starting grid and every k-diffusion sampler "
@@ -291,7 +291,30 @@ def main(argv=None):
                    help="tune(..., error_grids=True): also score error grids and start learned grids from the best")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                  "tune_vs_kdiffusion.md"))
+    p.add_argument("--rows-out", default=None,
+                   help="also pickle the per-problem results here (to merge runs split over cores with --merge)")
+    p.add_argument("--merge", default=None,
+                   help="comma-separated --rows-out files of runs with the same settings (e.g. --problems split "
+                        "over two cores): write one report from them and run nothing")
     args = p.parse_args(argv)
+    if args.merge is not None:
+        import pickle
+
+        parts = []
+        for f in args.merge.split(","):
+            with open(f, "rb") as fh:
+                parts.append(pickle.load(fh))
+        keys = {(q["max_seconds"], q["batch"], q["error_grids"]) for q in parts}
+        if len(keys) != 1:
+            raise ValueError(f"--merge: the runs used different settings {sorted(keys)}; merge only like runs.")
+        order = list(PROBLEMS)
+        rows = sorted((r for q in parts for r in q["rows"]), key=lambda r: order.index(r["name"]))
+        command = " ; ".join(f"`{q['command']}` ({q['seconds']:.0f} s)" for q in parts)
+        write_report(args.out, rows, f"{len(parts)} processes, one core each: {command}; merged with "
+                     f"`python benchmarks/tune_vs_kdiffusion.py --merge ...`", sum(q["seconds"] for q in parts),
+                     parts[0]["max_seconds"], parts[0]["batch"], parts[0]["error_grids"], quote=False)
+        print(f"wrote {args.out}")
+        return
     names = list(PROBLEMS) if args.problems is None else [s.strip() for s in args.problems.split(",")]
     for n in names:
         if n not in PROBLEMS:
@@ -313,6 +336,12 @@ def main(argv=None):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         write_report(args.out, rows, command.strip(), time.time() - t0, args.max_seconds, args.batch,
                      args.error_grids)
+        if args.rows_out:
+            import pickle
+
+            with open(args.rows_out, "wb") as fh:
+                pickle.dump(dict(rows=rows, command=command.strip(), seconds=time.time() - t0,
+                                 max_seconds=args.max_seconds, batch=args.batch, error_grids=args.error_grids), fh)
     log(f"wrote {args.out}")
 
 

@@ -92,10 +92,11 @@ class UNet(DiffusionModel):
         >>> from flax import nnx
         >>> from jaxode_diffusion import VPLinear
         >>> net = UNet((8, 8, 1), channels=8, rngs=nnx.Rngs(0))
-        >>> net(jnp.zeros((2, 8, 8, 1)), 0.5, VPLinear()).shape
+        >>> apply = nnx.jit(lambda net, x, t, c=None: net(x, t, VPLinear(), c))  # one program, not op by op
+        >>> apply(net, jnp.zeros((2, 8, 8, 1)), 0.5).shape
         (2, 8, 8, 1)
         >>> cnet = UNet((8, 8, 1), channels=8, num_classes=10, rngs=nnx.Rngs(0))
-        >>> cnet(jnp.zeros((2, 8, 8, 1)), 0.5, VPLinear(), jnp.array([3, 10])).shape  # 10: null id
+        >>> apply(cnet, jnp.zeros((2, 8, 8, 1)), 0.5, jnp.array([3, 10])).shape  # 10: null id
         (2, 8, 8, 1)
     """
 
