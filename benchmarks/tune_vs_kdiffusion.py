@@ -48,6 +48,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -328,7 +329,7 @@ def main(argv=None):
         raise SystemExit('k-diffusion is needed: pip install -e ".[bench]" && '
                          'pip install --no-deps "k-diffusion==0.1.1.post1"')
     log(f"device: {jax.devices()[0]}")
-    command = "python benchmarks/tune_vs_kdiffusion.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/tune_vs_kdiffusion.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     rows = []
     for name in names:
         rows.append(run_problem(list(PROBLEMS).index(name), name, PROBLEMS[name], args.max_seconds, log, args.batch,
