@@ -337,7 +337,11 @@ def tune(
             0.319 vs 0.355 with 256; with 128 neither helped on EDM d = 16.
         t_start, t_end: the sampling range (process defaults).
         rtol: tolerance of the reference solves (default ``1e-10`` in float64, ``1e-6`` in float32).
-        max_seconds: stop trying new candidates after this many seconds (``None``: no limit).
+        max_seconds: stop trying new candidates after this many seconds (``None``: no limit). With
+            512-draw batches at d = 2-16 on one CPU core, 300 s cuts the scan short; with 600 s every
+            run of benchmarks/tune_vs_kdiffusion.py ended by itself (patience or ``learn_steps``) after
+            199-447 s, with the same winners as at 300 s on 5 of 6 problems
+            (benchmarks/results/tune_vs_kdiffusion_600s.md).
         learn_share: with ``max_seconds`` and ``learn_top > 0``, the share of ``max_seconds``
             kept for the learned grids: the fixed-grid scan stops at ``(1 - learn_share) *
             max_seconds`` (solvers in :data:`SCAN_PRIORITY` order first). Learned grids are where
