@@ -82,8 +82,9 @@ def test_no_retrace_and_manual_stepping(problem, name):
 
     plan = S.make_plan(vp, name, ts)
     state = S.init(plan, score, vp, x0)
+    step = eqx.filter_jit(S.step)  # as a user's loop would (one program; eager steps compile op by op)
     for _ in range(plan.num_steps):
-        state = S.step(plan, score, vp, state)
+        state = step(plan, score, vp, state)
     b = S.current_x(plan, vp, state)
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
 
