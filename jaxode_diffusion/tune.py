@@ -225,6 +225,19 @@ def _default_solvers(form_tableaux) -> list[str]:
     return out
 
 
+def _best_per_solver(ranked, top: int) -> list[dict]:
+    """The best row of each of the ``top`` best distinct solvers in ``ranked`` (sorted by held-back
+    error), among rows with at least 2 steps (a grid with one step has nothing to place)."""
+    chosen, seen = [], set()
+    for c in ranked:
+        if len(chosen) >= top:
+            break
+        if c["solver"] not in seen and c["num_steps"] >= 2:
+            seen.add(c["solver"])
+            chosen.append(c)
+    return chosen
+
+
 def _error_grid_rows(score_fn, process, x_cal, ranked, top, pilot, t_start, t_end, dt, *, evaluate_ts,
                      out_of_time) -> list[dict]:
     """Candidate rows for the error grids (:func:`~jaxode_diffusion.error_grid.error_grid_candidates`)
@@ -239,13 +252,8 @@ def _error_grid_rows(score_fn, process, x_cal, ranked, top, pilot, t_start, t_en
 
     x_pilot = x_cal[: max(2, int(pilot))]
     cache: dict = {}
-    rows, seen = [], set()
-    for c in ranked:
-        if len(seen) >= top:
-            break
-        if c["solver"] in seen or c["num_steps"] < 2:
-            continue
-        seen.add(c["solver"])
+    rows = []
+    for c in _best_per_solver(ranked, top):
         if out_of_time():
             rows.append(dict(solver=c["solver"], grid="error grids", num_steps=c["num_steps"], nfe=c["nfe"],
                              heldout_error=float("nan"), status="skipped: out of time"))
@@ -518,14 +526,7 @@ def tune(
                                        out_of_time=out_of_time)
         ranked = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
     # Learned grids for the best few distinct solvers, each from its best grid (named or error grid).
-    chosen, seen = [], set()
-    for c in ranked:
-        if len(chosen) >= learn_top:
-            break
-        if c["solver"] not in seen and c["num_steps"] >= 2:
-            seen.add(c["solver"])
-            chosen.append(c)
-    for c in chosen:
+    for c in _best_per_solver(ranked, learn_top):
         if out_of_time():
             candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
                                    nfe=c["nfe"], heldout_error=float("nan"), status="skipped: out of time"))
