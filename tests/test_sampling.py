@@ -10,9 +10,11 @@ import jaxode_diffusion as jd
 from jaxode_diffusion.convergence import convergence_study, fit_order
 from jaxode_diffusion.diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
 
-# Empirical orders. Each tableau runs at step counts b * 2^k (k = 0..4, b chosen per order so
-# the errors span ~1e-3 .. 1e-11); the order is the slope of the finest pair whose errors both
-# stay above ERROR_FLOOR (100x the reference's tolerance), i.e. the most asymptotic reliable pair.
+# Empirical orders. Each tableau runs at step counts b * 2^k (b chosen per order so the errors
+# span ~1e-3 .. 1e-11); the order is the slope of the finest pair whose errors both stay above
+# ERROR_FLOOR (100x the reference's tolerance), i.e. the most asymptotic reliable pair. k = 1..4:
+# four step counts per case, one compilation each (the coarsest, k = 0, was the least asymptotic point;
+# dropping the finest instead took dopri5's fitted slope to 4.50 at d = 8).
 BASE_STEPS = {1: 128, 2: 32, 3: 32, 4: 24, 5: 16, 6: 16}
 ERROR_FLOOR = 1e-9
 T_END = 1e-3
@@ -67,7 +69,7 @@ def test_empirical_order_every_tableau_every_form(problems, d, form, tab):
     sf, vp, x0, ref = problems(d)
     p = jd.tableaux.get(tab).order
     b = BASE_STEPS[p]
-    r = convergence_study(sf, vp, x0, f"{form}:{tab}", [b * 2**k for k in range(5)], reference=ref,
+    r = convergence_study(sf, vp, x0, f"{form}:{tab}", [b * 2**k for k in range(1, 5)], reference=ref,
                           t_end=T_END)
     info = (form, tab, [f"{e:.2e}" for e in r.errors], [f"{o:.2f}" for o in r.local_orders])
     if p >= HIGH_ORDER:
