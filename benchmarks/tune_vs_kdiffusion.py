@@ -106,14 +106,14 @@ def rmse(x, ref):
     return avn.rmse(x, ref)
 
 
-def run_problem(i, name, spec, max_seconds, log, batch=BATCH, error_grids=False):
+def run_problem(i, name, spec, max_seconds, log, batch=BATCH, error_grids=False, calib=None, learn_probe=0):
     make_process, d, k, seed, scale, min_var, max_var = spec
     process = make_process()
     gm = jd.GaussianMixture.random(jax.random.PRNGKey(seed), k, d, scale=scale, min_var=min_var, max_var=max_var)
     sf = gm.score_fn(process)
     t1, t_end = float(process.default_t_start), float(process.default_t_end)
     x_cal, x_held, x_fresh = (gm.sample_marginal(jax.random.PRNGKey(base + i), n, process, t1)
-                              for base, n in ((14100, batch), (14200, batch), (14300, FRESH)))
+                              for base, n in ((14100, calib or batch), (14200, batch), (14300, FRESH)))
     t0 = time.time()
     ref_held = reference_solve(sf, process, x_held, t_start=t1, t_end=t_end)
     ref_fresh = reference_solve(sf, process, x_fresh, t_start=t1, t_end=t_end)
@@ -133,7 +133,7 @@ def run_problem(i, name, spec, max_seconds, log, batch=BATCH, error_grids=False)
 
     t0 = time.time()
     t = tune(sf, process, x_cal, nfe=NFE, heldout_x_init=x_held, t_start=t1, t_end=t_end,
-             max_seconds=max_seconds, error_grids=error_grids, progress=False)
+             max_seconds=max_seconds, error_grids=error_grids, learn_probe=learn_probe, progress=False)
     tune_s = time.time() - t0
 
     def run(ts, solver, x):
@@ -205,7 +205,8 @@ def consistency(den, process, x, ref, t_end):
     return rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref)
 
 
-def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_grids=False, quote=True):
+def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_grids=False, quote=True, calib=None,
+                 learn_probe=0):
     cpu = ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -224,14 +225,16 @@ def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_g
         f"{avn._kdiffusion.K_DIFFUSION_VERSION}; float64; date {datetime.date.today()}; "
         f"total {seconds:.0f} s.", "",
         f"Command: `{command}`" if quote else f"Command: {command}", "",
-        f"Batches: calibration ({batch}, fits learned grids), held-back ({batch}; `tune` scores candidates and "
+        f"Batches: calibration ({calib or batch}, fits learned grids), held-back ({batch}; `tune` scores candidates and "
         "picks learned-grid iterates on it; every k-diffusion sampler runs on the same initial states), "
         f"fresh ({FRESH}, never seen by `tune`: the winner, its starting grid and every k-diffusion sampler "
         "re-run). "
-        f"`tune` defaults (all solvers x 4 grids, learn_top={dflt['learn_top']}, learn_steps={dflt['learn_steps']}, "
+        f"`tune` defaults (all solvers x 4 grids, learn_top={dflt['learn_top']}, learn_probe={learn_probe}, "
+        f"probe_steps={dflt['probe_steps']}, learn_steps={dflt['learn_steps']}, "
         f"learning_rate={dflt['learning_rate']}, patience={dflt['patience']}, learn_share={dflt['learn_share']}: the "
         f"scan stops at {100 * (1 - dflt['learn_share']):.0f} % of max_seconds, then the learned grids, best solver "
-        f"first, each with all the time left), max_seconds={max_seconds}, error_grids={error_grids}"
+        f"first, each with all the time left; the learn_probe best solvers get probe_steps iterations, the "
+        f"learn_top best probes continue; 0: no probes), max_seconds={max_seconds}, error_grids={error_grids}"
         f"{EG_NOTE if error_grids else ''}. "
         "RMSE against a Dopri8 reference (rtol = atol = 1e-11) from the same initial states. "
         "Problem seeds (mixture 1401-1406, data 14100+i / 14200+i / 14300+i) fixed before any result.", "",
@@ -287,7 +290,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--problems", default=None, help="comma-separated names from PROBLEMS (default: all)")
     p.add_argument("--max-seconds", type=float, default=240.0, help="tune's time bound per problem")
-    p.add_argument("--batch", type=int, default=BATCH, help="size of the calibration and held-back batches")
+    p.add_argument("--batch", type=int, default=BATCH, help="size of the held-back batch (and of the calibration "
+                   "batch unless --calib)")
+    p.add_argument("--learn-probe", type=int, default=0,
+                   help="tune(..., learn_probe=N): probe learned grids for the N best solvers first (0: off)")
+    p.add_argument("--calib", type=int, default=None,
+                   help="size of the calibration batch that fits the learned grids (default: --batch)")
     p.add_argument("--error-grids", action="store_true",
                    help="tune(..., error_grids=True): also score error grids and start learned grids from the best")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -305,7 +313,7 @@ def main(argv=None):
         for f in args.merge.split(","):
             with open(f, "rb") as fh:
                 parts.append(pickle.load(fh))
-        keys = {(q["max_seconds"], q["batch"], q["error_grids"]) for q in parts}
+        keys = {(q["max_seconds"], q["batch"], q["error_grids"], q.get("calib"), q.get("learn_probe", 0)) for q in parts}
         if len(keys) != 1:
             raise ValueError(f"--merge: the runs used different settings {sorted(keys)}; merge only like runs.")
         order = list(PROBLEMS)
@@ -313,7 +321,8 @@ def main(argv=None):
         command = " ; ".join(f"`{q['command']}` ({q['seconds']:.0f} s)" for q in parts)
         write_report(args.out, rows, f"{len(parts)} processes, one core each: {command}; merged with "
                      f"`python benchmarks/tune_vs_kdiffusion.py --merge ...`", sum(q["seconds"] for q in parts),
-                     parts[0]["max_seconds"], parts[0]["batch"], parts[0]["error_grids"], quote=False)
+                     parts[0]["max_seconds"], parts[0]["batch"], parts[0]["error_grids"], quote=False,
+                     calib=parts[0].get("calib"), learn_probe=parts[0].get("learn_probe", 0))
         print(f"wrote {args.out}")
         return
     names = list(PROBLEMS) if args.problems is None else [s.strip() for s in args.problems.split(",")]
@@ -333,16 +342,17 @@ def main(argv=None):
     rows = []
     for name in names:
         rows.append(run_problem(list(PROBLEMS).index(name), name, PROBLEMS[name], args.max_seconds, log, args.batch,
-                                args.error_grids))
+                                args.error_grids, args.calib, args.learn_probe))
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         write_report(args.out, rows, command.strip(), time.time() - t0, args.max_seconds, args.batch,
-                     args.error_grids)
+                     args.error_grids, calib=args.calib, learn_probe=args.learn_probe)
         if args.rows_out:
             import pickle
 
             with open(args.rows_out, "wb") as fh:
                 pickle.dump(dict(rows=rows, command=command.strip(), seconds=time.time() - t0,
-                                 max_seconds=args.max_seconds, batch=args.batch, error_grids=args.error_grids), fh)
+                                 max_seconds=args.max_seconds, batch=args.batch, error_grids=args.error_grids,
+                                 calib=args.calib, learn_probe=args.learn_probe), fh)
     log(f"wrote {args.out}")
 
 

@@ -285,6 +285,8 @@ def tune(
     grids=GRID_NAMES,
     form_tableaux=DEFAULT_FORM_TABLEAUX,
     learn_top: int = 3,
+    learn_probe: int = 0,
+    probe_steps: int = 20,
     learn_steps: int = 100,
     learning_rate: float = 0.05,
     patience: int = 30,
@@ -303,13 +305,27 @@ def tune(
     every grid in ``grids`` at the largest step count whose NFE fits ``nfe``; each is scored by
     the end-point RMSE ``sqrt(mean_b ||x_b - x_ref_b||^2)`` on the held-back batch against a
     tight reference solve. With ``error_grids=True`` the ``max(1, learn_top)`` best solvers also get
-    their error grids as candidates, scored the same way. Then, for the ``learn_top`` best solvers
-    (distinct, at least 2 steps), a grid is learned from their best grid (named or error grid) with
+    their error grids as candidates, scored the same way. Then grids are learned from each solver's
+    best grid (named or error grid) with
     :func:`~jaxode_diffusion.grid_optimization.optimize_grid`: fitted on the calibration batch, the
     iterate chosen on the held-back batch (so a learned grid is never worse than its start
-    there). The candidate with the lowest held-back error wins.
+    there), for the ``learn_top`` best solvers (distinct, at least 2 steps); with ``learn_probe >
+    learn_top`` by successive halving instead: the ``learn_probe`` best solvers get ``probe_steps``
+    iterations each, and the ``learn_top`` best of those probes continue from their best iterate up to
+    ``learn_steps`` in all. The candidate with the lowest held-back error wins.
 
     Batch sizes: 512 samples in each batch at d >= 8 (a few hundred at d = 2, where 128 did well).
+    A calibration batch larger than the held-back one is allowed (the CLI's ``--calib-batch``), but
+    4x did not help consistently. Calibration 512 -> 2048, held-back 512, NFE 10, RMSE on a fresh
+    batch of 1024: on four mixtures the benchmark does not use (the winning solver's grid learned from
+    its best named grid, no time limit) EDM d = 8 0.550 -> 0.510, VPLinear d = 16 0.497 -> 0.400,
+    VE d = 16 0.533 -> 0.415, a cubic-log-SNR VP d = 8 0.441 -> 0.447 (8192 did no better); on the
+    benchmark's six (``max_seconds=300``, benchmarks/results/tune_vs_kdiffusion_calib2048.md vs
+    the 600 s run with 512) the fresh ratio to the best k-diffusion sampler went
+    0.378 / 0.442 / 0.656 / 0.305 / 0.605 / 0.313 -> 0.376 / 0.495 / 0.516 / 0.363 / 0.550 / 0.422
+    (mean 0.450 -> 0.454) and the held-back ratio was <= 0.5 on 4 of 6 instead of 5. With exact
+    mixture scores on one CPU core a gradient step costs about the same at 2048 as at 512 (the
+    reference solve 15 s instead of 8 at d = 16); with a network it grows with the batch.
     At d >= 8 the RMSE is dominated by the ~1 % of trajectories that end in another mode than the
     reference: a batch of 128 holds none or a few of them, so a learned grid fits those few (its
     calibration RMSE falls 4x while the held-back one stalls) and the held-back error is
@@ -325,7 +341,8 @@ def tune(
     on 512 instead of 128 (with this learning rate and time allocation) took the fresh-batch RMSE
     ratio to the best k-diffusion sampler from a mean 0.60 to 0.45 (<= 0.5 on 4 of 6, was 3).
     The run costs two reference solves, one compilation per solver, and up to
-    ``learn_top x learn_steps`` gradient steps (plus one compilation of the gradient per learned
+    ``learn_top x learn_steps`` gradient steps (with probes, up to ``learn_probe x probe_steps`` more)
+    (plus one compilation of the gradient per learned
     grid: tens of seconds on one CPU core).
 
     Args:
@@ -338,7 +355,20 @@ def tune(
         solvers: solver specs to try (default: :func:`~jaxode_diffusion.sampling.solver_names`
             plus ``form_tableaux``).
         grids: named grids to try.
-        learn_top: how many of the best solvers get a learned grid (0: none).
+        learn_top: how many solvers' learned grids run to ``learn_steps`` (0: no learned grids).
+        learn_probe, probe_steps: how many of the best solvers (on fixed grids) get a learned grid,
+            and the iterations of each before all but the ``learn_top`` best (on the held-back batch)
+            stop; ``learn_probe <= learn_top``: no probes, the ``learn_top`` best solvers learn for
+            ``learn_steps`` each. The solver whose grid learns best is often not the best on fixed
+            grids: with ``learn_top=6`` (no probes) on two mixtures the benchmark does not use (batches
+            of 512, NFE 10, no time limit), VPLinear d = 16's winner became dpmpp_3m on a grid learned
+            from ``quadratic`` (held-back 0.150, fresh batch of 1024 0.416) instead of the best of the first
+            three, deis_ab3 (0.204, fresh 0.497); dpmpp_3m was the 4th-best solver on fixed grids. On EDM
+            d = 8 the winner stayed the same. That took 323-326 s instead of about 150-170. With
+            ``learn_probe=6, probe_steps=20`` (278-289 s): VPLinear d = 16 found the same winner, but on
+            EDM d = 8 the probe cut dpmpp_3m (0.593 after 20 iterations; 0.480 after 100), and the winner
+            was unipc_bh1_3 (held-back 0.547 instead of 0.480, fresh 0.539 instead of 0.550). Mixed, so
+            off by default (``learn_probe=0``).
         learn_steps, learning_rate, patience: :func:`optimize_grid`'s ``steps``,
             ``learning_rate`` and ``patience``. The rate 0.05 (optimize_grid's default is 0.02)
             measured better with batches of 512: fresh RMSE 0.186 vs 0.275 (VE d = 8), and
@@ -412,6 +442,11 @@ def tune(
     nfe = int(nfe)
     if int(learn_top) != learn_top or learn_top < 0:
         raise ValueError(f"learn_top={learn_top!r} must be an integer >= 0.")
+    if int(learn_probe) != learn_probe or learn_probe < 0:
+        raise ValueError(f"learn_probe={learn_probe!r} must be an integer >= 0 (how many solvers get a "
+                         "probe of probe_steps iterations; <= learn_top: no probes).")
+    if int(probe_steps) != probe_steps or probe_steps < 1:
+        raise ValueError(f"probe_steps={probe_steps!r} must be an integer >= 1.")
     if not 0.0 <= learn_share < 1.0:
         raise ValueError(f"learn_share={learn_share!r} must lie in [0, 1): the share of max_seconds kept for "
                          "learned grids (0.5 is the default).")
@@ -449,7 +484,8 @@ def tune(
     ref_held = reference_solve(score_fn, process, x_held, t_start=t_start, t_end=t_end, rtol=tol, atol=tol)
 
     candidates: list[dict] = []
-    bar = tqdm(total=len(resolved) * len(grids) + learn_top, desc=f"tune NFE {nfe}", disable=not progress,
+    n_learned = max(learn_top, learn_probe) if learn_top else 0
+    bar = tqdm(total=len(resolved) * len(grids) + n_learned, desc=f"tune NFE {nfe}", disable=not progress,
                leave=False)
 
     def out_of_time() -> bool:
@@ -526,30 +562,51 @@ def tune(
                                        out_of_time=out_of_time)
         ranked = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
     # Learned grids for the best few distinct solvers, each from its best grid (named or error grid).
-    for c in _best_per_solver(ranked, learn_top):
-        if out_of_time():
-            candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
-                                   nfe=c["nfe"], heldout_error=float("nan"), status="skipped: out of time"))
-            bar.update(1)
-            continue
+    # With learn_probe > learn_top: every one of the learn_probe best solvers first gets probe_steps
+    # iterations, then the learn_top best of them (by held-back error) continue from their best iterate
+    # (the solver that learns best is often not the best on fixed grids).
+    pool = _best_per_solver(ranked, n_learned)
+    probing = len(pool) > learn_top
+    left_s = (lambda: None) if max_seconds is None else (lambda: max(0.0, max_seconds - (time.time() - t0)))
+
+    def learn(c, init, steps):
+        return optimize_grid(score_fn, process, x_cal, solver=c["solver"], num_steps=c["num_steps"],
+                             init_grid=init, reference=ref_cal, steps=steps, learning_rate=learning_rate,
+                             patience=patience, selection_x_init=x_held, selection_reference=ref_held,
+                             validate=False, max_seconds=left_s())
+
+    def skipped(c):
+        return dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"], nfe=c["nfe"],
+                    heldout_error=float("nan"), status="skipped: out of time")
+
+    runs = []  # (candidate, [optimize_grid results, in order])
+    for c in pool:
         # Best solver first, with all the time left (it stops earlier by patience or learn_steps and
         # leaves the rest to the next): the learned grid of the best fixed-grid solver usually wins,
         # and a gradient's compilation alone can take tens of seconds on one core, so an equal split
         # left every grid one or two iterations. At least one iteration always runs.
-        left = None if max_seconds is None else max(0.0, max_seconds - (time.time() - t0))
-        og = optimize_grid(score_fn, process, x_cal, solver=c["solver"], num_steps=c["num_steps"],
-                           init_grid=c["ts"], reference=ref_cal, steps=learn_steps,
-                           learning_rate=learning_rate,
-                           patience=patience, selection_x_init=x_held, selection_reference=ref_held,
-                           validate=False, max_seconds=left)
-        candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
-                               nfe=c["nfe"], heldout_error=float(og.selection_error),
-                               status="ok" if og.improved else "ok (no iterate beat the start: start kept)",
-                               start_heldout_error=float(og.initial_selection_error),
-                               iterations=og.iterations, ts=np.asarray(og.ts, np.float64)))
+        if out_of_time():
+            candidates.append(skipped(c))
+        else:
+            og = learn(c, c["ts"], min(probe_steps, learn_steps) if probing else learn_steps)
+            runs.append((c, [og]))
+            bar.set_postfix_str(f"learned {c['solver']}: {og.initial_selection_error:.3g} -> "
+                                f"{og.selection_error:.3g}")
         bar.update(1)
-        bar.set_postfix_str(f"learned {c['solver']}: {og.initial_selection_error:.3g} -> "
-                            f"{og.selection_error:.3g}")
+    if probing:  # the learn_top best probes continue (those that stopped by patience are done)
+        for c, ogs in sorted(runs, key=lambda r: r[1][-1].selection_error)[:learn_top]:
+            og = ogs[-1]
+            more = learn_steps - og.iterations
+            if more > 0 and og.iterations == probe_steps and og.nonfinite_iteration is None and not out_of_time():
+                ogs.append(learn(c, og.ts, more))
+    for c, ogs in runs:
+        first, last = ogs[0], ogs[-1]
+        improved = last.selection_error < first.initial_selection_error
+        candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
+                               nfe=c["nfe"], heldout_error=float(last.selection_error),
+                               status="ok" if improved else "ok (no iterate beat the start: start kept)",
+                               start_heldout_error=float(first.initial_selection_error),
+                               iterations=sum(o.iterations for o in ogs), ts=np.asarray(last.ts, np.float64)))
     bar.close()
 
     ok = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
@@ -594,9 +651,17 @@ def register(subparsers) -> None:
     p.add_argument("--nfe", type=int, required=True, help="budget of score evaluations per sample")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--batch", type=int, default=256,
-                   help="size of the calibration and held-back batches (512 for d >= 8 where the model allows)")
+                   help="size of the held-back batch that scores every candidate (512 for d >= 8 where the "
+                        "model allows)")
+    p.add_argument("--calib-batch", type=int, default=None,
+                   help="size of the calibration batch that fits the learned grids (default: --batch; "
+                        "`tune`'s docstring has what 4 x --batch changed)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--learn-top", type=int, default=3, help="learn grids for this many best solvers")
+    p.add_argument("--learn-top", type=int, default=3, help="learn grids to the end for this many best solvers")
+    p.add_argument("--learn-probe", type=int, default=0,
+                   help="probe learned grids (--probe-steps iterations) for this many best solvers first; "
+                        "the --learn-top best probes continue (0: off)")
+    p.add_argument("--probe-steps", type=int, default=20, help="Adam iterations per probe")
     p.add_argument("--learn-steps", type=int, default=100, help="Adam iterations per learned grid")
     p.add_argument("--solvers", default=None, help="comma-separated solver specs (default: all)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop trying candidates after this long")
@@ -612,15 +677,19 @@ def cmd_tune(args) -> int:
 
     if args.batch < 4:
         raise ValueError(f"--batch {args.batch}: need at least 4 samples per batch (256 is a good default).")
+    calib = args.batch if args.calib_batch is None else args.calib_batch
+    if calib < 4:
+        raise ValueError(f"--calib-batch {calib}: need at least 4 calibration samples (default: --batch).")
     score_fn, run_cfg = load_run(args.checkpoint)
     event_shape = tuple(run_cfg["data"]["event_shape"])
     process = score_fn.process
     k_cal, k_held = jax.random.split(jax.random.PRNGKey(args.seed))
-    x_cal = process.prior_sample(k_cal, (args.batch, *event_shape))
+    x_cal = process.prior_sample(k_cal, (calib, *event_shape))
     x_held = process.prior_sample(k_held, (args.batch, *event_shape))
     solvers = [s.strip() for s in args.solvers.split(",")] if args.solvers else None
     t = tune(score_fn, process, x_cal, nfe=args.nfe, heldout_x_init=x_held, solvers=solvers,
-             learn_top=args.learn_top, learn_steps=args.learn_steps, max_seconds=args.max_seconds,
+             learn_top=args.learn_top, learn_probe=args.learn_probe, probe_steps=args.probe_steps,
+             learn_steps=args.learn_steps, max_seconds=args.max_seconds,
              error_grids=args.error_grids, progress=not args.no_progress)
     t.info = {"checkpoint": os.fspath(Path(args.checkpoint).resolve()), "seed": args.seed,
               "event_shape": list(event_shape)}

@@ -26,8 +26,9 @@ def tuned():
     sf = gm.score_fn(vp)
     x_cal = gm.sample_marginal(jax.random.PRNGKey(10), 24, vp, vp.default_t_start)
     x_held = gm.sample_marginal(jax.random.PRNGKey(11), 24, vp, vp.default_t_start)
-    t = tune(sf, vp, x_cal, nfe=NFE, heldout_x_init=x_held, solvers=SOLVERS, learn_top=1, learn_steps=6,
-             patience=6, error_grids=True, error_grid_pilot=16, progress=False)
+    # Successive halving: the 2 best solvers get 3-iteration probes, the best probe continues to 6.
+    t = tune(sf, vp, x_cal, nfe=NFE, heldout_x_init=x_held, solvers=SOLVERS, learn_top=1, learn_probe=2,
+             probe_steps=3, learn_steps=6, patience=6, error_grids=True, error_grid_pilot=16, progress=False)
     return t, sf, vp, x_held, x_cal
 
 
@@ -35,9 +36,9 @@ def test_winner_is_best_held_back_candidate(tuned):
     t, sf, vp, x_held, _ = tuned
     finite = [c for c in t.candidates
               if isinstance(c["heldout_error"], float) and math.isfinite(c["heldout_error"])]
-    # 3 solvers x 4 grids + the error grids of the best solver + 1 learned grid, all within the budget.
+    # 3 solvers x 4 grids + the error grids of the best solver + 2 learned grids, all within the budget.
     errs = [c for c in finite if c["grid"] in ERROR_GRIDS]
-    assert len(finite) == len(SOLVERS) * len(jd.GRID_NAMES) + len(errs) + 1
+    assert len(finite) == len(SOLVERS) * len(jd.GRID_NAMES) + len(errs) + 2
     assert all(c["nfe"] <= NFE for c in finite)
     assert t.heldout_error == min(c["heldout_error"] for c in finite)
     assert (t.solver, t.grid) == (finite[0]["solver"], finite[0]["grid"])
@@ -74,15 +75,25 @@ def test_error_grids_scored_on_held_back(tuned):
 def test_learned_grid_starts_from_best_grid_and_never_worse_on_held_back(tuned):
     t, *_ = tuned
     learned = [c for c in t.candidates if c["grid"].startswith("learned(")]
-    assert len(learned) == 1
-    c = learned[0]
-    start = c["grid"][len("learned("):-1]
-    fixed = next(f for f in t.candidates if f["solver"] == c["solver"] and f["grid"] == start)
-    # The start is the solver's best grid, named or error grid.
-    own = [f for f in t.candidates if f["solver"] == c["solver"] and not f["grid"].startswith("learned(")]
-    assert fixed["heldout_error"] == min(f["heldout_error"] for f in own)
-    assert c["heldout_error"] <= fixed["heldout_error"]
-    assert c["start_heldout_error"] == pytest.approx(fixed["heldout_error"], rel=1e-9)
+    fixed_rows = [c for c in t.candidates if not c["grid"].startswith("learned(") and math.isfinite(c["heldout_error"])]
+    best2 = []  # the two best distinct solvers on fixed grids: the ones probed
+    for c in sorted(fixed_rows, key=lambda c: c["heldout_error"]):
+        if c["solver"] not in best2:
+            best2.append(c["solver"])
+    assert sorted(c["solver"] for c in learned) == sorted(best2[:2])
+    for c in learned:
+        start = c["grid"][len("learned("):-1]
+        fixed = next(f for f in t.candidates if f["solver"] == c["solver"] and f["grid"] == start)
+        # The start is the solver's best grid, named or error grid.
+        own = [f for f in t.candidates if f["solver"] == c["solver"] and not f["grid"].startswith("learned(")]
+        assert fixed["heldout_error"] == min(f["heldout_error"] for f in own)
+        assert c["heldout_error"] <= fixed["heldout_error"]
+        assert c["start_heldout_error"] == pytest.approx(fixed["heldout_error"], rel=1e-9)
+    # Only the best probe continued (3 + 3 iterations; the other stopped at 3), and continuing never
+    # loses what the probe reached: it ends at most at the other probe's error.
+    cont, stopped = sorted(learned, key=lambda c: -c["iterations"])
+    assert (cont["iterations"], stopped["iterations"]) == (6, 3)
+    assert cont["heldout_error"] <= stopped["heldout_error"]
 
 
 def test_learned_grid_from_an_error_grid_never_worse_on_held_back(tuned):
@@ -145,7 +156,7 @@ def test_bad_arguments():
         tune(sf, vp, x, nfe=4, error_grids=True, error_grid_pilot=1, progress=False)
 
 
-def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch):
+def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch, capsys):
     from jaxode_diffusion.cli import main
     from jaxode_diffusion.data import unnormalize
     from jaxode_diffusion.training import TrainConfig, load_run, train
@@ -158,6 +169,7 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch):
                  "--solvers", "ddim,dpmpp_2m", "--learn-top", "0", "--no-progress"]) == 0
     t = load_tuned(out)
     assert t.solver in ("ddim", "dpmpp_2m") and t.nfe <= 3 and len(t.candidates) == 2 * len(jd.GRID_NAMES)
+    assert (t.calibration_size, t.heldout_size) == (8, 8)  # the calibration batch: --batch by default
     npy = tmp_path / "s.npy"
     assert main(["sample", "--checkpoint", str(run), "--tuned", str(out), "--num-samples", "6", "--out",
                  str(npy), "--seed", "3"]) == 0
@@ -180,7 +192,7 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch):
     seen = {}
 
     def fake_tune(*args, **kwargs):
-        seen.update(kwargs)
+        seen.update(kwargs, x_cal=args[2])
         raise RuntimeError("stop")
 
     monkeypatch.setattr(tune_mod, "tune", fake_tune)
@@ -188,3 +200,8 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="stop"):
             main(["tune", "--checkpoint", str(run), "--nfe", "3", "--out", str(out), "--batch", "8", *flag])
         assert seen["error_grids"] is want
+    with pytest.raises(RuntimeError, match="stop"):  # --calib-batch sets the calibration batch alone
+        main(["tune", "--checkpoint", str(run), "--nfe", "3", "--out", str(out), "--batch", "8", "--calib-batch", "12"])
+    assert (seen["x_cal"].shape[0], seen["heldout_x_init"].shape[0]) == (12, 8)
+    assert main(["tune", "--checkpoint", str(run), "--nfe", "3", "--out", str(out), "--calib-batch", "2"]) == 2
+    assert "--calib-batch 2" in capsys.readouterr().err  # a one-line error that names the flag

@@ -22,9 +22,9 @@ def test_learned_grids_never_worse_than_start_on_held_back_fresh_mixture():
     x_cal = gm.sample_marginal(jax.random.PRNGKey(14071), 16, edm, t1)
     x_held = gm.sample_marginal(jax.random.PRNGKey(14072), 16, edm, t1)
     t = tune(sf, edm, x_cal, nfe=4, heldout_x_init=x_held, solvers=["ddim", "dpmpp_2m"], grids=("log_snr", "edm"),
-             learn_top=1, learn_steps=8, patience=8, progress=False)
+             learn_top=1, learn_probe=2, probe_steps=3, learn_steps=8, patience=8, progress=False)
     learned = [c for c in t.candidates if c["grid"].startswith("learned(")]
-    assert len(learned) == 1
+    assert sorted(c["iterations"] for c in learned) == [3, 8]  # two probes; the better one continued
     ref = reference_solve(sf, edm, x_held, t_start=t1, t_end=t_end, rtol=1e-10, atol=1e-10)
 
     def err(solver, ts):
