@@ -368,9 +368,9 @@ def tune(
             ``learn_probe=6, probe_steps=20`` (278-289 s): VPLinear d = 16 found the same winner, but on
             EDM d = 8 the probe cut dpmpp_3m (0.593 after 20 iterations; 0.480 after 100), and the winner
             was unipc_bh1_3 (held-back 0.547 instead of 0.480, fresh 0.539 instead of 0.550). On the
-            benchmark's custom_vp d = 16 (``max_seconds=600``, 316 s) it kept the winner of the run without
-            probes (unipc_bh2_3 learned from ``log_snr``, held-back 0.337 vs 0.335). Mixed, so off by default
-            (``learn_probe=0``).
+            benchmark's six problems (``max_seconds=600``, benchmarks/results/tune_vs_kdiffusion_probe.md)
+            it did worse than the same run without probes: fresh-batch ratio to the best k-diffusion sampler
+            <= 0.5 on 3 of 6 instead of 4 (mean 0.493 vs 0.450). So off by default (``learn_probe=0``).
         learn_steps, learning_rate, patience: :func:`optimize_grid`'s ``steps``,
             ``learning_rate`` and ``patience``. The rate 0.05 (optimize_grid's default is 0.02)
             measured better with batches of 512: fresh RMSE 0.186 vs 0.275 (VE d = 8), and
