@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import pickle
 import platform
 import shlex
 import sys
@@ -67,6 +68,8 @@ from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
 from jaxode_diffusion.tune import tune  # noqa: E402
 
 NFE = 10
+#: the run options recorded with each rows file (runs merge only when they agree on all of them)
+SETTINGS = ("max_seconds", "batch", "error_grids", "calib", "learn_probe")
 BATCH = 128
 FRESH = 1024
 EG_NOTE = (" (error-grid candidates for the best learn_top solvers, scored on the held-back batch with the named "
@@ -106,7 +109,7 @@ def rmse(x, ref):
     return avn.rmse(x, ref)
 
 
-def run_problem(i, name, spec, max_seconds, log, batch=BATCH, error_grids=False, calib=None, learn_probe=0):
+def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=False, calib=None, learn_probe=0):
     make_process, d, k, seed, scale, min_var, max_var = spec
     process = make_process()
     gm = jd.GaussianMixture.random(jax.random.PRNGKey(seed), k, d, scale=scale, min_var=min_var, max_var=max_var)
@@ -205,8 +208,8 @@ def consistency(den, process, x, ref, t_end):
     return rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref)
 
 
-def write_report(path, rows, command, seconds, max_seconds, batch=BATCH, error_grids=False, quote=True, calib=None,
-                 learn_probe=0):
+def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, error_grids=False, calib=None,
+                 learn_probe=0, quote=True):
     cpu = ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -307,22 +310,22 @@ def main(argv=None):
                         "over two cores): write one report from them and run nothing")
     args = p.parse_args(argv)
     if args.merge is not None:
-        import pickle
-
         parts = []
         for f in args.merge.split(","):
             with open(f, "rb") as fh:
                 parts.append(pickle.load(fh))
-        keys = {(q["max_seconds"], q["batch"], q["error_grids"], q.get("calib"), q.get("learn_probe", 0)) for q in parts}
+        # Older rows files keep the settings at the top level, some without calib / learn_probe.
+        settings = [{"calib": None, "learn_probe": 0, **{k: q[k] for k in SETTINGS if k in q}, **q.get("settings", {})}
+                    for q in parts]
+        keys = {tuple(sorted(st.items())) for st in settings}
         if len(keys) != 1:
-            raise ValueError(f"--merge: the runs used different settings {sorted(keys)}; merge only like runs.")
+            raise ValueError(f"--merge: the runs used different settings {[dict(k) for k in keys]}; merge only like runs.")
         order = list(PROBLEMS)
         rows = sorted((r for q in parts for r in q["rows"]), key=lambda r: order.index(r["name"]))
         command = " ; ".join(f"`{q['command']}` ({q['seconds']:.0f} s)" for q in parts)
         write_report(args.out, rows, f"{len(parts)} processes, one core each: {command}; merged with "
                      f"`python benchmarks/tune_vs_kdiffusion.py --merge ...`", sum(q["seconds"] for q in parts),
-                     parts[0]["max_seconds"], parts[0]["batch"], parts[0]["error_grids"], quote=False,
-                     calib=parts[0].get("calib"), learn_probe=parts[0].get("learn_probe", 0))
+                     quote=False, **settings[0])
         print(f"wrote {args.out}")
         return
     names = list(PROBLEMS) if args.problems is None else [s.strip() for s in args.problems.split(",")]
@@ -339,20 +342,15 @@ def main(argv=None):
                          'pip install --no-deps "k-diffusion==0.1.1.post1"')
     log(f"device: {jax.devices()[0]}")
     command = "python benchmarks/tune_vs_kdiffusion.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    settings = {k: getattr(args, k) for k in SETTINGS}
     rows = []
     for name in names:
-        rows.append(run_problem(list(PROBLEMS).index(name), name, PROBLEMS[name], args.max_seconds, log, args.batch,
-                                args.error_grids, args.calib, args.learn_probe))
+        rows.append(run_problem(list(PROBLEMS).index(name), name, PROBLEMS[name], log, **settings))
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        write_report(args.out, rows, command.strip(), time.time() - t0, args.max_seconds, args.batch,
-                     args.error_grids, calib=args.calib, learn_probe=args.learn_probe)
+        write_report(args.out, rows, command.strip(), time.time() - t0, **settings)
         if args.rows_out:
-            import pickle
-
             with open(args.rows_out, "wb") as fh:
-                pickle.dump(dict(rows=rows, command=command.strip(), seconds=time.time() - t0,
-                                 max_seconds=args.max_seconds, batch=args.batch, error_grids=args.error_grids,
-                                 calib=args.calib, learn_probe=args.learn_probe), fh)
+                pickle.dump(dict(rows=rows, command=command.strip(), seconds=time.time() - t0, settings=settings), fh)
     log(f"wrote {args.out}")
 
 

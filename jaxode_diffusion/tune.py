@@ -341,9 +341,8 @@ def tune(
     on 512 instead of 128 (with this learning rate and time allocation) took the fresh-batch RMSE
     ratio to the best k-diffusion sampler from a mean 0.60 to 0.45 (<= 0.5 on 4 of 6, was 3).
     The run costs two reference solves, one compilation per solver, and up to
-    ``learn_top x learn_steps`` gradient steps (with probes, up to ``learn_probe x probe_steps`` more)
-    (plus one compilation of the gradient per learned
-    grid: tens of seconds on one CPU core).
+    ``learn_top x learn_steps`` gradient steps (with probes, up to ``learn_probe x probe_steps`` more),
+    plus one compilation of the gradient per learned grid (tens of seconds on one CPU core).
 
     Args:
         score_fn, process: as for :func:`~jaxode_diffusion.sample`.
@@ -569,17 +568,13 @@ def tune(
     # (the solver that learns best is often not the best on fixed grids).
     pool = _best_per_solver(ranked, n_learned)
     probing = len(pool) > learn_top
-    left_s = (lambda: None) if max_seconds is None else (lambda: max(0.0, max_seconds - (time.time() - t0)))
 
     def learn(c, init, steps):
+        left = None if max_seconds is None else max(0.0, max_seconds - (time.time() - t0))
         return optimize_grid(score_fn, process, x_cal, solver=c["solver"], num_steps=c["num_steps"],
                              init_grid=init, reference=ref_cal, steps=steps, learning_rate=learning_rate,
                              patience=patience, selection_x_init=x_held, selection_reference=ref_held,
-                             validate=False, max_seconds=left_s())
-
-    def skipped(c):
-        return dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"], nfe=c["nfe"],
-                    heldout_error=float("nan"), status="skipped: out of time")
+                             validate=False, max_seconds=left)
 
     runs = []  # (candidate, [optimize_grid results, in order])
     for c in pool:
@@ -588,7 +583,8 @@ def tune(
         # and a gradient's compilation alone can take tens of seconds on one core, so an equal split
         # left every grid one or two iterations. At least one iteration always runs.
         if out_of_time():
-            candidates.append(skipped(c))
+            candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
+                                   nfe=c["nfe"], heldout_error=float("nan"), status="skipped: out of time"))
         else:
             og = learn(c, c["ts"], min(probe_steps, learn_steps) if probing else learn_steps)
             runs.append((c, [og]))
