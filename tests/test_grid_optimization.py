@@ -127,10 +127,11 @@ def test_nonfinite_loss_is_reported_not_zeroed():
 def test_time_limit_stops_after_one_iteration():
     # max_seconds=0 stops after the first iteration whatever the machine's speed (not a timing test:
     # any elapsed time exceeds 0); the result is still never worse than the start on the held-back.
-    gm, vp = jd.GaussianMixture.ring(4), jd.VPLinear()
-    x_cal, x_sel = (vp.prior_sample(jax.random.PRNGKey(k), (16, 2)) for k in (5, 6))
-    kw = dict(solver="dpmpp_2m", num_steps=4, steps=6, selection_x_init=x_sel, validate=False)
-    sf = gm.score_fn(vp)
+    # The fixture's problem, solver and batch shapes: the same compiled programs (this process's, or
+    # another worker's through the session's compilation cache), not a compile of their own (10 s).
+    gm, sf, vp, x_cal = order_problem(4, batch=32, x_seed=1)
+    x_sel = gm.sample_marginal(jax.random.PRNGKey(3), 32, vp, 1.0)
+    kw = dict(solver="dpmpp_2m", num_steps=8, steps=6, learning_rate=0.05, selection_x_init=x_sel, validate=False)
     g = optimize_grid(sf, vp, x_cal, max_seconds=0.0, **kw)
     assert g.iterations == 1 and g.selection_error <= g.initial_selection_error
     with pytest.raises(ValueError, match="max_seconds"):
