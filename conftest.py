@@ -43,6 +43,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("JAXODE_TEST
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
+# Notebooks run by nbmake (kernels inherit this environment) use smaller sample sets where a cell
+# says so (JAXODE_NOTEBOOK_QUICK); set it to 0 to run them as a user does.
+os.environ.setdefault("JAXODE_NOTEBOOK_QUICK", "1")
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
