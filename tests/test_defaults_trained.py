@@ -77,8 +77,9 @@ def test_cli_sample_defaults_measure_cache_and_reuse_the_grid(trained, tmp_path)
 
     out, score_fn, proc, x_pilot, _, _, _ = trained
     meta = load_run(str(out))[1]["data"]
-    x_init = proc.prior_sample(jax.random.key(3), (16, 2))
-    args = ["sample", "--checkpoint", str(out), "--solver", "dpmpp_2m", "--steps", "10", "--num-samples", "16",
+    # 64 draws, as many as the pilot: the dpmpp_2m program at 10 steps that choose_grid compiled serves.
+    x_init = proc.prior_sample(jax.random.key(3), (64, 2))
+    args = ["sample", "--checkpoint", str(out), "--solver", "dpmpp_2m", "--steps", "10", "--num-samples", "64",
             "--seed", "3"]
     assert main(args + ["--out", str(tmp_path / "a.npy")]) == 0  # default --grid: auto
     cache = json.loads((out / "grid_choices.json").read_text())
