@@ -268,7 +268,12 @@ class ForwardProcess(eqx.Module):
         accurate to the floating-point resolution of ``t``; built-in processes override it
         with closed forms. Values outside the range are clipped to the ends.
         """
-        lam = jnp.asarray(lam, _ftype())
+        # One compiled program per process and shape (called eagerly, e.g. by make_times for each
+        # new step count, the loop and its ~30 operations were dispatched and compiled one by one:
+        # ~0.95 s per new shape under the test session's flags, ~0.2 s as one program).
+        return _bisect_t_of_lambda(self, jnp.asarray(lam, _ftype()))
+
+    def _bisect_t_of_lambda(self, lam):
         lo0 = jnp.full(lam.shape, self.t_min, lam.dtype)
         hi0 = jnp.full(lam.shape, self.t_max, lam.dtype)
         # 80 halvings shrink any range below float64 resolution (2^-80 ~ 1e-24 relative).
@@ -427,6 +432,9 @@ def _linear_beta_log_alpha(beta_min, beta_max, t):
     # (VPLinear and SubVP share it).
     t = jnp.asarray(t)
     return -0.5 * beta_min * t - 0.25 * (beta_max - beta_min) * t**2
+
+
+_bisect_t_of_lambda = eqx.filter_jit(ForwardProcess._bisect_t_of_lambda)
 
 
 class _VariancePreserving(ForwardProcess):
