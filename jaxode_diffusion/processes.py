@@ -1228,7 +1228,10 @@ class DiscreteVP(_VariancePreserving):
         return lo + w * (hi - lo)
 
     def t_of_lambda(self, lam):
-        lam = jnp.asarray(lam, _ftype())
+        # One program per table size and shape, as the default bisection (ForwardProcess.t_of_lambda).
+        return _discrete_t_of_lambda(self, jnp.asarray(lam, _ftype()))
+
+    def _table_t_of_lambda(self, lam):
         la = self.log_alphas
         n = self.num_train_timesteps
         target = -0.5 * jnp.logaddexp(0.0, -2.0 * lam)  # log alpha with this log-SNR
@@ -1237,6 +1240,9 @@ class DiscreteVP(_VariancePreserving):
         k = jnp.clip(idx - 1, 0, n - 2)
         lo, hi = la[k], la[k + 1]
         return (k + 1.0 + (target - lo) / (hi - lo)) / n
+
+
+_discrete_t_of_lambda = eqx.filter_jit(DiscreteVP._table_t_of_lambda)
 
 
 def _check_num_train_timesteps(n) -> int:
