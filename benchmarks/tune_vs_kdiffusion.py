@@ -24,6 +24,12 @@ Everything in float64. For each problem, three disjoint batches of exact draws o
   none or two of them, which moves the RMSE by a factor 3-4. The median per-sample error is
   reported beside it.
 
+Mode flips: a trajectory flips when its end point's most probable mixture component (of ``p_{t_end}``)
+differs from the reference end point's. The report counts them for the winner and the best k-diffusion sampler
+on both batches, gives the held-back medians, and for each held-back trajectory that both flip, the fewest steps
+with which dpmpp_3m on the log-SNR grid keeps it in its mode: when one such trajectory decides the RMSE ratio,
+this says how hard it is.
+
 End-point RMSE ``sqrt(mean_b ||x_b - x_ref_b||^2)`` against a tight reference (``reference_solve``,
 Dopri8 in the x0-lambda form, rtol = atol = 1e-11) of the exact probability-flow ODE from the same
 initial states.
@@ -167,14 +173,33 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
             ts0 = next(c["ts"] for c in t.candidates if (c["solver"], c["grid"]) == (t.solver, start))
         row["fresh_start"] = rmse(run(ts0, t.solver, x_fresh), ref_fresh)
     # Median per-sample error of the best k-diffusion sampler on the fresh batch (robust to outliers).
-    row["k_fresh_median"] = k_median(den, process, x_fresh, ref_fresh, t_end, k_min_fresh)
+    row["k_fresh_median"] = float(np.median(k_errors(den, process, x_fresh, ref_fresh, t_end, k_min_fresh)))
+    # Mode flips: trajectories that end at another component than the reference (the most probable component
+    # of p_{t_end} given the end point). The RMSE is dominated by them; the ones both samplers flip on the
+    # held-back batch get the step count dpmpp_3m needs to keep them.
+    x_k_held, e_k_held = k_errors(den, process, x_held, ref_held, t_end, k_best, samples=True)
+    x_k_fresh, e_k_fresh = k_errors(den, process, x_fresh, ref_fresh, t_end, k_best_fresh, samples=True)
+    x_t_held = run(t.ts, t.solver, x_held)
+    e_t_held = np.asarray(jnp.linalg.norm(x_t_held - ref_held, axis=1))
+    c_held, c_fresh = components(gm, process, t_end, ref_held), components(gm, process, t_end, ref_fresh)
+    f_t_held = components(gm, process, t_end, x_t_held) != c_held
+    f_k_held = components(gm, process, t_end, x_k_held) != c_held
+    both = np.where(f_t_held & f_k_held)[0]
+    row["flips"] = dict(held_tune=int(f_t_held.sum()), held_k=int(f_k_held.sum()),
+                        fresh_tune=int((components(gm, process, t_end, x_t) != c_fresh).sum()),
+                        fresh_k=int((components(gm, process, t_end, x_k_fresh) != c_fresh).sum()),
+                        held_both=both.tolist(), held_both_err=[(float(e_t_held[b]), float(e_k_held[b])) for b in both],
+                        held_median=float(np.median(e_t_held)), k_held_median=float(np.median(e_k_held)),
+                        held_both_steps=(steps_to_keep_mode(sf, gm, process, x_held[both], ref_held[both], t1, t_end)
+                                         if both.size else []))
     log(f"{name}: tune {tune_s:.0f} s -> {t.solver} / {t.grid} (NFE {t.nfe}) held-back {held:.3e}, "
         f"ratio {held / k_best['rmse']:.3f}; fresh {fresh:.3e} vs {k_best_fresh['rmse']:.3e}")
     return row
 
 
-def k_median(den, process, x, ref, t_end, row):
-    """Median per-sample end-point error of one k-diffusion row (its sampler and grid) on ``x``."""
+def k_errors(den, process, x, ref, t_end, row, samples=False):
+    """Per-sample end-point errors ``||x_b - x_ref_b||`` of one k-diffusion row (its sampler and grid) on ``x``
+    (and the samples first if ``samples``)."""
     import torch
 
     ks = avn._kdiffusion.load_sampling()
@@ -192,7 +217,40 @@ def k_median(den, process, x, ref, t_end, row):
             y = getattr(ks, fn)(den, xk, sig, disable=True, **kw)
     x_k = jnp.asarray(y.numpy() * float(process.alpha(t_end)))
     assert abs(rmse(x_k, ref) - row["rmse"]) <= 1e-9 * max(1.0, row["rmse"])  # the same run as the row
-    return float(jnp.median(jnp.linalg.norm(x_k - ref, axis=1)))
+    err = np.asarray(jnp.linalg.norm((x_k - ref).reshape(x_k.shape[0], -1), axis=1))
+    return (x_k, err) if samples else err
+
+
+def components(gm, process, t_end, x):
+    """The component of the time-``t_end`` marginal with the largest posterior probability, per sample of ``x``."""
+    m = gm.marginal(process, t_end)
+    covs = m.covs if m.covs.ndim == 3 else jax.vmap(jnp.diag)(m.covs)  # full or diagonal covariances
+    logits = jnp.stack([jnp.log(m.weights[k]) + jax.scipy.stats.multivariate_normal.logpdf(x, m.means[k], covs[k])
+                        for k in range(m.num_components)], axis=-1)
+    return np.asarray(jnp.argmax(logits, axis=-1))
+
+
+#: step counts tried to find the NFE at which a flipped trajectory stops flipping
+HARD_STEPS = (10, 12, 15, 20, 25, 30, 40, 60, 80)
+
+
+def steps_to_keep_mode(sf, gm, process, x, ref, t1, t_end, solver="dpmpp_3m", grid="log_snr"):
+    """For each trajectory of ``x``: the fewest steps in ``HARD_STEPS`` with which ``solver`` on ``grid``
+    (dpmpp_3m on the log-SNR grid: k-diffusion's dpmpp_3m, tested equal to 1e-12) ends at the component of the
+    reference and stays there for every larger count (``None``: flips even at the largest)."""
+    ref_c = components(gm, process, t_end, ref)
+    ok = []
+    for n in HARD_STEPS:
+        ts = make_times(process, num_steps=n, t_start=t1, t_end=t_end, grid=grid)
+        y = solve(sf, process, x, ts, jd.get_solver(solver), throw=False).samples
+        ok.append(components(gm, process, t_end, y) == ref_c)
+    ok = np.stack(ok)  # (len(HARD_STEPS), B)
+    out = []
+    for b in range(ok.shape[1]):
+        bad = np.where(~ok[:, b])[0]
+        out.append(HARD_STEPS[0] if bad.size == 0 else (HARD_STEPS[bad[-1] + 1] if bad[-1] + 1 < len(HARD_STEPS)
+                                                        else None))
+    return out
 
 
 def consistency(den, process, x, ref, t_end):
@@ -271,6 +329,24 @@ def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, erro
                      f"{r['fresh'] / km['rmse']:.3f} | {r['fresh_median']:.3e} | {r['k_fresh_median']:.3e} | {ls} |")
     met_f = sum(r["fresh"] <= 0.5 * r["k_min_fresh"]["rmse"] for r in rows)
     lines += ["", f"Ratio to the best k-diffusion on the fresh batch <= 0.5 on {met_f} of {len(rows)} problems."]
+    flipped = [r for r in rows if "flips" in r]
+    if flipped:
+        lines += ["", "## Mode flips (the trajectories that dominate the RMSE)", "",
+                  "A flip: the end point's most probable component of the mixture at t_end differs from the "
+                  "reference end point's (the trajectory ends in another mode). Held-back flips of both: the "
+                  "trajectories that the tune winner and the best k-diffusion sampler both flip, with their two errors "
+                  f"and the fewest steps (of {list(HARD_STEPS)}) with which dpmpp_3m on the log-SNR grid (= k-diffusion's "
+                  "dpmpp_3m) keeps each one in its mode at every larger count tried.", "",
+                  "| problem | held-back flips: tune / k best | fresh flips: tune / k | "
+                  "held-back median: tune / k best (ratio) | held-back flips of both: errors (tune, k), steps needed |",
+                  "|---|---:|---:|---:|---|"]
+        for r in flipped:
+            f = r["flips"]
+            both = "; ".join(f"#{b}: ({et:.2f}, {ek:.2f}), {n if n is not None else '>' + str(HARD_STEPS[-1])}"
+                             for b, (et, ek), n in zip(f["held_both"], f["held_both_err"], f["held_both_steps"], strict=True))
+            lines.append(f"| {r['name']} | {f['held_tune']} / {f['held_k']} | "
+                         f"{f['fresh_tune']} / {f['fresh_k']} | {f['held_median']:.3e} / {f['k_held_median']:.3e} "
+                         f"({f['held_median'] / f['k_held_median']:.3f}) | {both or '-'} |")
     lines += ["", "## Learned grids vs their starting grid on the held-back batch (never worse)", "",
               "| problem | solver | grid | start RMSE | learned RMSE | never worse | iterations | status |",
               "|---|---|---|---:|---:|---|---:|---|"]
