@@ -148,7 +148,8 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
     def run(ts, solver, x):
         return solve(sf, process, x, jnp.asarray(ts), jd.get_solver(solver), throw=False).samples
 
-    held = rmse(run(t.ts, t.solver, x_held), ref_held)  # recomputed against this script's reference
+    x_t_held = run(t.ts, t.solver, x_held)
+    held = rmse(x_t_held, ref_held)  # recomputed against this script's reference
     x_t = run(t.ts, t.solver, x_fresh)
     fresh = rmse(x_t, ref_fresh)
     fresh_median = float(jnp.median(jnp.linalg.norm(x_t - ref_fresh, axis=1)))
@@ -179,18 +180,18 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
     # held-back batch get the step count dpmpp_3m needs to keep them.
     x_k_held, e_k_held = k_errors(den, process, x_held, ref_held, t_end, k_best, samples=True)
     x_k_fresh, e_k_fresh = k_errors(den, process, x_fresh, ref_fresh, t_end, k_best_fresh, samples=True)
-    x_t_held = run(t.ts, t.solver, x_held)
     e_t_held = np.asarray(jnp.linalg.norm(x_t_held - ref_held, axis=1))
-    c_held, c_fresh = components(gm, process, t_end, ref_held), components(gm, process, t_end, ref_fresh)
-    f_t_held = components(gm, process, t_end, x_t_held) != c_held
-    f_k_held = components(gm, process, t_end, x_k_held) != c_held
+    m_end = gm.marginal(process, t_end)
+    c_held, c_fresh = components(m_end, ref_held), components(m_end, ref_fresh)
+    f_t_held = components(m_end, x_t_held) != c_held
+    f_k_held = components(m_end, x_k_held) != c_held
     both = np.where(f_t_held & f_k_held)[0]
     row["flips"] = dict(held_tune=int(f_t_held.sum()), held_k=int(f_k_held.sum()),
-                        fresh_tune=int((components(gm, process, t_end, x_t) != c_fresh).sum()),
-                        fresh_k=int((components(gm, process, t_end, x_k_fresh) != c_fresh).sum()),
+                        fresh_tune=int((components(m_end, x_t) != c_fresh).sum()),
+                        fresh_k=int((components(m_end, x_k_fresh) != c_fresh).sum()),
                         held_both=both.tolist(), held_both_err=[(float(e_t_held[b]), float(e_k_held[b])) for b in both],
                         held_median=float(np.median(e_t_held)), k_held_median=float(np.median(e_k_held)),
-                        held_both_steps=(steps_to_keep_mode(sf, gm, process, x_held[both], ref_held[both], t1, t_end)
+                        held_both_steps=(steps_to_keep_mode(sf, process, m_end, x_held[both], ref_held[both], t1, t_end)
                                          if both.size else []))
     log(f"{name}: tune {tune_s:.0f} s -> {t.solver} / {t.grid} (NFE {t.nfe}) held-back {held:.3e}, "
         f"ratio {held / k_best['rmse']:.3f}; fresh {fresh:.3e} vs {k_best_fresh['rmse']:.3e}")
@@ -221,9 +222,9 @@ def k_errors(den, process, x, ref, t_end, row, samples=False):
     return (x_k, err) if samples else err
 
 
-def components(gm, process, t_end, x):
-    """The component of the time-``t_end`` marginal with the largest posterior probability, per sample of ``x``."""
-    m = gm.marginal(process, t_end)
+def components(m, x):
+    """The component of the mixture ``m`` (the marginal ``p_{t_end}``) with the largest posterior probability,
+    per sample of ``x``."""
     covs = m.covs if m.covs.ndim == 3 else jax.vmap(jnp.diag)(m.covs)  # full or diagonal covariances
     logits = jnp.stack([jnp.log(m.weights[k]) + jax.scipy.stats.multivariate_normal.logpdf(x, m.means[k], covs[k])
                         for k in range(m.num_components)], axis=-1)
@@ -234,23 +235,20 @@ def components(gm, process, t_end, x):
 HARD_STEPS = (10, 12, 15, 20, 25, 30, 40, 60, 80)
 
 
-def steps_to_keep_mode(sf, gm, process, x, ref, t1, t_end, solver="dpmpp_3m", grid="log_snr"):
+def steps_to_keep_mode(sf, process, m_end, x, ref, t1, t_end, solver="dpmpp_3m", grid="log_snr"):
     """For each trajectory of ``x``: the fewest steps in ``HARD_STEPS`` with which ``solver`` on ``grid``
     (dpmpp_3m on the log-SNR grid: k-diffusion's dpmpp_3m, tested equal to 1e-12) ends at the component of the
-    reference and stays there for every larger count (``None``: flips even at the largest)."""
-    ref_c = components(gm, process, t_end, ref)
+    reference (its component in ``m_end``, the marginal ``p_{t_end}``) and stays there for every larger count
+    (``None``: flips even at the largest)."""
+    ref_c = components(m_end, ref)
     ok = []
     for n in HARD_STEPS:
         ts = make_times(process, num_steps=n, t_start=t1, t_end=t_end, grid=grid)
         y = solve(sf, process, x, ts, jd.get_solver(solver), throw=False).samples
-        ok.append(components(gm, process, t_end, y) == ref_c)
-    ok = np.stack(ok)  # (len(HARD_STEPS), B)
-    out = []
-    for b in range(ok.shape[1]):
-        bad = np.where(~ok[:, b])[0]
-        out.append(HARD_STEPS[0] if bad.size == 0 else (HARD_STEPS[bad[-1] + 1] if bad[-1] + 1 < len(HARD_STEPS)
-                                                        else None))
-    return out
+        ok.append(components(m_end, y) == ref_c)
+    # stays[i, b]: trajectory b is kept at every count from HARD_STEPS[i] on
+    stays = np.flip(np.cumprod(np.flip(np.stack(ok), 0), 0), 0).astype(bool)
+    return [HARD_STEPS[int(np.argmax(col))] if col.any() else None for col in stays.T]
 
 
 def consistency(den, process, x, ref, t_end):

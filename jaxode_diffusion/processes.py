@@ -271,8 +271,9 @@ class ForwardProcess(eqx.Module):
         # One compiled program per process and shape (called eagerly, e.g. by make_times for each
         # new step count, the loop and its ~30 operations were dispatched and compiled one by one:
         # ~0.95 s per new shape under the test session's flags, ~0.2 s as one program).
-        return _bisect_t_of_lambda(self, jnp.asarray(lam, _ftype()))
+        return self._bisect_t_of_lambda(jnp.asarray(lam, _ftype()))
 
+    @eqx.filter_jit
     def _bisect_t_of_lambda(self, lam):
         lo0 = jnp.full(lam.shape, self.t_min, lam.dtype)
         hi0 = jnp.full(lam.shape, self.t_max, lam.dtype)
@@ -432,9 +433,6 @@ def _linear_beta_log_alpha(beta_min, beta_max, t):
     # (VPLinear and SubVP share it).
     t = jnp.asarray(t)
     return -0.5 * beta_min * t - 0.25 * (beta_max - beta_min) * t**2
-
-
-_bisect_t_of_lambda = eqx.filter_jit(ForwardProcess._bisect_t_of_lambda)
 
 
 class _VariancePreserving(ForwardProcess):
@@ -1229,8 +1227,9 @@ class DiscreteVP(_VariancePreserving):
 
     def t_of_lambda(self, lam):
         # One program per table size and shape, as the default bisection (ForwardProcess.t_of_lambda).
-        return _discrete_t_of_lambda(self, jnp.asarray(lam, _ftype()))
+        return self._table_t_of_lambda(jnp.asarray(lam, _ftype()))
 
+    @eqx.filter_jit
     def _table_t_of_lambda(self, lam):
         la = self.log_alphas
         n = self.num_train_timesteps
@@ -1240,9 +1239,6 @@ class DiscreteVP(_VariancePreserving):
         k = jnp.clip(idx - 1, 0, n - 2)
         lo, hi = la[k], la[k + 1]
         return (k + 1.0 + (target - lo) / (hi - lo)) / n
-
-
-_discrete_t_of_lambda = eqx.filter_jit(DiscreteVP._table_t_of_lambda)
 
 
 def _check_num_train_timesteps(n) -> int:

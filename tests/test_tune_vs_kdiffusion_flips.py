@@ -35,9 +35,9 @@ def test_components_name_the_component_of_points_near_each_mean(diagonal):
     t = vp.default_t_end
     m = gm.marginal(vp, t)
     x = m.means + 0.05 * jax.random.normal(jax.random.fold_in(key, 2), m.means.shape)
-    np.testing.assert_array_equal(tk.components(gm, vp, t, x), [0, 1, 2])
+    np.testing.assert_array_equal(tk.components(m, x), [0, 1, 2])
     # A point moved onto another component's mean changes its component.
-    np.testing.assert_array_equal(tk.components(gm, vp, t, m.means[jnp.array([1, 2, 0])]), [1, 2, 0])
+    np.testing.assert_array_equal(tk.components(m, m.means[jnp.array([1, 2, 0])]), [1, 2, 0])
 
 
 def test_steps_to_keep_mode_counts_kept_and_flipped_trajectories(monkeypatch):
@@ -48,9 +48,10 @@ def test_steps_to_keep_mode_counts_kept_and_flipped_trajectories(monkeypatch):
     t1, t_end = float(vp.default_t_start), float(vp.default_t_end)
     x = gm.sample_marginal(jax.random.fold_in(key, 3), 4, vp, t1)
     ref = reference_solve(sf, vp, x, t_start=t1, t_end=t_end, rtol=1e-8, atol=1e-8)
-    comp = tk.components(gm, vp, t_end, ref)
+    m_end = gm.marginal(vp, t_end)
+    comp = tk.components(m_end, ref)
     # Far-apart components: the solver keeps every trajectory from the first count on.
-    assert tk.steps_to_keep_mode(sf, gm, vp, x, ref, t1, t_end) == [8, 8, 8, 8]
+    assert tk.steps_to_keep_mode(sf, vp, m_end, x, ref, t1, t_end) == [8, 8, 8, 8]
     # A "reference" in another component: no step count keeps it, reported as None.
-    other = gm.marginal(vp, t_end).means[(comp + 1) % 3]
-    assert tk.steps_to_keep_mode(sf, gm, vp, x, other, t1, t_end) == [None] * 4
+    other = m_end.means[(comp + 1) % 3]
+    assert tk.steps_to_keep_mode(sf, vp, m_end, x, other, t1, t_end) == [None] * 4
