@@ -12,12 +12,12 @@ exact draws of ``p_1``. Metrics, all in float64:
 Samplers: this package's exponential / multistep family (DDIM, DPM-Solver-2/3, DPM-Solver++ 2S/2M/3M,
 UniPC, DEIS, EDM-Heun) and its Runge-Kutta schemes in the ``x0-lambda`` form, on the grids
 ``uniform``, ``log_snr``, ``edm``, ``quadratic`` and on grids learned by
-``jaxode_diffusion.grid_optimization.optimize_grid`` (on a separate calibration batch: the reported
+``jaxode_diffusion.tuning.grid_optimization.optimize_grid`` (on a separate calibration batch: the reported
 errors are held-out). Baseline: diffrax's fixed-step solvers (Euler, Heun, Midpoint, Ralston,
 Bosh3, Tsit5, Dopri5) stepping the plain ``x-t`` form on the same grids (``StepTo``). For an NFE
 budget each sampler takes the largest step count whose NFE fits (the actual NFE is reported).
 
-``--checkpoint RUN`` adds a trained model (loaded with ``jaxode_diffusion.cli_regularity.
+``--checkpoint RUN`` adds a trained model (loaded with ``jaxode_diffusion.cli.regularity.
 load_checkpoint_score``, which uses ``training.checkpoint.load_score_fn``) with the reference
 solve of that model as the ground truth.
 
@@ -67,9 +67,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
-from jaxode_diffusion.diffrax_drivers import reference_solve  # noqa: E402
-from jaxode_diffusion.grid_optimization import optimize_grid  # noqa: E402
-from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
+from jaxode_diffusion.analysis.diffrax_drivers import reference_solve  # noqa: E402
+from jaxode_diffusion.tuning.grid_optimization import optimize_grid  # noqa: E402
+from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
 
 T_END = 1e-3
 GRIDS = ("uniform", "log_snr", "edm", "quadratic")
@@ -217,7 +217,7 @@ def rmse(x, ref):
 
 @eqx.filter_jit
 def diffrax_xt(score_fn, process, x_init, ts, dsolver):
-    form = jd.get_form("x-t")
+    form = jd.solvers.get_form("x-t")
 
     def vf(t, y, args):
         return form.vector_field(score_fn, process, y, t)
@@ -325,7 +325,7 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
 
 
 def run_checkpoint(path, budgets, batch, log):
-    from jaxode_diffusion.cli_regularity import load_checkpoint_score
+    from jaxode_diffusion.cli.regularity import load_checkpoint_score
 
     score_fn, process, info = load_checkpoint_score(path)
     shape = tuple(info.get("event_shape") or ())

@@ -66,7 +66,7 @@ def classifier():
     """LogisticRegression on the digits training split (same split and scaling as the model)."""
     from sklearn.linear_model import LogisticRegression
 
-    from jaxode_diffusion.data import dataset_labels, load_digits
+    from jaxode_diffusion.training.data import dataset_labels, load_digits
 
     ds = load_digits()
     y_tr, y_he, _ = dataset_labels(ds)
@@ -77,8 +77,8 @@ def classifier():
 
 
 def guided_samples(score_fn, labels, w, key, solver, steps, grid):
-    from jaxode_diffusion.guidance import classifier_free_guidance
-    from jaxode_diffusion.sampling import sample
+    from jaxode_diffusion.models.guidance import classifier_free_guidance
+    from jaxode_diffusion.sampling.core import sample
 
     process = score_fn.process
     guided = classifier_free_guidance(score_fn, jnp.asarray(w, jnp.float32), score_fn.num_classes)
@@ -90,9 +90,9 @@ def guided_samples(score_fn, labels, w, key, solver, steps, grid):
 
 def regularity_rows(score_fn, scales, ts, batch, key, iters):
     """Median over noised held-out digits of sigma^2 ||D s_w|| and sigma^3 ||D^2 s_w||."""
-    from jaxode_diffusion.data import dataset_labels, load_digits
-    from jaxode_diffusion.guidance import classifier_free_guidance
-    from jaxode_diffusion.regularity import jacobian_norm, second_derivative_norm
+    from jaxode_diffusion.training.data import dataset_labels, load_digits
+    from jaxode_diffusion.models.guidance import classifier_free_guidance
+    from jaxode_diffusion.analysis.regularity import jacobian_norm, second_derivative_norm
 
     ds = load_digits()
     _, y_he, _ = dataset_labels(ds)

@@ -55,9 +55,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
-from jaxode_diffusion.convergence import reference_solve  # noqa: E402
-from jaxode_diffusion.defaults import clock_of  # noqa: E402
-from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
+from jaxode_diffusion.analysis.convergence import reference_solve  # noqa: E402
+from jaxode_diffusion.sampling.defaults import clock_of  # noqa: E402
+from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
 
 GRIDS = ("uniform", "log_snr", "edm", "quadratic")
 
@@ -305,7 +305,7 @@ def write(path, rows, budgets, command, seconds, quick):
         f"grid) (0 = always best; non-finite = {CAP:g}), per kind of problem (exact scores, trained networks), "
         "then the mean over the kinds; solver score: the same against the best of all solvers and grids, each "
         "solver on its chosen grid. Problems are split by the clock of their process "
-        "(`jaxode_diffusion.defaults.clock_of`): the `t`-spaced grids (uniform, quadratic) mean different things "
+        "(`jaxode_diffusion.sampling.defaults.clock_of`): the `t`-spaced grids (uniform, quadratic) mean different things "
         "on a unit clock and on a noise-level clock.",
     ]
     out = {}

@@ -81,7 +81,7 @@ def _score_loop(score, x, n):
 
 def sampler_rows(cfg, s) -> list[dict]:
     from jaxode_diffusion import VPLinear, make_times, solve
-    from jaxode_diffusion.diffrax_drivers import diffrax_fixed_step
+    from jaxode_diffusion.analysis.diffrax_drivers import diffrax_fixed_step
 
     vp = VPLinear()
     x = vp.prior_sample(jax.random.key(0), (s["batch"], cfg["image_shape"][0], cfg["image_shape"][0], 3))
@@ -111,7 +111,7 @@ def sampler_rows(cfg, s) -> list[dict]:
 
 def regularity_rows(s, tiny: bool) -> list[dict]:
     from jaxode_diffusion import VPLinear
-    from jaxode_diffusion.regularity import jacobian_norm, second_derivative_norm
+    from jaxode_diffusion.analysis.regularity import jacobian_norm, second_derivative_norm
 
     vp = VPLinear()
     rows = []

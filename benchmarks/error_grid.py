@@ -1,5 +1,5 @@
 """Does a grid placed by the model's measured local error beat the named grids at 5-10 NFE on
-trained models? (:mod:`jaxode_diffusion.error_grid`; ``choose_grid(..., error_grids=True)``.)
+trained models? (:mod:`jaxode_diffusion.tuning.error_grids`; ``choose_grid(..., error_grids=True)``.)
 
 The method (GITS: Chen et al., "On the Trajectory Regularity of ODE-based Diffusion Sampling",
 ICML 2024; and the classical equidistribution of local error, Hairer, Norsett & Wanner, Solving ODEs I,
@@ -18,7 +18,7 @@ For every trained run directory (``jaxode-diffusion train`` output), solver and 
 * end-point RMSE on the fresh batch of: every named grid (the best one picked with hindsight on the
   fresh batch itself: the hardest comparison), the grid that ``choose_grid``'s rule picks from the pilot
   batch (lowest pilot RMSE against the teacher's end point, a 320-step ``x0-lambda:rk4`` solve), the
-  error grids of ``jaxode_diffusion.error_grid.error_grid_candidates`` built from the pilot batch
+  error grids of ``jaxode_diffusion.tuning.error_grids.error_grid_candidates`` built from the pilot batch
   (``error``: DP on the solver's own one-step errors; ``error:r2``: the same with consecutive steps
   within a factor 2; ``error-proxy:r2``: DP on the one-step errors of the singlestep solver of the
   same order, multistep solvers only; ``equidistributed``: equal shares of the local-error density),
@@ -55,9 +55,9 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
-from jaxode_diffusion.distances import rmse  # noqa: E402
-from jaxode_diffusion.error_grid import error_grid_candidates  # noqa: E402
-from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
+from jaxode_diffusion.analysis.distances import rmse  # noqa: E402
+from jaxode_diffusion.tuning.error_grids import error_grid_candidates  # noqa: E402
+from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
 
 SOLVERS = ("unipc_bh2_2", "dpmpp_2m", "dpmpp_3m", "x0-lambda:heun")
 BUDGETS = (5, 8, 10)
@@ -119,7 +119,7 @@ def measure_model(run_dir, solvers, budgets, batch, variants, log):
     for s in solvers:
         for b in budgets:
             n, nfe = steps_for(sf, proc, x, s, b, t0, t1)
-            grids = {g: make_times(proc, num_steps=n, t_start=t0, t_end=t1, grid=g) for g in jd.GRID_NAMES}
+            grids = {g: make_times(proc, num_steps=n, t_start=t0, t_end=t1, grid=g) for g in jd.sampling.GRID_NAMES}
             named = {g: _err(solve(sf, proc, x, ts, s, throw=False).samples, ref) for g, ts in grids.items()}
             tt = time.time()
             cand = error_grid_candidates(sf, proc, x_pilot, s, n, t_start=t0, t_end=t1, cache=cache)
@@ -195,7 +195,7 @@ def write(path, rows, variants, command, seconds, note):
               "|---|---|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(variants)]
     for r in rows:
         best = min(r["named"].values())
-        cells = [f"**{e:.4g}**" if e == best else f"{e:.4g}" for e in (r["named"][g] for g in jd.GRID_NAMES)]
+        cells = [f"**{e:.4g}**" if e == best else f"{e:.4g}" for e in (r["named"][g] for g in jd.sampling.GRID_NAMES)]
         vc = [(f"{r[v]:.4g} ({r[v] / best:.2f}x)" if v in r else "-") for v in variants]
         if "select_pick" in r:
             vc[-1] += f" {r['select_pick']}"

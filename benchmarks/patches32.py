@@ -7,8 +7,8 @@ Two phases (both in one command by default):
 * ``eval``: held-out DSM loss (fixed noise, the EMA model vs the untrained network), samples
   (``dpmpp_2m``, log-SNR grid) compared with held-out patches by
 
-  - sliced Wasserstein-2 on pixels (:func:`jaxode_diffusion.metrics.sliced_wasserstein`), and
-  - the Frechet distance (:func:`jaxode_diffusion.metrics.frechet_distance`) on *local-energy
+  - sliced Wasserstein-2 on pixels (:func:`jaxode_diffusion.analysis.metrics.sliced_wasserstein`), and
+  - the Frechet distance (:func:`jaxode_diffusion.analysis.metrics.frechet_distance`) on *local-energy
     features*: the log mean square of horizontal / vertical differences at scales 1, 2, 4 in each
     quadrant of the patch, plus the patch's mean colour and log contrast (33 numbers). A Gaussian
     matches every mean and covariance of the pixels, so pixel statistics of second order cannot
@@ -128,7 +128,7 @@ def local_energy_features(x) -> np.ndarray:
 
 def distances(samples, reference, seeds=(0, 1, 2)) -> dict:
     """SW2 on pixels (mean and spread over projection seeds) and Frechet on local-energy features."""
-    from jaxode_diffusion.metrics import frechet_distance, sliced_wasserstein
+    from jaxode_diffusion.analysis.metrics import frechet_distance, sliced_wasserstein
 
     a, b = jnp.asarray(samples, jnp.float32), jnp.asarray(reference, jnp.float32)
     sw = [float(sliced_wasserstein(a, b, key=jax.random.PRNGKey(s), num_projections=512)) for s in seeds]
@@ -220,7 +220,7 @@ def split_check_phase(args) -> dict:
     themselves (an "oracle" sample of the training distribution) against held-out A, next to the
     floor (held-out B) and the Gaussian fit, for each split. If the oracle does not beat the
     Gaussian, no model trained on that split can (the held-out set is shifted, not harder)."""
-    from jaxode_diffusion.data import load_patches
+    from jaxode_diffusion.training.data import load_patches
 
     n, out = args.num_samples, {}
     for split in ("halves", "stripes"):
@@ -246,7 +246,7 @@ def eval_phase(args) -> dict:
     from flax import nnx
 
     from jaxode_diffusion import sample
-    from jaxode_diffusion.data import load_dataset
+    from jaxode_diffusion.training.data import load_dataset
     from jaxode_diffusion.models import build_model
     from jaxode_diffusion.training import load_run
 
@@ -321,9 +321,9 @@ def regularity_phase(args) -> dict:
     """Weighted profiles sigma^2 ||D s||_2 and sigma^3 ||D^2 s||_op of the trained score at noised
     held-out patches and along RK4 probability-flow trajectories, matrix-free, plus the estimator's
     spread over random starts."""
-    from jaxode_diffusion.data import load_dataset
-    from jaxode_diffusion.regularity import jacobian_norm, second_derivative_norm
-    from jaxode_diffusion.regularity import profile as regularity_profile
+    from jaxode_diffusion.training.data import load_dataset
+    from jaxode_diffusion.analysis.regularity import jacobian_norm, second_derivative_norm
+    from jaxode_diffusion.analysis.regularity import profile as regularity_profile
     from jaxode_diffusion.training import load_run
 
     t0 = time.perf_counter()

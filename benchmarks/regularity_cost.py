@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxode_diffusion.regularity import jacobian_norm, second_derivative_norm
+from jaxode_diffusion.analysis.regularity import jacobian_norm, second_derivative_norm
 
 WIDTH = 256
 

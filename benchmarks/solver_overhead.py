@@ -26,7 +26,7 @@ from _timing import time_interleaved  # benchmarks/_timing.py (the script's fold
 from flax import nnx
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.diffrax_drivers import diffrax_fixed_step
+from jaxode_diffusion.analysis.diffrax_drivers import diffrax_fixed_step
 
 
 class MLPScore(nnx.Module):

@@ -69,9 +69,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
-from jaxode_diffusion.diffrax_drivers import reference_solve  # noqa: E402
-from jaxode_diffusion.sampling import make_times, solve  # noqa: E402
-from jaxode_diffusion.tune import tune  # noqa: E402
+from jaxode_diffusion.analysis.diffrax_drivers import reference_solve  # noqa: E402
+from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
+from jaxode_diffusion.tuning.tuner import tune  # noqa: E402
 
 NFE = 10
 #: the run options recorded with each rows file (runs merge only when they agree on all of them)
@@ -168,7 +168,7 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
                k_rows=k_held)
     if t.grid.startswith("learned("):  # the winner's learned grid vs its start on the fresh batch too
         start = t.grid[len("learned("):-1]
-        if start in jd.GRID_NAMES:
+        if start in jd.sampling.GRID_NAMES:
             ts0 = make_times(process, num_steps=t.num_steps, t_start=t1, t_end=t_end, grid=start)
         else:  # an error grid: its times are in the candidates table
             ts0 = next(c["ts"] for c in t.candidates if (c["solver"], c["grid"]) == (t.solver, start))

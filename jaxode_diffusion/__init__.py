@@ -1,304 +1,154 @@
 """jaxode_diffusion: fast, provably accurate high-order ODE samplers for diffusion models in JAX.
 
-Public API (see the README):
+The top level holds what a first script needs; everything else lives in one subpackage per
+layer, from the bottom up:
 
-* processes: :class:`ForwardProcess` (any ``alpha(t), sigma(t)``) and the built-ins;
-* tableaux: :class:`ButcherTableau` with computed order, ``tableaux.get(name)``;
-* forms and grids: ``FORM_NAMES``, ``GRID_NAMES``, :func:`make_grid`;
-* sampling: :func:`solve` (the jit-able core on an explicit grid, returning a :class:`Solution`
-  with result codes), :func:`sample` (names -> grid -> solve), ``make_plan`` / ``sampling.init`` /
-  ``sampling.step`` for manual stepping;
-* targets: :class:`GaussianMixture` with exact scores;
-* convergence: reference solves, adaptive sampling, empirical orders.
+* :mod:`~jaxode_diffusion.processes`: forward processes (any ``alpha(t), sigma(t)``) and the
+  conversions between what a network predicts;
+* :mod:`~jaxode_diffusion.solvers`: Butcher tableaux, ODE forms and the solver classes;
+* :mod:`~jaxode_diffusion.sampling`: :func:`solve` and :func:`sample`, named grids, the measured
+  default grids, sampling across devices;
+* :mod:`~jaxode_diffusion.models`: Flax NNX score networks, the adapter for any network
+  convention, guidance, exact Gaussian-mixture scores;
+* :mod:`~jaxode_diffusion.training`: data sets, the DSM loss, the trainer and checkpoints;
+* :mod:`~jaxode_diffusion.analysis`: distances, exact densities, likelihood, empirical orders,
+  regularity of a score, the theorem's terms;
+* :mod:`~jaxode_diffusion.tuning`: how a grid and a solver are chosen for a model;
+* :mod:`~jaxode_diffusion.study`: the end-to-end study and its report;
+* :mod:`~jaxode_diffusion.cli`: the ``jaxode-diffusion`` command.
+
+``import jaxode_diffusion`` loads JAX, equinox and the first three layers; the others (and flax,
+optax, orbax, diffrax, matplotlib) load on first use.
+
+Example:
+    >>> import jax
+    >>> import jaxode_diffusion as jd
+    >>> process = jd.VPLinear()
+    >>> x_init = process.prior_sample(jax.random.PRNGKey(0), (4, 2))
+    >>> score_fn = lambda x, t: -x  # the score of N(0, I), stationary under VP
+    >>> jd.sample(score_fn, process, x_init, solver="dpmpp_2m", num_steps=5).shape
+    (4, 2)
 """
 
+import importlib as _importlib
 import os as _os
 import sys as _sys
 
 # XLA's CPU "concurrency optimized" scheduler deadlocks (no CPU use, no progress) on some
-# 3-stage singlestep sampler programs at d = 64 with JAX 0.10 (seen in `tune` and in
-# benchmarks/accuracy_vs_nfe.py); the default scheduler is fine. The flag only takes effect
-# before JAX is first imported, so a program that imported JAX earlier keeps its own settings.
+# 3-stage singlestep sampler programs at d = 64 with JAX 0.10; the default scheduler is fine.
+# The flag only takes effect before JAX is first imported, so a program that imported JAX
+# earlier keeps its own settings.
 if "jax" not in _sys.modules and "concurrency_optimized_scheduler" not in _os.environ.get("XLA_FLAGS", ""):
     _os.environ["XLA_FLAGS"] = (
         _os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
     ).strip()
 
-from . import (
-    convergence,
-    data,
-    density,
-    distances,
-    forms,
-    grids,
-    metrics,
-    models,
-    parameterizations,
-    plotting,
-    regularity,
-    sampling,
-    tableaux,
-    theory,
-    training,
-)
-from .autogrid import GridChoice, choose_grid
-from .convergence import (
-    ConvergenceResult,
-    OrderEstimate,
-    convergence_study,
-    estimate_order,
-    extend_until_asymptotic,
-    fit_order,
-)
-from .data import Dataset, load_dataset, load_digits, load_npy, load_patches, make_toy
-from .defaults import clock_of, default_grid_for
-from .density import TVEstimate, sampler_log_density, sampler_tv, tv_distance
-from .diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
-from .distances import energy_distance, frechet_distance, histogram_tv, mmd, rmse, sliced_wasserstein
-from .distributed import (
-    gather,
-    replicate,
-    sample_multiprocess,
-    sample_sharded,
-    shard_batch,
-    shard_local_batch,
-)
-from .error_grid import ErrorGrid, error_grid
-from .forms import FORM_NAMES, get_form
-from .grid_optimization import NonFiniteGridLossError, OptimizedGrid, evaluate_grid, load_grid, optimize_grid
-from .grids import GRID_NAMES, grid_is_valid, make_grid
-from .guidance import (
-    ClassifierFreeGuidance,
-    DynamicThresholding,
-    classifier_free_guidance,
-    dynamic_thresholding,
-)
-from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood, uniform_dequantize
-from .models import (
-    MLP,
-    DiffusionModel,
-    GaussianResidual,
-    NetworkScore,
-    ScoreModel,
-    UNet,
-    as_score_fn,
-    build_model,
-    fit_gaussian,
-    network_from_score,
-)
-from .parameterizations import convert, from_score, to_score, tweedie_x0
-from .processes import (
+from jaxode_diffusion import _moved, processes, sampling, solvers
+from jaxode_diffusion.processes import (
     EDM,
     VE,
-    CustomProcess,
     DiscreteVP,
     ForwardProcess,
     RectifiedFlow,
     SubVP,
-    TimeRange,
     VPCosine,
     VPLinear,
     get_process,
 )
-from .regularity import (
-    RegularityProfile,
-    bind_cond,
-    directional_second_derivative,
-    jacobian_norm,
-    plot_profile,
-    second_derivative_norm,
-)
-from .regularity import profile as regularity_profile
-from .sampling import (
+from jaxode_diffusion.sampling import (
     RESULTS,
-    Conditioned,
     NonFiniteSampleError,
     Solution,
     get_solver,
-    make_plan,
     make_times,
     register_solver,
     sample,
     solve,
     solver_names,
 )
-from .score_error import ScoreError, score_error
-from .solvers.adaptive import AdaptiveResult, dpm_solver_adaptive
-from .solvers.base import AbstractSolver, StepInfo
-from .solvers.diffrax_bridge import (
-    diffrax_solver,
-    from_diffrax_solver,
-    from_diffrax_tableau,
-    to_diffrax_tableau,
-)
-from .solvers.exponential import EDMHeun, ExponentialSinglestep
-from .solvers.multistep import ExponentialMultistep, MultistepScheme
-from .solvers.runge_kutta import RungeKutta
-from .tableaux import ButcherTableau
-from .targets import GaussianMixture, MixtureScore
-from .theory import BoundTerms, PerturbedScore, bound_terms, fit_bound_constants, make_perturbed_score
-from .training import (
-    CheckpointCorruptError,
-    RunLockedError,
-    TrainConfig,
-    TrainingDivergedError,
-    TrainResult,
-    dsm_loss,
-    load_run,
-    train,
-)
-from .tune import TunedSampler, load_tuned, tune
+from jaxode_diffusion.solvers import AbstractSolver, ButcherTableau
+
+#: Names loaded on first use (their subpackages import flax, optax or orbax): name -> module.
+_LAZY = {
+    "GaussianMixture": "jaxode_diffusion.models",
+    "TrainConfig": "jaxode_diffusion.training",
+    "as_score_fn": "jaxode_diffusion.models",
+    "classifier_free_guidance": "jaxode_diffusion.models",
+    "load_dataset": "jaxode_diffusion.training",
+    "load_run": "jaxode_diffusion.training",
+    "load_tuned": "jaxode_diffusion.tuning",
+    "train": "jaxode_diffusion.training",
+    "tune": "jaxode_diffusion.tuning",
+}
+_SUBPACKAGES = ("analysis", "cli", "models", "study", "training", "tuning", "utils")
 
 __all__ = [
     "AbstractSolver",
-    "AdaptiveResult",
-    "BoundTerms",
+    "analysis",
+    "as_score_fn",
     "ButcherTableau",
-    "CheckpointCorruptError",
-    "ClassifierFreeGuidance",
-    "Conditioned",
-    "ConvergenceResult",
-    "CustomProcess",
-    "Dataset",
-    "DiffusionModel",
+    "classifier_free_guidance",
+    "cli",
     "DiscreteVP",
-    "DynamicThresholding",
     "EDM",
-    "EDMHeun",
-    "ExponentialMultistep",
-    "ExponentialSinglestep",
-    "FORM_NAMES",
     "ForwardProcess",
     "GaussianMixture",
-    "GRID_NAMES",
-    "LikelihoodResult",
-    "MixtureScore",
-    "MLP",
-    "MultistepScheme",
-    "NetworkScore",
-    "NonFiniteGridLossError",
+    "get_process",
+    "get_solver",
+    "load_dataset",
+    "load_run",
+    "load_tuned",
+    "make_times",
+    "models",
     "NonFiniteSampleError",
-    "OptimizedGrid",
-    "PerturbedScore",
+    "processes",
     "RectifiedFlow",
-    "RegularityProfile",
+    "register_solver",
     "RESULTS",
-    "RungeKutta",
-    "RunLockedError",
-    "ScoreError",
-    "ScoreModel",
+    "sample",
+    "sampling",
     "Solution",
-    "StepInfo",
+    "solve",
+    "solver_names",
+    "solvers",
+    "study",
     "SubVP",
-    "TimeRange",
+    "train",
     "TrainConfig",
-    "TrainingDivergedError",
-    "TrainResult",
-    "TunedSampler",
-    "TVEstimate",
-    "UNet",
-    "GaussianResidual",
-    "fit_gaussian",
+    "training",
+    "tune",
+    "tuning",
+    "utils",
     "VE",
     "VPCosine",
     "VPLinear",
-    "adaptive_sample",
-    "as_score_fn",
-    "bind_cond",
-    "bits_per_dim",
-    "bound_terms",
-    "build_model",
-    "classifier_free_guidance",
-    "convergence",
-    "convergence_study",
-    "estimate_order",
-    "extend_until_asymptotic",
-    "OrderEstimate",
-    "convert",
-    "data",
-    "default_grid_for",
-    "clock_of",
-    "choose_grid",
-    "GridChoice",
-    "error_grid",
-    "ErrorGrid",
-    "density",
-    "diffrax_fixed_step",
-    "diffrax_solver",
-    "directional_second_derivative",
-    "distances",
-    "dpm_solver_adaptive",
-    "dsm_loss",
-    "dynamic_thresholding",
-    "energy_distance",
-    "evaluate_grid",
-    "fit_bound_constants",
-    "fit_order",
-    "forms",
-    "frechet_distance",
-    "from_diffrax_solver",
-    "from_diffrax_tableau",
-    "from_score",
-    "gather",
-    "get_form",
-    "get_process",
-    "get_solver",
-    "grid_is_valid",
-    "grids",
-    "histogram_tv",
-    "jacobian_norm",
-    "load_dataset",
-    "load_digits",
-    "load_grid",
-    "load_npy",
-    "load_patches",
-    "load_run",
-    "load_tuned",
-    "log_likelihood",
-    "make_grid",
-    "make_perturbed_score",
-    "make_plan",
-    "make_times",
-    "make_toy",
-    "metrics",
-    "mmd",
-    "models",
-    "network_from_score",
-    "optimize_grid",
-    "parameterizations",
-    "plot_profile",
-    "plotting",
-    "reference_solve",
-    "register_solver",
-    "regularity",
-    "regularity_profile",
-    "replicate",
-    "rmse",
-    "sample",
-    "sample_multiprocess",
-    "sample_sharded",
-    "sampler_log_density",
-    "sampler_tv",
-    "sampling",
-    "score_error",
-    "second_derivative_norm",
-    "shard_batch",
-    "shard_local_batch",
-    "sliced_wasserstein",
-    "solve",
-    "solver_names",
-    "tableaux",
-    "theory",
-    "to_diffrax_tableau",
-    "to_score",
-    "train",
-    "training",
-    "tune",
-    "tv_distance",
-    "tweedie_x0",
-    "uniform_dequantize",
-    "__version__",
 ]
+
+if not any(isinstance(f, _moved.MovedModuleFinder) or f is _moved.MovedModuleFinder for f in _sys.meta_path):
+    _sys.meta_path.append(_moved.MovedModuleFinder)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBPACKAGES:
+        value = _importlib.import_module(f"{__name__}.{name}")
+    elif name in _moved.NAMES:
+        module, attr = _moved.NAMES[name].split(":")
+        _moved.warn_moved(f"jaxode_diffusion.{name}", f"{module}.{attr}")
+        return getattr(_importlib.import_module(module), attr)
+    elif name in _moved.MODULE_ATTRS:
+        _moved.warn_moved(f"jaxode_diffusion.{name}", _moved.MODULE_ATTRS[name])
+        return _importlib.import_module(_moved.MODULE_ATTRS[name])
+    else:
+        raise AttributeError(f"module 'jaxode_diffusion' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 try:
     from importlib.metadata import version as _version

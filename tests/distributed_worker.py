@@ -40,7 +40,7 @@ def main() -> int:
     from flax import nnx
 
     from jaxode_diffusion import VPLinear
-    from jaxode_diffusion.distributed import sample_multiprocess
+    from jaxode_diffusion.sampling.distributed import sample_multiprocess
     from jaxode_diffusion.models import ScoreModel, build_model
     from jaxode_diffusion.training import TrainConfig, train
 

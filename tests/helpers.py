@@ -6,8 +6,8 @@ import numpy as np
 
 import jaxode_diffusion as jd
 
-ALL_TABLEAUX = tuple(jd.tableaux.names())
-ALL_FORMS = tuple(jd.FORM_NAMES)
+ALL_TABLEAUX = tuple(jd.solvers.tableaux.names())
+ALL_FORMS = tuple(jd.solvers.FORM_NAMES)
 ALL_PROCESSES = (
     jd.VPLinear(),
     jd.VPCosine(),

@@ -146,7 +146,7 @@ def test_underscore_checker_flags_planted_uses():
         "from . import sampling\n"
         "from importlib.metadata import version as _version\n"
         "def f():\n"
-        "    from jaxode_diffusion.parameterizations import _alpha_sigma\n"
+        "    from jaxode_diffusion.processes.parameterizations import _alpha_sigma\n"
         "    return sampling._run, sampling.solve, __name__\n"
     )
     uses = _underscore_uses(f"{PKG}.tune", planted)

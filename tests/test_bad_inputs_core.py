@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.grids import grid_is_valid, make_grid, validate_grid
-from jaxode_diffusion.processes import (
+from jaxode_diffusion.sampling.grids import grid_is_valid, make_grid, validate_grid
+from jaxode_diffusion.processes.process import (
     EDM,
     VE,
     DiscreteVP,
@@ -18,7 +18,7 @@ from jaxode_diffusion.processes import (
     VPCosine,
     VPLinear,
 )
-from jaxode_diffusion.tableaux import ButcherTableau
+from jaxode_diffusion.solvers.tableaux import ButcherTableau
 
 NAN, INF = float("nan"), float("inf")
 AC = np.cumprod(1 - np.linspace(1e-4, 0.02, 10))  # a valid 10-entry alphas_cumprod table

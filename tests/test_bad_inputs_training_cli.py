@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 import pytest
 from helpers import tree_equal
 
-from jaxode_diffusion.cli import main as cli_main
+from jaxode_diffusion.cli.app import main as cli_main
 from jaxode_diffusion.training import (
     CheckpointCorruptError,
     NonFiniteStateError,
@@ -511,7 +511,7 @@ def test_installed_entry_point_prints_one_line(tmp_path):
 
 
 def test_error_policy_units(capsys):
-    from jaxode_diffusion.cli import format_error, is_user_error, run_command
+    from jaxode_diffusion.cli.app import format_error, is_user_error, run_command
 
     # a check raised inside jit through equinox.error_if: its own message, on one line
     jit_err = RuntimeError(

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxode_diffusion.cli import main as cli_main
-from jaxode_diffusion.cli_models import _data_arg
+from jaxode_diffusion.cli.app import main as cli_main
+from jaxode_diffusion.cli.models import _data_arg
 
 
 @pytest.mark.parametrize("name", ["patches16-stripes", "patches32-stripes", "patches16", "patches32"])
@@ -22,7 +22,7 @@ def test_data_arg_rejects_unknown_patch_set_naming_the_choices():
 
 @pytest.mark.parametrize("name", ["patches16-stripes", "patches32-stripes"])
 def test_train_parser_accepts_stripes_data(name):
-    from jaxode_diffusion.cli import build_parser
+    from jaxode_diffusion.cli.app import build_parser
 
     args = build_parser().parse_args(["train", "--data", name, "--steps", "1", "--out", "x", "--gaussian-skip"])
     assert args.data == name and args.gaussian_skip is True

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxode_diffusion.data import dataset_labels, from_array
+from jaxode_diffusion.training.data import dataset_labels, from_array
 from jaxode_diffusion.models import MLP, as_score_fn, build_model
-from jaxode_diffusion.processes import VPLinear
-from jaxode_diffusion.regularity import bind_cond, directional_second_derivative, jacobian_norm
+from jaxode_diffusion.processes.process import VPLinear
+from jaxode_diffusion.analysis.regularity import bind_cond, directional_second_derivative, jacobian_norm
 from jaxode_diffusion.training import TrainConfig, drop_labels, load_run, train
 
 
@@ -99,8 +99,8 @@ def test_conditional_training_resume_is_bit_identical(run, tmp_path):
 
 
 def test_guided_sampling_with_the_trained_model(run):
-    from jaxode_diffusion.guidance import classifier_free_guidance
-    from jaxode_diffusion.sampling import sample
+    from jaxode_diffusion.models.guidance import classifier_free_guidance
+    from jaxode_diffusion.sampling.core import sample
 
     score, _ = load_run(run[1])
     labels = jnp.array([0, 1, 2, 0], jnp.int32)
@@ -115,8 +115,8 @@ def test_guided_sampling_with_the_trained_model(run):
 
 
 def test_cli_flags_parse_and_sample_a_class(run, tmp_path):
-    from jaxode_diffusion.cli import build_parser
-    from jaxode_diffusion.cli_models import main
+    from jaxode_diffusion.cli.app import build_parser
+    from jaxode_diffusion.cli.models import main
 
     parser = build_parser()
     a = parser.parse_args(["train", "--data", "digits", "--steps", "5", "--out", "r", "--conditional",

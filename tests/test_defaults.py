@@ -3,22 +3,28 @@
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.defaults import DEFAULT_SOLVER, FORM_GRIDS, OVERALL_GRID, SOLVER_GRIDS, default_grid_for
-from jaxode_diffusion.sampling import get_solver, solver_names
+from jaxode_diffusion.sampling.defaults import (
+    DEFAULT_SOLVER,
+    FORM_GRIDS,
+    OVERALL_GRID,
+    SOLVER_GRIDS,
+    default_grid_for,
+)
+from jaxode_diffusion.sampling.core import get_solver, solver_names
 
 
 def test_table_keys_are_canonical_solver_names_and_values_are_grids():
     for name, grid in SOLVER_GRIDS.items():
         assert get_solver(name).name == name
-        assert grid in jd.GRID_NAMES
+        assert grid in jd.sampling.GRID_NAMES
         assert default_grid_for(name) == grid
-    assert set(FORM_GRIDS) <= set(jd.FORM_NAMES) and set(FORM_GRIDS.values()) <= set(jd.GRID_NAMES)
-    assert OVERALL_GRID in jd.GRID_NAMES and DEFAULT_SOLVER in solver_names()
+    assert set(FORM_GRIDS) <= set(jd.solvers.FORM_NAMES) and set(FORM_GRIDS.values()) <= set(jd.sampling.GRID_NAMES)
+    assert OVERALL_GRID in jd.sampling.GRID_NAMES and DEFAULT_SOLVER in solver_names()
 
 
 def test_every_registered_solver_and_form_gets_a_grid():
     for name in solver_names():
-        assert default_grid_for(name) in jd.GRID_NAMES
+        assert default_grid_for(name) in jd.sampling.GRID_NAMES
     # Names, aliases and objects agree; unmeasured tableaux follow their form; equivalents share.
     assert default_grid_for("rk4") == SOLVER_GRIDS["x-t:rk4"]
     assert default_grid_for(get_solver("dpmpp_2m")) == SOLVER_GRIDS["dpmpp_2m"]
@@ -30,7 +36,12 @@ def test_every_registered_solver_and_form_gets_a_grid():
 
 
 def test_noise_level_clock_gets_only_noise_level_grids():
-    from jaxode_diffusion.defaults import NOISE_CLOCK_GRIDS, NOISE_FORM_GRIDS, NOISE_OVERALL_GRID, clock_of
+    from jaxode_diffusion.sampling.defaults import (
+        NOISE_CLOCK_GRIDS,
+        NOISE_FORM_GRIDS,
+        NOISE_OVERALL_GRID,
+        clock_of,
+    )
 
     assert clock_of(jd.EDM()) == "noise" and clock_of(jd.EDM(sigma_max=3.0)) == "noise"
     for proc in (jd.VPLinear(), jd.VPCosine(), jd.SubVP(), jd.VE(), jd.RectifiedFlow()):
@@ -54,7 +65,7 @@ def test_noise_level_clock_gets_only_noise_level_grids():
 def test_choose_grid_rejects_bad_arguments_before_solving():
     import jax.numpy as jnp
 
-    from jaxode_diffusion.autogrid import choose_grid
+    from jaxode_diffusion.tuning.autogrid import choose_grid
 
     vp, x = jd.VPLinear(), jnp.zeros((8, 2))
     sf = lambda x, t: -x  # noqa: E731

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.autogrid import choose_grid
-from jaxode_diffusion.data import unnormalize
-from jaxode_diffusion.distances import rmse
-from jaxode_diffusion.sampling import make_times, solve
+from jaxode_diffusion.tuning.autogrid import choose_grid
+from jaxode_diffusion.training.data import unnormalize
+from jaxode_diffusion.analysis.distances import rmse
+from jaxode_diffusion.sampling.core import make_times, solve
 from jaxode_diffusion.training import TrainConfig, load_run, train
 
 # One per exponential form (RK in x0-lambda, eps-rho, ou-exp) and one per code path of the
@@ -60,7 +60,7 @@ def test_measured_default_grid_is_within_the_best_named_grid(trained, solver):
     choice = choose_grid(score_fn, proc, x_pilot, solver, NUM_STEPS)
     assert choice.reference_error <= 0.1 * min(choice.errors.values())
     err = {}
-    for g in jd.GRID_NAMES:  # one compiled program: the grids have the same length
+    for g in jd.sampling.GRID_NAMES:  # one compiled program: the grids have the same length
         y = solve(score_fn, proc, x, make_times(proc, num_steps=NUM_STEPS, grid=g), solver, throw=False).samples
         err[g] = _rmse(y, ref)
     assert _rmse(ref, ref_half) < 0.1 * min(err.values())  # the evaluation reference is tight
@@ -73,7 +73,7 @@ def test_measured_default_grid_is_within_the_best_named_grid(trained, solver):
 
 
 def test_cli_sample_defaults_measure_cache_and_reuse_the_grid(trained, tmp_path):
-    from jaxode_diffusion.cli import main
+    from jaxode_diffusion.cli.app import main
 
     out, score_fn, proc, x_pilot, _, _, _ = trained
     meta = load_run(str(out))[1]["data"]
@@ -102,8 +102,8 @@ def test_cli_sample_error_grids_passes_the_option_caches_and_reuses_the_times(tr
                                                                              monkeypatch):
     """``sample --error-grids``: the CLI asks choose_grid for error grids, caches the chosen error grid's
     times under its own key and samples on them (choose_grid itself: tests/test_error_grid.py)."""
-    import jaxode_diffusion.autogrid as autogrid
-    from jaxode_diffusion.cli import main
+    import jaxode_diffusion.tuning.autogrid as autogrid
+    from jaxode_diffusion.cli.app import main
 
     out, score_fn, proc, _, _, _, _ = trained
     meta = load_run(str(out))[1]["data"]
@@ -112,7 +112,7 @@ def test_cli_sample_error_grids_passes_the_option_caches_and_reuses_the_times(tr
 
     def fake_choose_grid(score_fn, process, x_pilot, solver, num_steps, *, error_grids=False, **kw):
         calls.append((solver, num_steps, error_grids, x_pilot.shape))
-        errors = {g: 1.0 for g in jd.GRID_NAMES} | {"error:r2": 0.5}
+        errors = {g: 1.0 for g in jd.sampling.GRID_NAMES} | {"error:r2": 0.5}
         return autogrid.GridChoice(grid="error:r2", errors=errors, reference_error=1e-3, reference_steps=160,
                                    solver=solver, num_steps=num_steps, num_pilot=x_pilot.shape[0], ts=ts)
 

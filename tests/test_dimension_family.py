@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxode_diffusion import GaussianMixture, VPLinear
-from jaxode_diffusion.study import _fit_exponent
+from jaxode_diffusion.study.run import _fit_exponent
 
 
 @pytest.mark.parametrize("d", [2, 16, 128])
@@ -56,8 +56,8 @@ def test_fit_exponent_recovers_slope_with_interval():
 def test_adversarial_perturbation_keeps_size_and_raises_tv():
     import jax
 
-    from jaxode_diffusion.study import _adversarial, make_config
-    from jaxode_diffusion.theory import make_perturbed_score, measure_score_error
+    from jaxode_diffusion.study.run import _adversarial, make_config
+    from jaxode_diffusion.analysis.theory import make_perturbed_score, measure_score_error
 
     gm, vp = GaussianMixture.ring(4), VPLinear()
     cfg = make_config("quick", floor_solver="x-t:heun", floor_steps=4, adv_steps=3, adv_samples=48)
@@ -80,7 +80,7 @@ def test_study_only_dimension_raises_saturated_step_counts(tmp_path):
     holds that section and says which step count was raised."""
     import json
 
-    from jaxode_diffusion.study import make_config, run_study
+    from jaxode_diffusion.study.run import make_config, run_study
 
     out = tmp_path / "dim"
     cfg = make_config("quick", out=str(out), only=("dimension",), dims=(2, 8), tv_samples=160,
@@ -105,8 +105,8 @@ def test_study_only_dimension_raises_saturated_step_counts(tmp_path):
 
 def test_study_cli_only_dims_tv_samples(tmp_path, monkeypatch):
     """The CLI flags reach the config and the command recorded in the report."""
-    import jaxode_diffusion.study as study
-    from jaxode_diffusion.cli import main
+    import jaxode_diffusion.cli.study as study_cli
+    from jaxode_diffusion.cli.app import main
 
     seen = {}
 
@@ -114,7 +114,7 @@ def test_study_cli_only_dims_tv_samples(tmp_path, monkeypatch):
         seen["cfg"] = cfg
         return {"timings": {"total": 0.0}}
 
-    monkeypatch.setattr(study, "run_study", fake_run)
+    monkeypatch.setattr(study_cli, "run_study", fake_run)
     rc = main(["study", "--only", "dimension", "--dims", "2,4,128", "--tv-samples", "300", "--out", str(tmp_path / "o")])
     cfg = seen["cfg"]
     assert rc == 0 and cfg.only == ("dimension",) and cfg.dims == (2, 4, 128) and cfg.tv_samples == 300
@@ -127,21 +127,21 @@ def test_study_cli_only_dims_tv_samples(tmp_path, monkeypatch):
     (dict(tv_samples=1), "tv_samples"),
 ])
 def test_study_config_bad_sections_and_sizes(kw, match):
-    from jaxode_diffusion.study import make_config
+    from jaxode_diffusion.study.run import make_config
 
     with pytest.raises(ValueError, match=match):
         make_config("quick", **kw)
 
 
 def test_study_cli_bad_dims_names_the_flag(tmp_path, capsys):
-    from jaxode_diffusion.cli import main
+    from jaxode_diffusion.cli.app import main
 
     rc = main(["study", "--quick", "--only", "dimension", "--dims", "2,x", "--out", str(tmp_path / "o")])
     assert rc == 2 and "--dims" in capsys.readouterr().err
 
 
 def test_dimension_verdict_follows_the_intervals():
-    from jaxode_diffusion.report import _dimension_verdict
+    from jaxode_diffusion.study.report import _dimension_verdict
 
     rows = [dict(dim=d) for d in (2, 128)]
     below = dict(order=2, slope=0.5, low=0.2, high=1.0, bound_exponent=3)

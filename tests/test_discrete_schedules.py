@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.processes import DiscreteVP, ForwardProcess
+from jaxode_diffusion.processes.process import DiscreteVP, ForwardProcess
 
 N = 1000
 
@@ -140,10 +140,10 @@ def test_time_range_and_network_index():
     q = DiscreteVP.from_alphas_cumprod([1.0, 0.9, 0.5])
     assert q.valid_t_range().lo_open
     with pytest.raises(ValueError, match="t_end"):
-        jd.make_grid("uniform", q, 4, 1.0, q.t_min)
+        jd.sampling.make_grid("uniform", q, 4, 1.0, q.t_min)
     # t_end below 1/N is refused by the grids
     with pytest.raises(ValueError, match=r"t_end=0\.0001.*\[0\.001, 1\.0\]"):
-        jd.make_grid("log_snr", p, 4, 1.0, 1e-4)
+        jd.sampling.make_grid("log_snr", p, 4, 1.0, 1e-4)
 
 
 def test_table_is_traced_no_retrace_and_differentiable():
@@ -192,16 +192,16 @@ def discrete_problems():
         p = TABLES[name][0]()
         x0 = gm.sample_marginal(jax.random.PRNGKey(1), 8, p, 1.0)
         sf = gm.score_fn(p)
-        ref = jd.reference_solve(sf, p, x0, t_end=p.default_t_end)
+        ref = jd.analysis.reference_solve(sf, p, x0, t_end=p.default_t_end)
         out[name] = (sf, p, x0, ref)
     return out
 
 
 @pytest.mark.parametrize("tab", sorted(STEPS))
 def test_discrete_table_order_of_convergence(discrete_problems, tab):
-    expected = jd.tableaux.get(tab).order
+    expected = jd.solvers.tableaux.get(tab).order
     for name, (sf, p, x0, ref) in discrete_problems.items():
-        r = jd.convergence_study(sf, p, x0, f"x0-lambda:{tab}", STEPS[tab], reference=ref,
+        r = jd.analysis.convergence_study(sf, p, x0, f"x0-lambda:{tab}", STEPS[tab], reference=ref,
                                  t_end=p.default_t_end)
         info = (name, tab, [f"{e:.2e}" for e in r.errors], [f"{o:.2f}" for o in r.local_orders])
         assert r.errors[-1] < r.errors[0] * 2.0 ** (-2 * expected), info

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.distances import rmse
-from jaxode_diffusion.error_grid import error_grid, local_error_costs, min_cost_path
-from jaxode_diffusion.sampling import make_times, solve
+from jaxode_diffusion.analysis.distances import rmse
+from jaxode_diffusion.tuning.error_grids import error_grid, local_error_costs, min_cost_path
+from jaxode_diffusion.sampling.core import make_times, solve
 
 
 @pytest.mark.parametrize("max_ratio", [None, 1.0, 1.5, 2.0])
@@ -92,12 +92,12 @@ def test_error_grid_beats_uniform_log_snr_on_a_mixture(mixture):
 def test_choose_grid_ranks_error_grids_with_the_named_ones(mixture):
     vp, sf, x_pilot, x, ref = mixture
     solver, n = "x0-lambda:heun", 4
-    named = jd.choose_grid(sf, vp, x_pilot, solver, n)
-    both = jd.choose_grid(sf, vp, x_pilot, solver, n, error_grids=True)
-    assert named.ts is None and set(named.errors) == set(jd.GRID_NAMES)
+    named = jd.tuning.choose_grid(sf, vp, x_pilot, solver, n)
+    both = jd.tuning.choose_grid(sf, vp, x_pilot, solver, n, error_grids=True)
+    assert named.ts is None and set(named.errors) == set(jd.sampling.GRID_NAMES)
     assert {"error", "error:r2", "equidistributed"} <= set(both.errors)  # no proxy: a singlestep solver
     assert both.errors[both.grid] == min(both.errors.values())
-    assert both.grid not in jd.GRID_NAMES and both.ts.shape == (n + 1,) and both.to_json()["ts"][0] == both.ts[0]
+    assert both.grid not in jd.sampling.GRID_NAMES and both.ts.shape == (n + 1,) and both.to_json()["ts"][0] == both.ts[0]
 
     def fresh(choice):
         ts = choice.ts if choice.ts is not None else make_times(vp, num_steps=n, grid=choice.grid)

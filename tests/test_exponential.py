@@ -10,9 +10,9 @@ import pytest
 from helpers import mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
-from jaxode_diffusion import sampling
-from jaxode_diffusion.convergence import convergence_study
-from jaxode_diffusion.diffrax_drivers import reference_solve
+from jaxode_diffusion.sampling import core as sampling
+from jaxode_diffusion.analysis.convergence import convergence_study
+from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
 from jaxode_diffusion.solvers.adaptive import dpm_solver_adaptive
 from jaxode_diffusion.solvers.phi import phi, phis
 
@@ -166,7 +166,7 @@ def test_no_retrace_multistep():
 
     traces = {"n": 0}
 
-    class Counting(jd.MixtureScore):
+    class Counting(jd.models.MixtureScore):
         def __call__(self, x, t):
             traces["n"] += 1
             return super().__call__(x, t)

@@ -79,7 +79,7 @@ def test_train_config_refuses_wiener_or_gaussian_weighting_without_gaussian_skip
 
 
 def test_mlp_residual_on_images_trains_saves_and_reloads(tmp_path):
-    from jaxode_diffusion.data import from_array
+    from jaxode_diffusion.training.data import from_array
 
     x = (np.random.default_rng(2).normal(size=(96, 4, 4, 3)) * 0.5).astype(np.float32)
     cfg = TrainConfig(data="x", model="mlp", width=16, depth=1, gaussian_skip=True, gaussian_input="wiener",

@@ -9,7 +9,7 @@ import pytest
 from helpers import order_problem
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.grid_optimization import (
+from jaxode_diffusion.tuning.grid_optimization import (
     OptimizedGrid,
     evaluate_grid,
     grid_from_logits,
@@ -68,7 +68,7 @@ def test_save_load_round_trip(optimized, tmp_path):
 def test_parametrisation_is_log_snr_grid_at_zero_and_monotone():
     vp = jd.VPLinear()
     ts = grid_from_logits(vp, jnp.zeros(6), 1.0, 1e-3)
-    np.testing.assert_allclose(ts, jd.make_grid("log_snr", vp, 6, 1.0, 1e-3), rtol=1e-12)
+    np.testing.assert_allclose(ts, jd.sampling.make_grid("log_snr", vp, 6, 1.0, 1e-3), rtol=1e-12)
     ts = grid_from_logits(vp, jax.random.normal(jax.random.PRNGKey(0), (6,)) * 3, 1.0, 1e-3)
     assert np.all(np.diff(np.asarray(ts)) < 0)
     # d t_i / d logits is finite (implicit-function derivative of t(lambda)).
@@ -101,12 +101,12 @@ def test_held_back_selection_never_worse_and_keeps_start():
     assert g.selection_error <= g.initial_selection_error
     assert not g.improved and g.best_iteration == 0 and g.iterations <= 8
     assert "no iterate beat" in g.note and g.validation_error is None
-    np.testing.assert_allclose(g.ts, jd.make_grid("log_snr", vp, 8, vp.default_t_start, vp.default_t_end),
+    np.testing.assert_allclose(g.ts, jd.sampling.make_grid("log_snr", vp, 8, vp.default_t_start, vp.default_t_end),
                                rtol=1e-12)
 
 
 def test_nonfinite_loss_is_reported_not_zeroed():
-    from jaxode_diffusion.grid_optimization import NonFiniteGridLossError
+    from jaxode_diffusion.tuning.grid_optimization import NonFiniteGridLossError
 
     vp = jd.VPLinear()
     x = vp.prior_sample(jax.random.PRNGKey(0), (8, 2))

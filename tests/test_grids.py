@@ -10,7 +10,7 @@ import jaxode_diffusion as jd
 @pytest.mark.parametrize("grid", ["uniform", "log_snr", "edm", "edm:3", "quadratic"])
 def test_named_grids_monotone_and_endpoints(process, grid):
     t0, t1 = process.default_t_start, process.default_t_end + 1e-3
-    ts = jd.make_grid(grid, process, 12, t0, t1)
+    ts = jd.sampling.make_grid(grid, process, 12, t0, t1)
     assert ts.shape == (13,)
     assert float(ts[0]) == pytest.approx(t0) and float(ts[-1]) == pytest.approx(t1)
     assert bool(jnp.all(jnp.diff(ts) < 0))
@@ -18,12 +18,12 @@ def test_named_grids_monotone_and_endpoints(process, grid):
 
 def test_grid_spacing_definitions():
     vp = jd.VPLinear()
-    ts = jd.make_grid("log_snr", vp, 8, 1.0, 1e-3)
+    ts = jd.sampling.make_grid("log_snr", vp, 8, 1.0, 1e-3)
     np.testing.assert_allclose(jnp.diff(vp.lam(ts)), jnp.diff(vp.lam(ts))[0], rtol=1e-9)
-    ts = jd.make_grid("edm", vp, 8, 1.0, 1e-3)
+    ts = jd.sampling.make_grid("edm", vp, 8, 1.0, 1e-3)
     r = vp.rho(ts) ** (1 / 7)
     np.testing.assert_allclose(jnp.diff(r), jnp.diff(r)[0], rtol=1e-9)
-    ts = jd.make_grid("uniform", vp, 8, 1.0, 1e-3)
+    ts = jd.sampling.make_grid("uniform", vp, 8, 1.0, 1e-3)
     np.testing.assert_allclose(jnp.diff(ts), jnp.diff(ts)[0], rtol=1e-9)
 
 

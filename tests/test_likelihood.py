@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxode_diffusion import GaussianMixture, VPLinear, get_process
-from jaxode_diffusion.likelihood import (
+from jaxode_diffusion.analysis.likelihood import (
     bits_per_dim,
     gaussian_prior_log_prob,
     log_likelihood,
@@ -136,7 +136,7 @@ def test_cli_likelihood_in_raw_units(tmp_path, capsys):
     # reports log p of the raw data, log p_model((x - shift) / scale) - sum log scale.
     import json
 
-    from jaxode_diffusion.cli import main as cli
+    from jaxode_diffusion.cli.app import main as cli
     from jaxode_diffusion.training import TrainConfig, load_run, train
 
     raw = np.random.default_rng(0).normal([5.0, -2.0], [3.0, 0.5], (64, 2)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Tests for jaxode_diffusion.metrics: exact-density TV, sampler densities, sample distances.
+"""Tests for jaxode_diffusion.analysis.metrics: exact-density TV, sampler densities, sample distances.
 
 The sampler-density checks share one problem (a 2-D Gaussian mixture, 4 steps of
 ``x0-lambda:rk4``, so the sampler's law q is visibly different from the target) and one batch
@@ -25,10 +25,10 @@ import scipy.linalg
 import scipy.stats
 
 import jaxode_diffusion as jd
-from jaxode_diffusion import metrics as M
-from jaxode_diffusion.convergence import fit_order
-from jaxode_diffusion.density import flow_and_jacobian
-from jaxode_diffusion.sampling import get_solver, make_times, solve
+from jaxode_diffusion import analysis as M
+from jaxode_diffusion.analysis.convergence import fit_order
+from jaxode_diffusion.analysis.density import flow_and_jacobian
+from jaxode_diffusion.sampling.core import get_solver, make_times, solve
 
 # ------------------------------------------------------------------------------------------
 # Exact TV between known Gaussians
@@ -379,19 +379,17 @@ def test_frechet_distance_of_feature_sets():
         M.frechet_distance(a, b[:, :2])
 
 
-def test_empirical_order_is_deprecated_fit_order():
+def test_fit_order_of_exact_power_law():
     h = np.array([0.2, 0.1, 0.05])
     err = 3.0 * h**3
-    with pytest.warns(DeprecationWarning, match="fit_order"):
-        assert M.empirical_order(h, err) == fit_order(h, err)
     assert abs(fit_order(h, err) - 3.0) < 1e-10
 
 
-def test_rmse_and_compat_reexports():
-    from jaxode_diffusion import density, distances
+def test_rmse_and_analysis_reexports():
+    from jaxode_diffusion.analysis import density, distances
 
     x = jnp.array([[3.0, 4.0], [0.0, 0.0]])
     assert float(distances.rmse(x, jnp.zeros_like(x))) == pytest.approx(math.sqrt(12.5))
     with pytest.raises(ValueError, match="ref has shape"):
         distances.rmse(x, jnp.zeros((3, 2)))
-    assert M.mmd is distances.mmd and M.sampler_tv is density.sampler_tv and jd.rmse is distances.rmse
+    assert M.mmd is distances.mmd and M.sampler_tv is density.sampler_tv and jd.analysis.rmse is distances.rmse

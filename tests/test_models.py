@@ -17,9 +17,9 @@ from jaxode_diffusion.models import (
     build_model,
     preconditioning,
 )
-from jaxode_diffusion.parameterizations import KINDS
-from jaxode_diffusion.processes import EDM, VPLinear
-from jaxode_diffusion.sampling import sample
+from jaxode_diffusion.processes.parameterizations import KINDS
+from jaxode_diffusion.processes.process import EDM, VPLinear
+from jaxode_diffusion.sampling.core import sample
 
 
 def test_edm_preconditioning_matches_karras():

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxode_diffusion.data import load_dataset, load_patches
+from jaxode_diffusion.training.data import load_dataset, load_patches
 
 
 @pytest.mark.parametrize("size", [16, 32])
@@ -61,7 +61,7 @@ def test_patches_bad_arguments(kw):
 
 
 def test_cli_accepts_patches():
-    from jaxode_diffusion.cli_models import _data_arg
+    from jaxode_diffusion.cli.models import _data_arg
 
     assert _data_arg("patches32") == "patches32"
     assert _data_arg("patches16") == "patches16"

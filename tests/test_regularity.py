@@ -10,9 +10,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxode_diffusion.data import default_gmm  # noqa: E402
-from jaxode_diffusion.processes import VPLinear  # noqa: E402
-from jaxode_diffusion.regularity import (  # noqa: E402
+from jaxode_diffusion.training.data import default_gmm  # noqa: E402
+from jaxode_diffusion.processes.process import VPLinear  # noqa: E402
+from jaxode_diffusion.analysis.regularity import (
     AUTO_EXACT_MAX_DIM,
     RegularityProfile,
     directional_second_derivative,
@@ -21,8 +21,8 @@ from jaxode_diffusion.regularity import (  # noqa: E402
     profile,
     second_derivative_norm,
 )
-from jaxode_diffusion.regularity.kernels import dense_d2_operator  # noqa: E402
-from jaxode_diffusion.targets import GaussianMixture  # noqa: E402
+from jaxode_diffusion.analysis.regularity.kernels import dense_d2_operator  # noqa: E402
+from jaxode_diffusion.models.mixture import GaussianMixture  # noqa: E402
 
 VP = VPLinear()
 TIMES = (0.1, 0.4, 0.8)
@@ -257,7 +257,7 @@ def test_matrix_free_scales_to_d3072_without_dense_memory():
 
 
 def test_cli_gmm(tmp_path):
-    from jaxode_diffusion.cli_regularity import main
+    from jaxode_diffusion.cli.regularity import main
 
     out = tmp_path / "reg"
     assert main(["regularity", "--target", "gmm", "--out", str(out), "--num-times", "3", "--batch", "4",

@@ -1,7 +1,7 @@
 """The typed regularity profile: JSON schema round trip, named lookups, plotting and the study's verdict.
 
 Built by hand (no estimators run), so these checks are fast; ``tests/test_regularity.py`` checks
-the numbers a real :func:`~jaxode_diffusion.regularity.profile` produces.
+the numbers a real :func:`~jaxode_diffusion.analysis.regularity.profile` produces.
 """
 
 import json
@@ -9,15 +9,15 @@ import json
 import numpy as np
 import pytest
 
-from jaxode_diffusion.plotting import plot_profile
-from jaxode_diffusion.regularity import (
+from jaxode_diffusion.analysis.plotting import plot_profile
+from jaxode_diffusion.analysis.regularity import (
     BatchStats,
     EstimateAccuracy,
     ProfileCurve,
     ProfileSettings,
     RegularityProfile,
 )
-from jaxode_diffusion.study import _bounded_verdict
+from jaxode_diffusion.study.run import _bounded_verdict
 
 T = (0.01, 0.1, 0.5, 1.0)
 SIGMA = (0.1, 0.3, 0.7, 0.9)

@@ -7,8 +7,12 @@ import pytest
 from helpers import ALL_FORMS, ALL_TABLEAUX, mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.convergence import convergence_study, fit_order
-from jaxode_diffusion.diffrax_drivers import adaptive_sample, diffrax_fixed_step, reference_solve
+from jaxode_diffusion.analysis.convergence import convergence_study, fit_order
+from jaxode_diffusion.analysis.diffrax_drivers import (
+    adaptive_sample,
+    diffrax_fixed_step,
+    reference_solve,
+)
 
 # Empirical orders. Each tableau runs at step counts b * 2^k (b chosen per order so the errors
 # span ~1e-3 .. 1e-11); the order is the slope of the finest pair whose errors both stay above
@@ -67,7 +71,7 @@ def window_order(result):
 @pytest.mark.parametrize(("d", "form", "tab"), ORDER_CASES, ids=[f"d{d}-{t}-{f}" for d, f, t in ORDER_CASES])
 def test_empirical_order_every_tableau_every_form(problems, d, form, tab):
     sf, vp, x0, ref = problems(d)
-    p = jd.tableaux.get(tab).order
+    p = jd.solvers.tableaux.get(tab).order
     b = BASE_STEPS[p]
     r = convergence_study(sf, vp, x0, f"{form}:{tab}", [b * 2**k for k in range(1, 5)], reference=ref,
                           t_end=T_END)
@@ -115,7 +119,7 @@ def test_adaptive_sample_reports_nfe_and_is_accurate():
 def test_no_retrace_on_new_parameters_or_x_init():
     traces = {"n": 0}
 
-    class Score(jd.MixtureScore):
+    class Score(jd.models.MixtureScore):
         def __call__(self, x, t):
             traces["n"] += 1
             return super().__call__(x, t)
@@ -152,8 +156,8 @@ def test_return_trajectory_and_nfe():
 
 def test_manual_init_step_matches_sample():
     gm, sf, vp, x0 = mixture_problem(2, seed=8, batch=4)
-    ts = jd.make_grid("log_snr", vp, 5, vp.t_max, 1e-3)
-    plan = jd.make_plan(vp, "x0-lambda:rk4", ts)
+    ts = jd.sampling.make_grid("log_snr", vp, 5, vp.t_max, 1e-3)
+    plan = jd.sampling.make_plan(vp, "x0-lambda:rk4", ts)
     state = jd.sampling.init(plan, sf, vp, x0)
     for _ in range(plan.num_steps):
         state = jd.sampling.step(plan, sf, vp, state)
@@ -221,7 +225,7 @@ def test_bad_x_init():
 
 
 def test_sample_sharded_matches_single_device():
-    from jaxode_diffusion.distributed import batch_mesh, sample_sharded, shard_batch
+    from jaxode_diffusion.sampling.distributed import batch_mesh, sample_sharded, shard_batch
 
     gm, sf, vp, x0 = mixture_problem(2, seed=10, batch=8 * len(jax.devices()))
     out = sample_sharded(sf, vp, x0, solver="x0-lambda:heun", num_steps=4)
@@ -235,7 +239,7 @@ def test_sample_sharded_matches_single_device():
 def test_first_order_exponential_forms_are_ddim():
     """Euler in eps-rho and in x0-snr is DDIM; Euler in ou-exp is exponential Euler in the OU frame."""
     gm, sf, vp, x0 = mixture_problem(2, seed=11, batch=6)
-    ts = jd.make_grid("log_snr", vp, 6, vp.t_max, 1e-3)
+    ts = jd.sampling.make_grid("log_snr", vp, 6, vp.t_max, 1e-3)
     y = x0
     for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
         x0_hat = (y + vp.sigma(t0) ** 2 * sf(y, t0)) / vp.alpha(t0)

@@ -15,18 +15,18 @@ import pytest
 from helpers import mixture_problem, order_problem
 
 import jaxode_diffusion as jd
-from jaxode_diffusion import sampling as S
-from jaxode_diffusion.convergence import convergence_study
-from jaxode_diffusion.diffrax_drivers import reference_solve
+from jaxode_diffusion.sampling import core as S
+from jaxode_diffusion.analysis.convergence import convergence_study
+from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
 from jaxode_diffusion.solvers.exponential import EDMHeun, ExponentialSinglestep
 from jaxode_diffusion.solvers.multistep import ExponentialMultistep
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta
 
-NAMED = tuple(n for n in jd.solver_names() if n not in jd.tableaux.names())
+NAMED = tuple(n for n in jd.solver_names() if n not in jd.solvers.tableaux.names())
 # Every named method, and every tableau in one form (the whole tableau x form product is covered
 # by tests/test_sampling.py's order tests), the forms taken in turn.
 CONTRACT = NAMED + tuple(
-    f"{jd.FORM_NAMES[i % len(jd.FORM_NAMES)]}:{t}" for i, t in enumerate(jd.tableaux.names())
+    f"{jd.solvers.FORM_NAMES[i % len(jd.solvers.FORM_NAMES)]}:{t}" for i, t in enumerate(jd.solvers.tableaux.names())
 )
 STEPS = 6
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxode_diffusion.convergence import estimate_order, extend_until_asymptotic
+from jaxode_diffusion.analysis.convergence import estimate_order, extend_until_asymptotic
 
 N = np.array([4, 8, 16, 32, 64, 128, 256])
 C = np.random.default_rng(0).uniform(0.2, 1.8, 500)  # per-sample error constants (paired over N)
@@ -81,7 +81,7 @@ def test_section1_runner_on_a_user_schedule():
     from types import SimpleNamespace
 
     from jaxode_diffusion import ForwardProcess, GaussianMixture, get_solver
-    from jaxode_diffusion.study import _family_runner
+    from jaxode_diffusion.study.run import _family_runner
 
     jax.config.update("jax_enable_x64", True)
     proc = ForwardProcess.from_alpha_sigma(lambda t: jnp.exp(-2.0 * t**2), lambda t: jnp.sqrt(1 - jnp.exp(-4.0 * t**2)))

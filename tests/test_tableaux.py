@@ -10,14 +10,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from jaxode_diffusion import tableaux
+from jaxode_diffusion.solvers import tableaux
 from jaxode_diffusion.solvers.diffrax_bridge import (
     diffrax_solver,
     from_diffrax_solver,
     from_diffrax_tableau,
     to_diffrax_tableau,
 )
-from jaxode_diffusion.tableaux import ButcherTableau
+from jaxode_diffusion.solvers.tableaux import ButcherTableau
 
 jax.config.update("jax_enable_x64", True)
 

@@ -1,4 +1,4 @@
-"""Tests for jaxode_diffusion.theory: bound terms, constant fits, scores with a prescribed error."""
+"""Tests for jaxode_diffusion.analysis.theory: bound terms, constant fits, scores with a prescribed error."""
 
 import math
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion import theory as T
-from jaxode_diffusion.score_error import score_error
+from jaxode_diffusion.analysis import theory as T
+from jaxode_diffusion.analysis.score_errors import score_error
 
 # ------------------------------------------------------------------------------------------
 # bound_terms

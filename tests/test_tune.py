@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.convergence import reference_solve
-from jaxode_diffusion.tune import TunedSampler, load_tuned, tune
+from jaxode_diffusion.analysis.convergence import reference_solve
+from jaxode_diffusion.tuning.tuner import TunedSampler, load_tuned, tune
 
 NFE = 4
 SOLVERS = ["ddim", "dpmpp_2m", "x0-lambda:heun"]
@@ -38,7 +38,7 @@ def test_winner_is_best_held_back_candidate(tuned):
               if isinstance(c["heldout_error"], float) and math.isfinite(c["heldout_error"])]
     # 3 solvers x 4 grids + the error grids of the best solver + 2 learned grids, all within the budget.
     errs = [c for c in finite if c["grid"] in ERROR_GRIDS]
-    assert len(finite) == len(SOLVERS) * len(jd.GRID_NAMES) + len(errs) + 2
+    assert len(finite) == len(SOLVERS) * len(jd.sampling.GRID_NAMES) + len(errs) + 2
     assert all(c["nfe"] <= NFE for c in finite)
     assert t.heldout_error == min(c["heldout_error"] for c in finite)
     assert (t.solver, t.grid) == (finite[0]["solver"], finite[0]["grid"])
@@ -57,7 +57,7 @@ def test_error_grids_scored_on_held_back(tuned):
     """error_grids=True: the best named-grid solver's error grids (built from calibration draws) are
     candidates with their times, each scored on the held-back batch like the named grids."""
     t, sf, vp, x_held, _ = tuned
-    named = [c for c in t.candidates if c["grid"] in jd.GRID_NAMES]
+    named = [c for c in t.candidates if c["grid"] in jd.sampling.GRID_NAMES]
     best_named = min(named, key=lambda c: c["heldout_error"])
     errs = [c for c in t.candidates if c["grid"] in ERROR_GRIDS]
     assert {c["solver"] for c in errs} == {best_named["solver"]}
@@ -130,7 +130,7 @@ def test_json_round_trip_reproduces_samples(tuned, tmp_path):
     assert back.heldout_error == t.heldout_error and len(back.candidates) == len(t.candidates)
     # Error and learned grids keep their times (not reproducible from a name); named grids do not.
     for c in back.candidates:
-        assert ("ts" in c) == (c["grid"] not in jd.GRID_NAMES) or not math.isfinite(float(c["heldout_error"]))
+        assert ("ts" in c) == (c["grid"] not in jd.sampling.GRID_NAMES) or not math.isfinite(float(c["heldout_error"]))
     x_new = vp.prior_sample(jax.random.PRNGKey(5), (8, 2))
     a = jd.sample(sf, vp, x_new, solver=back.solver, grid=back.ts, num_steps=None)
     b = t.sample(sf, vp, x_new)
@@ -157,8 +157,8 @@ def test_bad_arguments():
 
 
 def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch, capsys):
-    from jaxode_diffusion.cli import main
-    from jaxode_diffusion.data import unnormalize
+    from jaxode_diffusion.cli.app import main
+    from jaxode_diffusion.training.data import unnormalize
     from jaxode_diffusion.training import TrainConfig, load_run, train
 
     run = tmp_path / "run"
@@ -168,7 +168,7 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch, capsys):
     assert main(["tune", "--checkpoint", str(run), "--nfe", "3", "--out", str(out), "--batch", "8",
                  "--solvers", "ddim,dpmpp_2m", "--learn-top", "0", "--no-progress"]) == 0
     t = load_tuned(out)
-    assert t.solver in ("ddim", "dpmpp_2m") and t.nfe <= 3 and len(t.candidates) == 2 * len(jd.GRID_NAMES)
+    assert t.solver in ("ddim", "dpmpp_2m") and t.nfe <= 3 and len(t.candidates) == 2 * len(jd.sampling.GRID_NAMES)
     assert (t.calibration_size, t.heldout_size) == (8, 8)  # the calibration batch: --batch by default
     npy = tmp_path / "s.npy"
     assert main(["sample", "--checkpoint", str(run), "--tuned", str(out), "--num-samples", "6", "--out",
@@ -179,7 +179,7 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch, capsys):
     np.testing.assert_allclose(np.load(npy), want, rtol=1e-6, atol=1e-6)
     from argparse import Namespace
 
-    from jaxode_diffusion.cli_models import cmd_sample
+    from jaxode_diffusion.cli.models import cmd_sample
 
     both = Namespace(checkpoint=str(run), tuned=str(out), solver="ddim", steps=3, num_samples=6, out=str(npy),
                      seed=0, grid="uniform")
@@ -188,7 +188,7 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch, capsys):
     # --error-grids reaches tune(..., error_grids=True) (off without the flag, as in the run above).
     import importlib
 
-    tune_mod = importlib.import_module("jaxode_diffusion.tune")  # the package binds `tune` to the function
+    tune_mod = importlib.import_module("jaxode_diffusion.cli.tune")  # the subcommand calls the `tune` bound there
     seen = {}
 
     def fake_tune(*args, **kwargs):

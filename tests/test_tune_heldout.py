@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.convergence import reference_solve
-from jaxode_diffusion.sampling import make_times
-from jaxode_diffusion.tune import tune
+from jaxode_diffusion.analysis.convergence import reference_solve
+from jaxode_diffusion.sampling.core import make_times
+from jaxode_diffusion.tuning.tuner import tune
 
 
 def test_learned_grids_never_worse_than_start_on_held_back_fresh_mixture():

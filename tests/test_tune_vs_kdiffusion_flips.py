@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.diffrax_drivers import reference_solve
+from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import tune_vs_kdiffusion as tk  # noqa: E402  (torch and k-diffusion are test dependencies)

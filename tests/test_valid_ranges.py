@@ -6,7 +6,7 @@ import pytest
 from helpers import ALL_PROCESSES
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.processes import DiscreteVP
+from jaxode_diffusion.processes.process import DiscreteVP
 
 PROCESSES = (*ALL_PROCESSES, DiscreteVP.ddpm_linear(), DiscreteVP.from_alphas_cumprod([1.0, 0.9, 0.5, 0.1]))
 
@@ -29,5 +29,5 @@ def test_coefficients_finite_exactly_on_the_valid_range(p):
     # the defaults are valid sampling times, and a grid between them is valid
     p.check_times(p.default_t_end, "t_end")
     p.check_times(p.default_t_start, "t_start")
-    ts = jd.make_grid("log_snr", p, 4, p.default_t_start, p.default_t_end)
-    assert bool(jd.grid_is_valid(ts, p))
+    ts = jd.sampling.make_grid("log_snr", p, 4, p.default_t_start, p.default_t_end)
+    assert bool(jd.sampling.grid_is_valid(ts, p))

@@ -1,4 +1,13 @@
-"""Flax NNX score networks and the adapter that turns them into ``score_fn(x, t)``.
+"""Score models: Flax NNX networks, exact mixture scores, and the adapter to ``score_fn(x, t)``.
+
+Files:
+
+* ``mlp.py``, ``unet.py``, ``embeddings.py``: the networks and their time/class embeddings;
+* ``gaussian.py``: a Gaussian fit of the data plus a learned residual (:func:`fit_gaussian`);
+* ``adapter.py``: :func:`as_score_fn`, any network in any convention (eps, x0, v, flow, score;
+  DDPM tables; conditioning; bfloat16) to the sampler's ``score_fn(x, t)``;
+* ``guidance.py``: classifier-free guidance and dynamic thresholding as score wrappers;
+* ``mixture.py``: :class:`GaussianMixture`, a target with exact ``p_t``, score and derivatives.
 
 Every network predicts one kind (``eps``, ``x0``, ``v``, ``flow``, ``score``) with optional
 process-aware EDM preconditioning (:func:`preconditioning`); :func:`as_score_fn` adapts any of
@@ -12,7 +21,7 @@ from typing import Any
 
 from flax import nnx
 
-from .adapter import (
+from jaxode_diffusion.models.adapter import (
     DiffusionModel,
     NetworkScore,
     ScoreAsNetwork,
@@ -21,12 +30,31 @@ from .adapter import (
     network_from_score,
     preconditioning,
 )
-from .embeddings import ClassEmbedding, NoiseEmbedding, class_labels, noise_level, sinusoidal_embedding
-from .gaussian import GaussianResidual, GaussianStat, fit_gaussian
-from .mlp import MLP, default_mlp_width
-from .unet import UNet, default_channel_mult
+from jaxode_diffusion.models.embeddings import (
+    ClassEmbedding,
+    NoiseEmbedding,
+    class_labels,
+    noise_level,
+    sinusoidal_embedding,
+)
+from jaxode_diffusion.models.gaussian import GaussianResidual, GaussianStat, fit_gaussian
+from jaxode_diffusion.models.guidance import (
+    ClassifierFreeGuidance,
+    DynamicThresholding,
+    classifier_free_guidance,
+    dynamic_thresholding,
+)
+from jaxode_diffusion.models.mixture import GaussianMixture, MixtureScore
+from jaxode_diffusion.models.mlp import MLP, default_mlp_width
+from jaxode_diffusion.models.unet import UNet, default_channel_mult
 
 __all__ = [
+    "ClassifierFreeGuidance",
+    "DynamicThresholding",
+    "classifier_free_guidance",
+    "dynamic_thresholding",
+    "GaussianMixture",
+    "MixtureScore",
     "DiffusionModel",
     "MLP",
     "UNet",

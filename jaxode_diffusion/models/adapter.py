@@ -3,7 +3,7 @@
 :class:`DiffusionModel` is the base of every network here: it applies process-aware
 EDM-style preconditioning around a raw network ``F`` and returns the prediction of its
 ``prediction`` kind (``eps``, ``x0``, ``v``, ``flow`` or ``score``, see
-:mod:`jaxode_diffusion.parameterizations`)::
+:mod:`jaxode_diffusion.processes.parameterizations`)::
 
     pred(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, c_noise(t)).
 
@@ -28,8 +28,8 @@ parameters traced: new parameter values never cause a recompilation.
 :class:`NetworkScore` does the same for a network trained elsewhere ("bring your own model"):
 any callable, equinox module, Flax NNX module or Flax linen module (``apply`` + variables)
 called as ``net(x, t_in)`` or ``net(x, t_in, cond)``, predicting any kind of
-:mod:`jaxode_diffusion.parameterizations` (``eps``, ``x0``/``denoiser``, ``v``, ``flow``,
-``score``) with any time input (:data:`~jaxode_diffusion.parameterizations.TIME_INPUTS`:
+:mod:`jaxode_diffusion.processes.parameterizations` (``eps``, ``x0``/``denoiser``, ``v``, ``flow``,
+``score``) with any time input (:data:`~jaxode_diffusion.processes.parameterizations.TIME_INPUTS`:
 continuous ``t``, a discrete step ``index``, ``sigma``, ``log_snr``, EDM's ``c_noise``...).
 :func:`as_score_fn` builds either; :func:`network_from_score` is the inverse (a score presented
 in any convention), used by the round-trip tests and to hand exact scores to other code.
@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..parameterizations import (
+from jaxode_diffusion.processes.parameterizations import (
     broadcast_to_batch,
     canonical_kind,
     check_time_input,
@@ -61,8 +61,8 @@ from ..parameterizations import (
     to_model_time,
     to_score,
 )
-from ..processes import ForwardProcess
-from .embeddings import noise_level
+from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.models.embeddings import noise_level
 
 __all__ = [
     "preconditioning",
@@ -280,7 +280,7 @@ class NetworkScore(eqx.Module):
         process: the forward process the network was trained with.
         prediction: ``eps``, ``x0`` (``denoiser``), ``v``, ``flow`` or ``score`` (static).
         time_input: the network's time convention (static; see
-            :data:`~jaxode_diffusion.parameterizations.TIME_INPUTS`).
+            :data:`~jaxode_diffusion.processes.parameterizations.TIME_INPUTS`).
         num_train_timesteps: ``N`` for the discrete conventions (static).
         compute_dtype: ``None`` or the dtype the network runs in (static).
 
@@ -423,7 +423,7 @@ def as_score_fn(
         params: parameters to use: a pure dict for NNX (for example EMA parameters), the
             variables (``{"params": ...}``, or the bare params) for linen.
         time_input: the network's time convention, one of
-            :data:`~jaxode_diffusion.parameterizations.TIME_INPUTS` (``"t"``, ``"t1000"``,
+            :data:`~jaxode_diffusion.processes.parameterizations.TIME_INPUTS` (``"t"``, ``"t1000"``,
             ``"index"``, ``"index1000"``, ``"sigma"``, ``"rho"``, ``"log_snr"``, ``"c_noise"``) or a
             callable ``(process, t) -> network time``. Required for foreign networks; not allowed
             for package models (they compute their own ``c_noise``).

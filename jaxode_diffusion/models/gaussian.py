@@ -41,10 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..parameterizations import target_coefficients
-from ..processes import ForwardProcess
-from .adapter import DiffusionModel
-from .embeddings import noise_level
+from jaxode_diffusion.processes.parameterizations import target_coefficients
+from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.models.adapter import DiffusionModel
+from jaxode_diffusion.models.embeddings import noise_level
 
 __all__ = ["GaussianStat", "GaussianResidual", "fit_gaussian", "GAUSSIAN_MAX_DIM", "GAUSSIAN_NET_INPUTS"]
 

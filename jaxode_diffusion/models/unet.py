@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..parameterizations import canonical_kind
-from .adapter import DiffusionModel
-from .embeddings import (
+from jaxode_diffusion.processes.parameterizations import canonical_kind
+from jaxode_diffusion.models.adapter import DiffusionModel
+from jaxode_diffusion.models.embeddings import (
     ClassEmbedding,
     NoiseEmbedding,
     conditioning_embedding,

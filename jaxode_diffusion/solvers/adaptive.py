@@ -1,7 +1,7 @@
 """Adaptive-step drivers of the exponential family: DPM-Solver-12 / 23 (Lu et al. 2022, Alg. 4).
 
 Also home of :class:`AdaptiveResult`, the result type every adaptive driver returns (the diffrax
-PID driver in :mod:`jaxode_diffusion.diffrax_drivers` too).
+PID driver in :mod:`jaxode_diffusion.analysis.diffrax_drivers` too).
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..processes import ForwardProcess
-from .exponential import (
+from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.solvers.exponential import (
     FIRST_ORDER,
     THIRD_ORDER,
     combine_stages,
     second_order_coefficients,
     singlestep_stages,
 )
-from .predictions import PREDICTIONS
+from jaxode_diffusion.solvers.predictions import PREDICTIONS
 
 __all__ = ["AdaptiveResult", "dpm_solver_adaptive"]
 

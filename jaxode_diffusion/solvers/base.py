@@ -1,6 +1,6 @@
 """Solver base class: the explicit-state ``init`` / ``step`` interface every sampler implements.
 
-A solver advances the state ``y`` of an ODE form (see :mod:`jaxode_diffusion.forms`) from time
+A solver advances the state ``y`` of an ODE form (see :mod:`jaxode_diffusion.solvers.forms`) from time
 ``t0`` to ``t1`` (``u0 = u(t0)`` to ``u1 = u(t1)`` in the form's variable). Before sampling, the
 sampler precomputes the physical times of every evaluation point a solver asks for through
 :attr:`AbstractSolver.stage_fractions` (fractions of the step in the form's variable), so the
@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 
-from ..forms import AbstractForm
+from jaxode_diffusion.solvers.forms import AbstractForm
 
 __all__ = ["AbstractSolver", "StepInfo"]
 

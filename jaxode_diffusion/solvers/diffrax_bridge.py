@@ -1,4 +1,4 @@
-"""Bridge between :class:`~jaxode_diffusion.tableaux.ButcherTableau` and diffrax.
+"""Bridge between :class:`~jaxode_diffusion.solvers.tableaux.ButcherTableau` and diffrax.
 
 diffrax stores an explicit tableau of ``s`` stages as ragged rows ``a_lower`` (the rows
 of stages 2..s below the diagonal), ``c`` without the leading ``c_1 = 0``, ``b_sol`` and
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import diffrax
 import numpy as np
 
-from ..tableaux import ButcherTableau
+from jaxode_diffusion.solvers.tableaux import ButcherTableau
 
 __all__ = [
     "diffrax_solver",

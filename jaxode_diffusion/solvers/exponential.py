@@ -45,10 +45,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..forms import AbstractForm, get_form
-from .base import AbstractSolver, StepInfo
-from .phi import phis
-from .predictions import PREDICTIONS, Prediction
+from jaxode_diffusion.solvers.forms import AbstractForm, get_form
+from jaxode_diffusion.solvers.base import AbstractSolver, StepInfo
+from jaxode_diffusion.solvers.phi import phis
+from jaxode_diffusion.solvers.predictions import PREDICTIONS, Prediction
 
 __all__ = [
     "SinglestepCoefficients",

@@ -78,9 +78,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..forms import AbstractForm
-from .base import AbstractSolver, StepInfo
-from .predictions import PREDICTIONS
+from jaxode_diffusion.solvers.forms import AbstractForm
+from jaxode_diffusion.solvers.base import AbstractSolver, StepInfo
+from jaxode_diffusion.solvers.predictions import PREDICTIONS
 
 __all__ = ["MultistepScheme", "ExponentialMultistep", "MULTISTEP_SCHEMES", "MULTISTEP_ALIASES"]
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from ..forms import AbstractForm, get_form
-from ..parameterizations import tweedie_x0
-from ..processes import ForwardProcess
-from .phi import phis
+from jaxode_diffusion.solvers.forms import AbstractForm, get_form
+from jaxode_diffusion.processes.parameterizations import tweedie_x0
+from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.solvers.phi import phis
 
 __all__ = ["Prediction", "PREDICTIONS", "check_form"]
 

@@ -3,7 +3,7 @@
 Names resolve in this order:
 
 * an :class:`~jaxode_diffusion.solvers.base.AbstractSolver` object is used as it is;
-* a :class:`~jaxode_diffusion.tableaux.ButcherTableau` is plain RK in the ``x-t`` form;
+* a :class:`~jaxode_diffusion.solvers.tableaux.ButcherTableau` is plain RK in the ``x-t`` form;
 * ``"FORM:TABLEAU"`` (``"x0-lambda:rk4"``) or ``"TABLEAU"`` (``"rk4"``: ``x-t``) is the generic
   RK step of :mod:`~jaxode_diffusion.solvers.runge_kutta` in that form;
 * a named method (``"dpmpp_2m"``, ``"ddim"``, ``"edm_heun"``) from :data:`SOLVERS` below, or one
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import tableaux as _tableaux
-from ..forms import FORM_NAMES, get_form
-from .base import AbstractSolver
-from .exponential import SINGLESTEP_COEFFICIENTS, EDMHeun, ExponentialSinglestep
-from .multistep import MULTISTEP_ALIASES, MULTISTEP_SCHEMES, ExponentialMultistep
-from .predictions import PREDICTIONS, check_form
-from .runge_kutta import RungeKutta
+from jaxode_diffusion.solvers import tableaux as _tableaux
+from jaxode_diffusion.solvers.forms import FORM_NAMES, get_form
+from jaxode_diffusion.solvers.base import AbstractSolver
+from jaxode_diffusion.solvers.exponential import SINGLESTEP_COEFFICIENTS, EDMHeun, ExponentialSinglestep
+from jaxode_diffusion.solvers.multistep import MULTISTEP_ALIASES, MULTISTEP_SCHEMES, ExponentialMultistep
+from jaxode_diffusion.solvers.predictions import PREDICTIONS, check_form
+from jaxode_diffusion.solvers.runge_kutta import RungeKutta
 
 __all__ = ["SOLVERS", "get_solver", "register_solver", "solver_names"]
 
@@ -109,7 +109,7 @@ def get_solver(solver) -> AbstractSolver:
     """Resolve a solver spec to a solver object.
 
     Args:
-        solver: an :class:`AbstractSolver`; a :class:`~jaxode_diffusion.tableaux.ButcherTableau`
+        solver: an :class:`AbstractSolver`; a :class:`~jaxode_diffusion.solvers.tableaux.ButcherTableau`
             (plain RK in ``x-t``); a tableau or solver name (``"rk4"``: plain RK in ``x-t``;
             ``"dpmpp_2m"``); or ``"FORM:NAME"`` (``"x0-lambda:rk4"``, ``"eps-rho:heun"``).
 

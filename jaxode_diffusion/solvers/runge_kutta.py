@@ -1,8 +1,8 @@
-"""Generic explicit Runge-Kutta step, fed by any :class:`~jaxode_diffusion.tableaux.ButcherTableau`.
+"""Generic explicit Runge-Kutta step, fed by any :class:`~jaxode_diffusion.solvers.tableaux.ButcherTableau`.
 
 In the ``x-t`` form this is the paper's plain RK scheme; in ``x0-lambda``, ``eps-rho`` and
 ``ou-exp`` it is the integrating-factor (Lawson) exponential RK scheme, since those forms have
-removed the linear part of the drift by a change of variables (see :mod:`jaxode_diffusion.forms`).
+removed the linear part of the drift by a change of variables (see :mod:`jaxode_diffusion.solvers.forms`).
 The stages are unrolled at trace time (the tableau is static); zero coefficients are skipped.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import equinox as eqx
 
-from ..forms import AbstractForm, get_form
-from ..tableaux import ButcherTableau
-from .base import AbstractSolver, StepInfo
+from jaxode_diffusion.solvers.forms import AbstractForm, get_form
+from jaxode_diffusion.solvers.tableaux import ButcherTableau
+from jaxode_diffusion.solvers.base import AbstractSolver, StepInfo
 
 __all__ = ["RungeKutta"]
 

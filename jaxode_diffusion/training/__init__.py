@@ -1,6 +1,15 @@
-"""Training score models: DSM loss, optax trainer with EMA, orbax checkpoints."""
+"""Training score models by denoising score matching, with checkpoints that resume.
 
-from .checkpoint import (
+Files:
+
+* ``data.py``: the data sets (2-D toys, Gaussian mixtures, scikit-learn's digits, photo patches,
+  your own ``.npy``) and :func:`load_dataset`;
+* ``loss.py``: the DSM loss with its time samplings and weightings;
+* ``trainer.py``: :func:`train` (optax, EMA, data-parallel over devices) and :func:`load_run`;
+* ``checkpoint.py``: orbax checkpoints written atomically, checksummed, and a run lock.
+"""
+
+from jaxode_diffusion.training.checkpoint import (
     CheckpointCorruptError,
     NonFiniteStateError,
     RunLock,
@@ -10,8 +19,16 @@ from .checkpoint import (
     restore_checkpoint,
     verify_checkpoint,
 )
-from .loss import TIME_SAMPLINGS, WEIGHTINGS, drop_labels, dsm_loss, dsm_loss_per_example, sample_times
-from .trainer import (
+from jaxode_diffusion.training.data import Dataset, load_dataset, load_npy
+from jaxode_diffusion.training.loss import (
+    TIME_SAMPLINGS,
+    WEIGHTINGS,
+    drop_labels,
+    dsm_loss,
+    dsm_loss_per_example,
+    sample_times,
+)
+from jaxode_diffusion.training.trainer import (
     TrainConfig,
     TrainingDivergedError,
     TrainResult,
@@ -22,6 +39,9 @@ from .trainer import (
 )
 
 __all__ = [
+    "Dataset",
+    "load_dataset",
+    "load_npy",
     "CheckpointCorruptError",
     "NonFiniteStateError",
     "RunLock",

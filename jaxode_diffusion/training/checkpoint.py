@@ -20,7 +20,7 @@ Guarantees:
   mismatch, so a flipped byte never yields silently different weights.
 * **Finite**: :func:`save_checkpoint` refuses state with NaN or inf (:class:`NonFiniteStateError`).
 * **Reported at once**: saves are synchronous, so a full disk or a permission problem is raised at
-  the step that saves, as an ``OSError`` naming the path (:func:`jaxode_diffusion.outputs.os_error`).
+  the step that saves, as an ``OSError`` naming the path (:func:`jaxode_diffusion.utils.outputs.os_error`).
 * **One writer**: :class:`RunLock` holds ``RUN/run.lock`` for the duration of a run; a second
   writer gets :class:`RunLockedError`; a lock left by a dead process on this host is taken over.
 """
@@ -42,7 +42,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ..outputs import ensure_output_dir, os_error, write_json_atomic
+from jaxode_diffusion.utils.outputs import ensure_output_dir, os_error, write_json_atomic
 
 __all__ = [
     "CHECKPOINT_SUBDIR",

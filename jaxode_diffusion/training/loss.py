@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..parameterizations import broadcast_to_batch, to_score, to_x0_eps
-from ..processes import ForwardProcess
+from jaxode_diffusion.processes.parameterizations import broadcast_to_batch, to_score, to_x0_eps
+from jaxode_diffusion.processes.process import ForwardProcess
 
 __all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_times", "drop_labels", "dsm_loss", "dsm_loss_per_example"]
 

@@ -24,14 +24,20 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from ..data import Dataset, check_finite, dataset_labels, from_array, load_dataset
-from ..distributed import batch_mesh, batch_sharding, replicate
-from ..models import ScoreModel, abstract_model, build_model
-from ..models.gaussian import GAUSSIAN_NET_INPUTS
-from ..parameterizations import canonical_kind
-from ..processes import ForwardProcess, get_process
-from . import checkpoint as ckpt
-from .loss import TIME_SAMPLINGS, WEIGHTINGS, dsm_loss
+from jaxode_diffusion.training.data import (
+    Dataset,
+    check_finite,
+    dataset_labels,
+    from_array,
+    load_dataset,
+)
+from jaxode_diffusion.sampling.distributed import batch_mesh, batch_sharding, replicate
+from jaxode_diffusion.models import ScoreModel, abstract_model, build_model
+from jaxode_diffusion.models.gaussian import GAUSSIAN_NET_INPUTS
+from jaxode_diffusion.processes.parameterizations import canonical_kind
+from jaxode_diffusion.processes.process import ForwardProcess, get_process
+from jaxode_diffusion.training import checkpoint as ckpt
+from jaxode_diffusion.training.loss import TIME_SAMPLINGS, WEIGHTINGS, dsm_loss
 
 __all__ = [
     "TrainConfig",
@@ -557,7 +563,7 @@ def train(
 
     Args:
         config: a :class:`TrainConfig`.
-        data: optional :class:`~jaxode_diffusion.data.Dataset` or array overriding ``config.data``.
+        data: optional :class:`~jaxode_diffusion.training.data.Dataset` or array overriding ``config.data``.
         stop_at: stop after this many total steps (as if interrupted; a checkpoint is written
             there when ``out_dir`` is set). The schedule still targets ``config.steps``.
         callback: called as ``callback(step, loss)`` after every step (``loss`` is a device
@@ -602,7 +608,7 @@ def train(
     model_cfg = model_config_for(config, ds.kind, ds.event_shape, sigma_data, num_classes)
     model = build_model(model_cfg, seed=config.seed)
     if config.gaussian_skip and not config.resume:  # on resume the checkpoint holds the fit
-        from ..models import fit_gaussian
+        from jaxode_diffusion.models import fit_gaussian
 
         model.set_statistics(*fit_gaussian(ds.train))
     model_cfg = model.config
