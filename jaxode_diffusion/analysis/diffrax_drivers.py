@@ -60,7 +60,8 @@ def reference_solve(
 
     Example:
         >>> import jax
-        >>> from jaxode_diffusion import GaussianMixture, VPLinear, reference_solve
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear
+        >>> from jaxode_diffusion.analysis import reference_solve
         >>> gm, vp = GaussianMixture.ring(4), VPLinear()
         >>> x0 = vp.prior_sample(jax.random.PRNGKey(0), (8, 2))
         >>> reference_solve(gm.score_fn(vp), vp, x0, rtol=1e-6, atol=1e-6).shape
@@ -155,7 +156,8 @@ def diffrax_fixed_step(score_fn, process, x_init, *, solver="rk4", num_steps=Non
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> from jaxode_diffusion import GaussianMixture, VPLinear, diffrax_fixed_step, sample
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear, sample
+        >>> from jaxode_diffusion.analysis import diffrax_fixed_step
         >>> gm, vp = GaussianMixture.ring(4), VPLinear()
         >>> x0 = vp.prior_sample(jax.random.PRNGKey(0), (8, 2))
         >>> a = diffrax_fixed_step(gm.score_fn(vp), vp, x0, solver="rk4", num_steps=8)

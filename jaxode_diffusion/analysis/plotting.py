@@ -84,7 +84,8 @@ def plot_profile(profile, path, *, stat: str = "q50", band: str | None = "max", 
 
     Example:
         >>> import jax, os, tempfile
-        >>> from jaxode_diffusion import GaussianMixture, VPLinear, regularity_profile
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear
+        >>> from jaxode_diffusion.analysis.regularity import profile as regularity_profile
         >>> gm, vp = GaussianMixture.ring(4), VPLinear()
         >>> p = regularity_profile(gm.score_fn(vp), vp, t_grid=[0.05, 0.5], source="data",
         ...                        x_source=gm.sample(jax.random.PRNGKey(1), 4))

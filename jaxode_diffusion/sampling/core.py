@@ -89,7 +89,8 @@ def make_plan(process: ForwardProcess, solver, ts) -> Plan:
     form's variable ``u``, and the time of every stage.
 
     Example:
-        >>> from jaxode_diffusion import VPLinear, make_plan, make_times
+        >>> from jaxode_diffusion import VPLinear, make_times
+        >>> from jaxode_diffusion.sampling import make_plan
         >>> vp = VPLinear()
         >>> plan = make_plan(vp, "x0-lambda:rk4", make_times(vp, num_steps=5, grid="log_snr"))
         >>> plan.num_steps, plan.t_stages.shape

@@ -100,7 +100,8 @@ def dpm_solver_adaptive(
 
     Example:
         >>> import jax
-        >>> from jaxode_diffusion import GaussianMixture, VPLinear, dpm_solver_adaptive
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear
+        >>> from jaxode_diffusion.solvers.adaptive import dpm_solver_adaptive
         >>> gm, vp = GaussianMixture.ring(4), VPLinear()
         >>> res = dpm_solver_adaptive(gm.score_fn(vp), vp, vp.prior_sample(jax.random.PRNGKey(0), (8, 2)))
         >>> res.nfe % 3 == 0

@@ -45,7 +45,7 @@ def to_diffrax_tableau(tab: ButcherTableau) -> diffrax.ButcherTableau:
         TypeError: if ``tab`` is not a :class:`ButcherTableau`.
 
     Example:
-        >>> from jaxode_diffusion import tableaux
+        >>> from jaxode_diffusion.solvers import tableaux
         >>> dtab = to_diffrax_tableau(tableaux.get("rk4"))
         >>> dtab.c.tolist(), dtab.num_stages
         ([0.5, 0.5, 1.0], 4)
@@ -207,7 +207,7 @@ def diffrax_solver(tab: ButcherTableau) -> diffrax.AbstractERK:
 
     Example:
         >>> import diffrax, jax.numpy as jnp
-        >>> from jaxode_diffusion import tableaux
+        >>> from jaxode_diffusion.solvers import tableaux
         >>> sol = diffrax.diffeqsolve(
         ...     diffrax.ODETerm(lambda t, y, args: -y), diffrax_solver(tableaux.get("rk4")),
         ...     t0=0.0, t1=1.0, dt0=0.1, y0=jnp.array(1.0),

@@ -224,7 +224,7 @@ def get_form(name: str | AbstractForm) -> AbstractForm:
     """Return the form called ``name`` (one of ``FORM_NAMES``); a form instance is returned as is.
 
     Example:
-        >>> from jaxode_diffusion import get_form
+        >>> from jaxode_diffusion.solvers import get_form
         >>> type(get_form("x0-lambda")).__name__ in {type(get_form(n)).__name__ for n in ("x0-lambda",)}
         True
     """

@@ -78,7 +78,8 @@ def register_solver(name: str, factory: Factory) -> None:
             the solver does not support.
 
     Example:
-        >>> from jaxode_diffusion import register_solver, get_solver, tableaux
+        >>> from jaxode_diffusion import register_solver, get_solver
+        >>> from jaxode_diffusion.solvers import tableaux
         >>> from jaxode_diffusion.solvers.runge_kutta import RungeKutta
         >>> register_solver("my_heun", lambda form: RungeKutta(tableaux.get("heun")))
         >>> get_solver("my_heun").order

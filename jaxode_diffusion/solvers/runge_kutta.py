@@ -25,7 +25,7 @@ class RungeKutta(AbstractSolver):
         form: the ODE form (default ``x-t``).
 
     Example:
-        >>> from jaxode_diffusion import tableaux, forms
+        >>> from jaxode_diffusion.solvers import tableaux, forms
         >>> solver = RungeKutta(tableaux.get("rk4"), forms.get_form("x0-lambda"))
         >>> solver.order, solver.stage_fractions
         (4, (0.0, 0.5, 0.5, 1.0))
