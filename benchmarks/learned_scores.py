@@ -30,7 +30,7 @@ import numpy as np
 from jaxode_diffusion.cli.models import save_png
 from jaxode_diffusion.training.data import load_digits
 from jaxode_diffusion.models import as_score_fn, build_model
-from jaxode_diffusion.processes.process import VPLinear
+from jaxode_diffusion.processes import VPLinear
 from jaxode_diffusion.sampling.core import sample
 from jaxode_diffusion.analysis.score_errors import score_error
 from jaxode_diffusion.models.mixture import GaussianMixture

@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxode_diffusion.training.data import load_digits
 from jaxode_diffusion.models import build_model
-from jaxode_diffusion.processes.process import VPLinear
+from jaxode_diffusion.processes import VPLinear
 from jaxode_diffusion.training import TrainConfig, dsm_loss, make_optimizer, model_config_for
 
 

@@ -22,7 +22,7 @@ from jaxode_diffusion.processes.parameterizations import (
     from_model_time,
     to_model_time,
 )
-from jaxode_diffusion.processes.process import DiscreteVP
+from jaxode_diffusion.processes import DiscreteVP
 
 N = 1000
 GM = GaussianMixture(

@@ -8,7 +8,7 @@ import pytest
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.sampling.grids import grid_is_valid, make_grid, validate_grid
-from jaxode_diffusion.processes.process import (
+from jaxode_diffusion.processes import (
     EDM,
     VE,
     DiscreteVP,

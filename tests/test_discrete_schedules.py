@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.processes.process import DiscreteVP, ForwardProcess
+from jaxode_diffusion.processes import DiscreteVP, ForwardProcess
 
 N = 1000
 

@@ -18,7 +18,7 @@ from jaxode_diffusion.models import (
     preconditioning,
 )
 from jaxode_diffusion.processes.parameterizations import KINDS
-from jaxode_diffusion.processes.process import EDM, VPLinear
+from jaxode_diffusion.processes import EDM, VPLinear
 from jaxode_diffusion.sampling.core import sample
 
 

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from jaxode_diffusion.training.data import default_gmm  # noqa: E402
-from jaxode_diffusion.processes.process import VPLinear  # noqa: E402
+from jaxode_diffusion.processes import VPLinear  # noqa: E402
 from jaxode_diffusion.analysis.regularity import (
     AUTO_EXACT_MAX_DIM,
     RegularityProfile,

@@ -6,7 +6,7 @@ import pytest
 from helpers import ALL_PROCESSES
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.processes.process import DiscreteVP
+from jaxode_diffusion.processes import DiscreteVP
 
 PROCESSES = (*ALL_PROCESSES, DiscreteVP.ddpm_linear(), DiscreteVP.from_alphas_cumprod([1.0, 0.9, 0.5, 0.1]))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
 from jaxode_diffusion.analysis.distances import rmse
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import get_solver, make_plan, make_times, solve
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import NonFiniteSampleError, get_solver, make_times, solve
 from jaxode_diffusion.models.mixture import GaussianMixture
 

@@ -17,7 +17,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from jaxode_diffusion.solvers.forms import get_form
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import get_solver, make_times
 from jaxode_diffusion.solvers.adaptive import AdaptiveResult
 from jaxode_diffusion.solvers.diffrax_bridge import diffrax_solver

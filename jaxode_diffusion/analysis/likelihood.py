@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxode_diffusion.solvers.forms import AbstractForm
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import get_solver, make_times
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta
 from jaxode_diffusion.solvers.tableaux import ButcherTableau

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.analysis.score_errors import score_error
 from jaxode_diffusion.models.mixture import GaussianMixture
 

@@ -76,7 +76,7 @@ def _convergence(args) -> int:
     jax.config.update("jax_enable_x64", True)
     from jaxode_diffusion.analysis.convergence import convergence_study
     from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
-    from jaxode_diffusion.processes.process import get_process
+    from jaxode_diffusion.processes import get_process
     from jaxode_diffusion.sampling.core import get_solver
     from jaxode_diffusion.models.mixture import GaussianMixture
 

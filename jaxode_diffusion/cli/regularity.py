@@ -110,7 +110,7 @@ def run(args) -> dict[str, str]:
     from jaxode_diffusion.sampling.grids import make_grid
     from jaxode_diffusion.utils.outputs import ensure_output_dir
     from jaxode_diffusion.analysis.plotting import plot_profile
-    from jaxode_diffusion.processes.process import get_process
+    from jaxode_diffusion.processes import get_process
     from jaxode_diffusion.analysis.regularity import profile
 
     _check_args(args)

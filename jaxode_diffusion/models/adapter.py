@@ -61,7 +61,7 @@ from jaxode_diffusion.processes.parameterizations import (
     to_model_time,
     to_score,
 )
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.models.embeddings import noise_level
 
 __all__ = [

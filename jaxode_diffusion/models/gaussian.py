@@ -42,7 +42,7 @@ import numpy as np
 from flax import nnx
 
 from jaxode_diffusion.processes.parameterizations import target_coefficients
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.models.adapter import DiffusionModel
 from jaxode_diffusion.models.embeddings import noise_level
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxode_diffusion.processes.parameterizations import broadcast_to_batch, to_score, to_x0
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 
 __all__ = [
     "ClassifierFreeGuidance",

@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxode_diffusion.sampling.defaults import DEFAULT_SOLVER, default_grid_for
 from jaxode_diffusion.sampling.grids import check_num_steps, make_grid, validate_grid
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.solvers.base import AbstractSolver, StepInfo
 from jaxode_diffusion.solvers.registry import get_solver, register_solver, solver_names
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 
 __all__ = ["make_grid", "GRID_NAMES", "validate_grid", "grid_is_valid", "check_num_steps"]
 

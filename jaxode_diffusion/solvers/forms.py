@@ -39,7 +39,7 @@ import abc
 import equinox as eqx
 import jax.numpy as jnp
 
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 
 __all__ = ["AbstractForm", "XT", "EpsRho", "X0Lambda", "X0Snr", "OU", "OUExp", "get_form", "FORM_NAMES"]
 

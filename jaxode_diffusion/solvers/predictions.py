@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxode_diffusion.solvers.forms import AbstractForm, get_form
 from jaxode_diffusion.processes.parameterizations import tweedie_x0
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.solvers.phi import phis
 
 __all__ = ["Prediction", "PREDICTIONS", "check_form"]

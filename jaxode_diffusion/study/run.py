@@ -672,7 +672,7 @@ def _bounded_verdict(prof) -> dict:
 def run_study(cfg: StudyConfig) -> dict:
     """Run every section, write ``metrics.json``, ``config.json``, figures and ``report.md``."""
     jax.config.update("jax_enable_x64", True)
-    from jaxode_diffusion.processes.process import get_process
+    from jaxode_diffusion.processes import get_process
     from jaxode_diffusion.study.report import write_report
 
     out_dir = Path(cfg.out)

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxode_diffusion.processes.parameterizations import broadcast_to_batch, to_score, to_x0_eps
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 
 __all__ = ["TIME_SAMPLINGS", "WEIGHTINGS", "sample_times", "drop_labels", "dsm_loss", "dsm_loss_per_example"]
 

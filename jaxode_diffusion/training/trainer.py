@@ -35,7 +35,7 @@ from jaxode_diffusion.sampling.distributed import batch_mesh, batch_sharding, re
 from jaxode_diffusion.models import ScoreModel, abstract_model, build_model
 from jaxode_diffusion.models.gaussian import GAUSSIAN_NET_INPUTS
 from jaxode_diffusion.processes.parameterizations import canonical_kind
-from jaxode_diffusion.processes.process import ForwardProcess, get_process
+from jaxode_diffusion.processes import ForwardProcess, get_process
 from jaxode_diffusion.training import checkpoint as ckpt
 from jaxode_diffusion.training.loss import TIME_SAMPLINGS, WEIGHTINGS, dsm_loss
 

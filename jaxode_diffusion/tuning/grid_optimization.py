@@ -47,7 +47,7 @@ from jaxode_diffusion.processes import process as _processes
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
 from jaxode_diffusion.analysis.distances import rmse
 from jaxode_diffusion.utils.outputs import write_json_atomic
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import get_solver, make_times
 
 __all__ = ["OptimizedGrid", "optimize_grid", "evaluate_grid", "load_grid", "grid_from_logits",

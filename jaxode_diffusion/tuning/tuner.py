@@ -48,7 +48,7 @@ from jaxode_diffusion.analysis.distances import rmse
 from jaxode_diffusion.tuning.grid_optimization import optimize_grid, process_spec, spec_matches
 from jaxode_diffusion.sampling.grids import GRID_NAMES
 from jaxode_diffusion.utils.outputs import write_json_atomic
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 
 __all__ = ["TunedSampler", "tune", "load_tuned", "DEFAULT_FORM_TABLEAUX", "SCAN_PRIORITY"]
 

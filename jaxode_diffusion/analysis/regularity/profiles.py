@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.analysis.regularity.conditioning import with_cond
 from jaxode_diffusion.analysis.regularity.estimators import (
     METHODS,
