@@ -3,9 +3,22 @@
 Files:
 
 * ``outputs.py``: output paths checked before work starts, atomic writes, strict JSON.
+* ``checks.py``: argument checks shared by the sampling and analysis entry points (types, batches,
+  integers, flags, per-sample outputs, time ranges, non-finite rows), one message per kind.
 """
 
 
+from jaxode_diffusion.utils.checks import (
+    check_batch,
+    check_bool,
+    check_callable,
+    check_float_batch,
+    check_instance,
+    check_int,
+    check_per_sample,
+    check_times_in_range,
+    nonfinite_rows,
+)
 from jaxode_diffusion.utils.outputs import (
     ensure_output_dir,
     ensure_output_file,
@@ -14,8 +27,17 @@ from jaxode_diffusion.utils.outputs import (
 )
 
 __all__ = [
+    "check_batch",
+    "check_bool",
+    "check_callable",
+    "check_float_batch",
+    "check_instance",
+    "check_int",
+    "check_per_sample",
+    "check_times_in_range",
     "ensure_output_dir",
     "ensure_output_file",
+    "nonfinite_rows",
     "os_error",
     "write_json_atomic",
 ]
