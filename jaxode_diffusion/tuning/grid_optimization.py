@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxode_diffusion.processes import process as _processes
+from jaxode_diffusion import processes as _processes
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
 from jaxode_diffusion.analysis.distances import rmse
 from jaxode_diffusion.utils.outputs import write_json_atomic
