@@ -65,7 +65,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxode_diffusion.processes.process import ForwardProcess
+from jaxode_diffusion.processes.base import ForwardProcess
 
 __all__ = [
     "KINDS",
