@@ -40,6 +40,14 @@ from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.solvers.base import AbstractSolver, StepInfo
 from jaxode_diffusion.solvers.registry import get_solver, register_solver, solver_names
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta
+from jaxode_diffusion.utils.checks import (
+    check_batch,
+    check_bool,
+    check_callable,
+    check_instance,
+    check_times_in_range,
+    nonfinite_rows,
+)
 
 __all__ = [
     "solve",
@@ -232,6 +240,9 @@ _INPUT_MESSAGES = (RESULTS.messages[1] + " (solve with throw=False to inspect)."
                    RESULTS.messages[2] + " (pass a grid from make_times or check it).")
 
 
+_PROCESS_EXAMPLE = " (e.g. VPLinear() or ForwardProcess.from_alpha_sigma(...))"
+
+
 def _is_traced(*trees) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
@@ -271,22 +282,8 @@ def _validate_cond(cond, batch: int):
             )
 
 
-def _validate_x_init(x_init):
-    if x_init.ndim < 2:
-        raise ValueError(
-            f"x_init must be a batch of shape (B, *event_shape) with B >= 1; got shape {x_init.shape}. "
-            "For one sample use x[None]."
-        )
-    if x_init.shape[0] == 0:
-        raise ValueError("x_init has batch size 0: pass at least one initial state.")
-    if not jnp.issubdtype(x_init.dtype, jnp.floating):
-        raise ValueError(
-            f"x_init must be a floating-point array, got dtype {x_init.dtype}; e.g. x_init.astype(jnp.float32)."
-        )
-
-
 def _raise_nonfinite_input(x_init):
-    bad = ~np.isfinite(np.asarray(x_init, dtype=np.float64)).reshape(x_init.shape[0], -1).all(axis=1)
+    bad = nonfinite_rows(x_init)
     i = int(np.argmax(bad))
     raise ValueError(
         f"x_init holds NaN/inf values: batch element {i} first ({int(bad.sum())} of {bad.shape[0]} "
@@ -318,14 +315,7 @@ def _validate_grid_static(ts, process, solver):
             f"encode data into noise); ts[{i}] = {a[i]!r}, ts[{i + 1}] = {a[i + 1]!r}. Sort the grid "
             "and remove repeated times (make_times builds one)."
         )
-    rng = process.valid_t_range()
-    inside = np.asarray(rng.contains(np.array([a.min(), a.max()])))
-    if not bool(np.all(inside)):
-        why = f" ({rng.reason})" if rng.reason else ""
-        raise ValueError(
-            f"ts must lie in {rng}, where the process's coefficients are finite{why}; got "
-            f"[{a.min()!r}, {a.max()!r}]."
-        )
+    check_times_in_range(process, [a.min(), a.max()], "ts", f"got [{a.min()!r}, {a.max()!r}]")
 
 
 def _grid_ok(ts, process, solver):
@@ -449,18 +439,11 @@ def solve(
         >>> sol.samples.shape, int(sol.nfe), int(sol.result)
         ((16, 2), 40, 0)
     """
-    if not isinstance(process, ForwardProcess):
-        raise ValueError(
-            f"process must be a ForwardProcess (e.g. VPLinear() or ForwardProcess.from_alpha_sigma(...)); "
-            f"got {type(process).__name__}."
-        )
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable score_fn(x, t); got {type(score_fn).__name__}.")
+    check_instance(process, ForwardProcess, "process", example=_PROCESS_EXAMPLE)
+    check_callable(score_fn)
     for name, flag in (("return_trajectory", return_trajectory), ("throw", throw), ("remat", remat)):
-        if not isinstance(flag, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False; got {flag!r}.")
-    x_init = jnp.asarray(x_init)
-    _validate_x_init(x_init)
+        check_bool(flag, name)
+    x_init = check_batch(x_init, "x_init")
     solver = get_solver(DEFAULT_SOLVER if solver is None else solver)
     ts = jnp.asarray(ts).astype(_state_dtype(x_init))
     _validate_grid_static(ts, process, solver)
@@ -542,13 +525,8 @@ def make_times(process: ForwardProcess, *, num_steps=None, t_start=None, t_end=N
                     f"t_start={ts_!r} must be larger than t_end={te_!r}: sampling runs from noise "
                     "(large t) to data (small t)."
                 )
-            rng = process.valid_t_range()
-            if not bool(np.all(np.asarray(rng.contains(np.array([te_, ts_]))))):
-                why = f" ({rng.reason})" if rng.reason else ""
-                raise ValueError(
-                    f"t_start={ts_!r} and t_end={te_!r} must lie in {rng}, where the process's "
-                    f"coefficients are finite{why}; e.g. t_end={float(process.default_t_end)!r}."
-                )
+            check_times_in_range(process, [te_, ts_], f"t_start={ts_!r} and t_end={te_!r}",
+                                 f"e.g. t_end={float(process.default_t_end)!r}")
         return make_grid(grid, process, num_steps, t_start, t_end)
     if callable(grid):
         return validate_grid(grid(process, num_steps, t_start, t_end), process)
@@ -619,14 +597,9 @@ def sample(
         >>> x.shape
         (16, 2)
     """
-    if not isinstance(process, ForwardProcess):
-        raise ValueError(
-            f"process must be a ForwardProcess (e.g. VPLinear() or ForwardProcess.from_alpha_sigma(...)); "
-            f"got {type(process).__name__}."
-        )
+    check_instance(process, ForwardProcess, "process", example=_PROCESS_EXAMPLE)
     for name, flag in (("return_nfe", return_nfe), ("check_finite", check_finite)):
-        if not isinstance(flag, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False; got {flag!r}.")
+        check_bool(flag, name)
     solver = get_solver(DEFAULT_SOLVER if solver is None else solver)
     ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     sol = solve(score_fn, process, x_init, ts, solver, cond=cond, return_trajectory=return_trajectory,
