@@ -6,7 +6,19 @@ density follows from the change of variables
     log q(Phi(x)) = log p_init(x) - log |det D Phi(x)|,
 
 with ``D Phi`` computed exactly by forward-mode autodiff through the whole sampler
-(:func:`sampler_log_density`). With ``q`` known at its own samples,
+(:func:`sampler_log_density`): ``jax.jacfwd`` through every step and stage, per example (``vmap``
+over the batch). That costs ``D`` forward passes per example (``D`` = event size), so it is for
+small ``D`` (2-D toys, ``D`` up to a few dozen). The Jacobians of one chunk of examples
+(``batch_size x D x D`` numbers) are the memory peak: by default a chunk holds at most
+``2**24 / D**2`` examples (the whole batch for ``D <= 64`` and up to 4096 examples), so ``D = 128``
+or more fits on any machine; the last chunk is padded, so one compiled program serves every chunk.
+
+The formula needs ``Phi`` to be injective, which holds when each step is a diffeomorphism (small
+enough steps: the exact flow map always is). A non-positive Jacobian determinant shows that the
+discrete map folds; it is reported with a warning, and ``log_q`` there uses ``|det|`` (it is then
+not the density of the output).
+
+With ``q`` known at its own samples,
 ``TV(p, q) = int (q - p)_+ = E_{y ~ q}[(1 - p(y)/q(y))_+]`` is a plain Monte Carlo mean with a
 CLT confidence interval (:func:`tv_distance`, :func:`sampler_tv`). No kernel density estimate,
 no binning: the only error is Monte Carlo error, which is reported. Sample-based distances
@@ -29,6 +41,14 @@ import numpy as np
 from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import NonFiniteSampleError, get_solver, make_times, solve
 from jaxode_diffusion.models.mixture import GaussianMixture
+from jaxode_diffusion.utils.checks import (
+    check_callable,
+    check_float_batch,
+    check_instance,
+    check_int,
+    check_per_sample,
+    nonfinite_rows,
+)
 
 __all__ = [
     "flow_and_jacobian",
@@ -87,9 +107,9 @@ def _flow_logdet_chunked(score_fn, process, x_init, ts, solver, batch_size):
     dim = int(np.prod(x_init.shape[1:]))
     if batch_size is None:
         batch_size = max(1, min(batch, 2**24 // max(dim * dim, 1)))
-    elif isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer (or None for automatic chunks).")
-    batch_size = int(batch_size)
+    else:
+        batch_size = check_int(batch_size, "batch_size", expected="a positive integer",
+                               hint=" (or None for automatic chunks)", whole_numbers=True)
     if batch_size >= batch or isinstance(x_init, jax.core.Tracer):
         samples, jac = flow_and_jacobian(score_fn, process, x_init, ts, solver)
         signs, logdets = jnp.linalg.slogdet(jac)
@@ -121,35 +141,21 @@ def sampler_log_density(
 ):
     """Samples of a fixed-step sampler and their exact log-density under the sampler's law.
 
-    The sampler (the same program as :func:`~jaxode_diffusion.sample`) is a deterministic map
-    ``Phi`` of the initial state, so for ``x ~ p_init`` the output ``y = Phi(x)`` has density
-
-        log q(y) = log p_init(x) - log |det D Phi(x)|.
-
-    ``D Phi(x)`` is computed exactly (up to floating point) by ``jax.jacfwd`` through every step
-    and stage of the sampler, per example (``vmap`` over the batch). That costs ``D`` forward
-    passes per example (``D`` = event size), so this is for small ``D`` (2-D toys, ``D`` up to
-    a few dozen).
-
-    The formula needs ``Phi`` to be injective, which holds when each step is a diffeomorphism
-    (small enough steps: the exact flow map always is). A non-positive Jacobian determinant
-    shows that the discrete map folds; it is reported with a warning and ``log_q`` there uses
-    ``|det|`` (it is then not the density of the output).
+    ``log q(Phi(x)) = log p_init(x) - log |det D Phi(x)|`` with ``D Phi`` exact (``jax.jacfwd``
+    through every step and stage, ``D`` forward passes per example: for small event sizes ``D``).
+    The formula needs ``Phi`` to be injective; where ``det D Phi <= 0`` the discrete map folds,
+    which is reported with a warning (``log_q`` then uses ``|det|``). See the module docstring.
 
     Args:
         score_fn, process, solver, num_steps, t_start, t_end, grid: as for
             :func:`~jaxode_diffusion.sample`.
         x_init: ``(B, *event_shape)`` initial states at ``t_start``, drawn from ``p_init``.
-        init_log_prob: ``log p_init`` as a callable on a batch ``(B, *event_shape) -> (B,)``.
-            Default: the prior ``N(0, c(t_start)^2 I)``, ``c = sqrt(alpha^2 + sigma^2)``, i.e. the
-            law of :meth:`~jaxode_diffusion.processes.ForwardProcess.prior_sample`. When
-            ``x_init`` comes from the exact ``p_{t_start}`` of a Gaussian mixture pass
+        init_log_prob: ``log p_init`` on a batch ``(B, *event_shape) -> (B,)``. Default: the prior
+            ``N(0, c(t_start)^2 I)`` of :meth:`~jaxode_diffusion.processes.ForwardProcess.prior_sample`;
+            for ``x_init`` from a Gaussian mixture's exact ``p_{t_start}`` pass
             ``mixture.marginal(process, t_start).log_prob``.
-        batch_size: examples pushed through ``jacfwd`` at once (the Jacobians of one chunk,
-            ``batch_size x D x D`` numbers, are the memory peak). ``None``: chunks of at most
-            ``2**24 / D**2`` examples (128 MiB of float64 Jacobians; the whole batch for
-            ``D <= 64`` and up to 4096 examples), so ``D = 128`` or more fits on any machine. The
-            last chunk is padded to the same size, so one compiled program serves every chunk.
+        batch_size: examples pushed through ``jacfwd`` at once (a positive int; ``None``: chunks
+            of at most ``2**24 / D**2`` examples, 128 MiB of float64 Jacobians).
 
     Returns:
         ``(samples, log_q)``: samples shaped like ``x_init`` and ``log_q`` of shape ``(B,)``.
@@ -168,46 +174,42 @@ def sampler_log_density(
         >>> y.shape, log_q.shape
         ((8, 2), (8,))
     """
-    if not isinstance(process, ForwardProcess):
-        raise ValueError(f"process must be a ForwardProcess; got {type(process).__name__}.")
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable score_fn(x, t); got {type(score_fn).__name__}.")
-    x_init = jnp.asarray(x_init)
-    if x_init.ndim < 2 or not jnp.issubdtype(x_init.dtype, jnp.floating):
-        raise ValueError(
-            f"x_init must be a floating-point batch (B, *event_shape); got shape {x_init.shape} and "
-            f"dtype {x_init.dtype}. For one sample use x[None]."
-        )
+    check_instance(process, ForwardProcess, "process")
+    check_callable(score_fn)
+    x_init = check_float_batch(x_init, "x_init")
     solver = get_solver(solver)
     ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
-    if init_log_prob is None:
-        log_p0 = _isotropic_gaussian_log_prob(x_init, process.c(ts[0]).astype(x_init.dtype))
-    else:
-        log_p0 = jnp.asarray(init_log_prob(x_init))
-        if log_p0.shape != (x_init.shape[0],):
-            raise ValueError(
-                f"init_log_prob must map a batch of shape {x_init.shape} to shape ({x_init.shape[0]},); "
-                f"got shape {log_p0.shape}."
-            )
+    log_p0 = _initial_log_prob(process, x_init, ts, init_log_prob)
     samples, signs, logdets = _flow_logdet_chunked(score_fn, process, x_init, ts, solver, batch_size)
     log_q = log_p0 - logdets
     if not isinstance(log_q, jax.core.Tracer):
-        ok = np.asarray(jnp.isfinite(log_q) & jnp.all(jnp.isfinite(samples.reshape(samples.shape[0], -1)), 1))
-        if not ok.all():
-            i = int(np.argmin(ok))
-            raise NonFiniteSampleError(
-                f"sampler_log_density: non-finite sample or log-density for batch element {i} "
-                f"({int((~ok).sum())} of {ok.size} affected). Use more steps or check the score."
-            )
-        folded = int(np.sum(np.asarray(signs) <= 0))
-        if folded:
-            warnings.warn(
-                f"sampler_log_density: det D Phi <= 0 for {folded} of {ok.size} samples: the discrete "
-                "map is not orientation preserving there (it folds), so log_q is not the output "
-                "density at those points. Use more or smaller steps.",
-                stacklevel=2,
-            )
+        _check_density_output(samples, log_q, signs)
     return samples, log_q
+
+
+def _initial_log_prob(process, x_init, ts, init_log_prob):
+    """``log p_init(x_init)``, ``(B,)``: the caller's ``init_log_prob`` or the prior at ``ts[0]``."""
+    if init_log_prob is None:
+        return _isotropic_gaussian_log_prob(x_init, process.c(ts[0]).astype(x_init.dtype))
+    return check_per_sample(init_log_prob(x_init), x_init, "init_log_prob")
+
+
+def _check_density_output(samples, log_q, signs) -> None:
+    """Raise on a non-finite sample or log-density (naming the first element); warn where the map folds."""
+    bad = nonfinite_rows(samples, log_q)
+    if bad.any():
+        raise NonFiniteSampleError(
+            f"sampler_log_density: non-finite sample or log-density for batch element {int(np.argmax(bad))} "
+            f"({int(bad.sum())} of {bad.size} affected). Use more steps or check the score."
+        )
+    folded = int(np.sum(np.asarray(signs) <= 0))
+    if folded:
+        warnings.warn(
+            f"sampler_log_density: det D Phi <= 0 for {folded} of {bad.size} samples: the discrete "
+            "map is not orientation preserving there (it folds), so log_q is not the output "
+            "density at those points. Use more or smaller steps.",
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
