@@ -55,10 +55,18 @@ from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import get_solver, make_times
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta
 from jaxode_diffusion.solvers.tableaux import ButcherTableau
+from jaxode_diffusion.utils.checks import (
+    check_callable,
+    check_float_batch,
+    check_instance,
+    check_int,
+    check_per_sample,
+)
 
 __all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "uniform_dequantize", "gaussian_prior_log_prob"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+_PREFIX = "log_likelihood: "
 
 #: Basis vectors handled per vectorised batch in the exact trace (bounds memory at
 #: ``_BASIS_CHUNK * B * D`` numbers per stage while keeping the jvps vectorised).
@@ -228,35 +236,25 @@ def log_likelihood(
     """``log p_{t_end}(x)`` per sample (nats), through the probability-flow ODE.
 
     Integrates ``x`` from ``t_end`` up to ``t_start`` (``T``) jointly with the divergence of the
-    ODE's vector field, then adds ``log p_T(x_T)``:
-
-        log p_{t_end}(x) = log p_T(x_T) + int_{t_end}^{T} div_x v(x(t), t) dt,
-        v = f x - g^2/2 s(x, t).
+    ODE's vector field and adds ``log p_T(x_T)`` (the module docstring has the formula).
 
     Args:
-        score_fn: ``score_fn(x, t)`` on a batch; must act on each sample independently (a network
-            without batch statistics), since the divergence is taken per sample.
+        score_fn: ``score_fn(x, t)`` on a batch, acting on each sample independently (no batch
+            statistics): the divergence is taken per sample.
         process: the forward process the score belongs to.
         x: ``(B, *event_shape)`` floating-point points at which to evaluate (the model's space).
-        solver: any explicit Butcher tableau: a name (``"rk4"``, ``"heun"``; plain RK in the ``x-t``
-            form), ``"FORM:TABLEAU"`` for another form of :data:`~jaxode_diffusion.solvers.forms.FORM_NAMES`
-            (``"x0-snr:rk4"``, ``"ou:heun"``; the form's state and time are used and the density
-            is corrected by ``d log scale``), a :class:`~jaxode_diffusion.solvers.tableaux.ButcherTableau` or
-            a :class:`~jaxode_diffusion.solvers.runge_kutta.RungeKutta`. Multistep and exponential
-            solvers are not supported (``ValueError``).
+        solver: an explicit Butcher tableau: a name (``"rk4"``), ``"FORM:TABLEAU"`` (``"x0-snr:rk4"``),
+            a ``ButcherTableau`` or a ``RungeKutta``; multistep and exponential solvers are refused.
         num_steps: number of steps (``NFE = num_steps * stages``).
-        t_end: the data-end time (default ``process.default_t_end``); the result is
-            ``log p_{t_end}``, not ``log p_0`` (early stopping, as in score_sde's ``eps``).
-        t_start: the prior time ``T`` (default ``process.default_t_start``).
-        grid: a named grid or array of times as for :func:`~jaxode_diffusion.sample` (traversed
-            from ``t_end`` up to ``t_start``).
-        trace: ``"exact"`` (``D`` jvps per stage; for small ``D``) or ``"hutchinson"``
-            (``num_probes`` Rademacher jvps per stage; for large ``D``).
-        num_probes: Hutchinson probes (>= 1; the standard error needs >= 2).
-        key: PRNG key for the Hutchinson probes (required with ``trace="hutchinson"``).
-        terminal_log_density: optional ``log p_T`` on a batch ``(B, *event) -> (B,)``. Default: the
-            Gaussian prior ``N(0, c(T)^2 I)``, ``c = sqrt(alpha^2 + sigma^2)``
-            (:func:`gaussian_prior_log_prob`; exact only for data with mean 0, covariance I).
+        t_end, t_start: the data-end time (the result is ``log p_{t_end}``) and the prior time
+            ``T``; defaults ``process.default_t_end`` / ``process.default_t_start``.
+        grid: a named grid or array of times as for :func:`~jaxode_diffusion.sample`.
+        trace: ``"exact"`` (``D`` jvps per stage; small ``D``) or ``"hutchinson"`` (``num_probes``
+            Rademacher jvps per stage; large ``D``).
+        num_probes, key: Hutchinson probes (an int >= 1; the standard error needs >= 2) and their
+            PRNG key (required with ``trace="hutchinson"``).
+        terminal_log_density: ``log p_T`` on a batch ``(B, *event) -> (B,)``; default the Gaussian
+            prior :func:`gaussian_prior_log_prob` (exact only for data with mean 0, covariance I).
 
     Returns:
         a :class:`LikelihoodResult` (``.log_likelihood``, ``.stderr``, ``.nfe``, ...).
@@ -275,54 +273,15 @@ def log_likelihood(
         >>> bool(abs(res.log_likelihood[0] - gm.log_prob_t(x, vp, vp.default_t_end)[0]) < 1e-6)
         True
     """
-    if not isinstance(process, ForwardProcess):
-        raise ValueError(f"log_likelihood: process must be a ForwardProcess; got {type(process).__name__}.")
-    if not callable(score_fn):
-        raise ValueError(f"log_likelihood: score_fn must be callable score_fn(x, t); got {type(score_fn).__name__}.")
-    x = jnp.asarray(x)
-    if x.ndim < 2 or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(
-            f"log_likelihood: x must be a floating-point batch (B, *event_shape); got shape {x.shape} and "
-            f"dtype {x.dtype}. For one point use x[None]."
-        )
-    if trace not in ("exact", "hutchinson"):
-        raise ValueError(f"log_likelihood: trace={trace!r}; choose 'exact' (small d) or 'hutchinson' (large d).")
+    x = _check_likelihood_args(score_fn, process, x, trace)
     solver = _rk_solver(solver)
     ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     ts = ts[::-1].astype(x.dtype)  # increasing: t_end -> t_start
-    dim = int(np.prod(x.shape[1:]))
     exact = trace == "exact"
-    if exact:
-        probes = None
-        n_probe = dim
-    else:
-        if isinstance(num_probes, bool) or not isinstance(num_probes, int | np.integer) or num_probes < 1:
-            raise ValueError(f"log_likelihood: num_probes={num_probes!r} must be an int >= 1 (16 is a good start).")
-        if key is None:
-            raise ValueError("log_likelihood: trace='hutchinson' needs key=jax.random.key(...) for the probes.")
-        n_probe = int(num_probes)
-        probes = jax.random.rademacher(key, (n_probe, *x.shape), dtype=x.dtype)
+    probes, n_probe = (None, int(np.prod(x.shape[1:]))) if exact else _probes(num_probes, key, x)
     x_T, delta = _integrate(score_fn, process, x, ts, solver, probes, exact)
-    t_T = ts[-1]
-    if terminal_log_density is None:
-        prior = gaussian_prior_log_prob(process, x_T, t_T)
-    else:
-        prior = jnp.asarray(terminal_log_density(x_T))
-        if prior.shape != (x.shape[0],):
-            raise ValueError(
-                f"log_likelihood: terminal_log_density must map a batch of shape {x_T.shape} to shape "
-                f"({x.shape[0]},); got shape {prior.shape}."
-            )
-        prior = prior.astype(x.dtype)
-    if exact:
-        ll_delta = delta
-        stderr = jnp.zeros_like(delta)
-    else:
-        ll_delta = jnp.mean(delta, axis=0)
-        if n_probe >= 2:
-            stderr = jnp.std(delta, axis=0, ddof=1) / math.sqrt(n_probe)
-        else:
-            stderr = jnp.full_like(ll_delta, jnp.nan)
+    prior = _terminal_log_prob(process, x, x_T, ts[-1], terminal_log_density)
+    ll_delta, stderr = _probe_mean(delta, exact, n_probe)
     nfe = (ts.shape[0] - 1) * solver.tableau.num_stages
     return LikelihoodResult(
         log_likelihood=prior + ll_delta,
@@ -333,9 +292,47 @@ def log_likelihood(
         nfe=int(nfe),
         num_jvps=int(nfe * n_probe),
         t_end=float(ts[0]),
-        t_start=float(t_T),
+        t_start=float(ts[-1]),
         trace=trace,
     )
+
+
+def _check_likelihood_args(score_fn, process, x, trace):
+    """``x`` as a floating-point batch, after checking the process, the score and ``trace``."""
+    check_instance(process, ForwardProcess, "process", prefix=_PREFIX)
+    check_callable(score_fn, prefix=_PREFIX)
+    x = check_float_batch(x, "x", prefix=_PREFIX, item="point")
+    if trace not in ("exact", "hutchinson"):
+        raise ValueError(
+            f"log_likelihood: trace={trace!r}; choose 'exact' (small d) or 'hutchinson' (large d)."
+        )
+    return x
+
+
+def _probes(num_probes, key, x):
+    """``(probes, num_probes)``: Rademacher probes ``(P, *x.shape)`` for the Hutchinson trace."""
+    n_probe = check_int(num_probes, "num_probes", hint=" (16 is a good start)", prefix=_PREFIX)
+    if key is None:
+        raise ValueError("log_likelihood: trace='hutchinson' needs key=jax.random.key(...) for the probes.")
+    return jax.random.rademacher(key, (n_probe, *x.shape), dtype=x.dtype), n_probe
+
+
+def _terminal_log_prob(process, x, x_T, t_T, terminal_log_density):
+    """``log p_T(x_T)``, ``(B,)``: the caller's ``terminal_log_density`` or the Gaussian prior."""
+    if terminal_log_density is None:
+        return gaussian_prior_log_prob(process, x_T, t_T)
+    prior = check_per_sample(terminal_log_density(x_T), x_T, "terminal_log_density", prefix=_PREFIX)
+    return prior.astype(x.dtype)
+
+
+def _probe_mean(delta, exact: bool, n_probe: int):
+    """``(delta log p, stderr)`` per sample: the exact trace as is, or the mean over probes and its error."""
+    if exact:
+        return delta, jnp.zeros_like(delta)
+    ll_delta = jnp.mean(delta, axis=0)
+    if n_probe >= 2:
+        return ll_delta, jnp.std(delta, axis=0, ddof=1) / math.sqrt(n_probe)
+    return ll_delta, jnp.full_like(ll_delta, jnp.nan)
 
 
 def bits_per_dim(log_likelihood, dim: int, *, bin_width: float | None = None, num_levels: int = 256,
@@ -373,14 +370,13 @@ def bits_per_dim(log_likelihood, dim: int, *, bin_width: float | None = None, nu
         >>> float(bits_per_dim(-3 * math.log(2.0), 3))  # uniform on [-1, 1]^3: 8 bits per dim
         8.0
     """
-    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-        raise ValueError(f"bits_per_dim: dim={dim!r} must be a positive int (the number of dimensions of one sample).")
+    check_int(dim, "dim", expected="a positive int", hint=" (the number of dimensions of one sample)",
+              prefix="bits_per_dim: ")
     if bin_width is None:
         lo, hi = (float(v) for v in data_range)
         if not hi > lo:
             raise ValueError(f"bits_per_dim: data_range={data_range!r} must be (lo, hi) with hi > lo, e.g. (-1, 1).")
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int | np.integer) or num_levels < 2:
-            raise ValueError(f"bits_per_dim: num_levels={num_levels!r} must be an int >= 2 (256 for 8-bit data).")
+        check_int(num_levels, "num_levels", minimum=2, hint=" (256 for 8-bit data)", prefix="bits_per_dim: ")
         bin_width = (hi - lo) / int(num_levels)
     if not (bin_width > 0 and math.isfinite(bin_width)):
         raise ValueError(f"bits_per_dim: bin_width={bin_width!r} must be finite and > 0.")
@@ -410,8 +406,7 @@ def uniform_dequantize(key, levels, *, num_levels: int = 256, data_range: tuple[
     lo, hi = (float(v) for v in data_range)
     if not hi > lo:
         raise ValueError(f"uniform_dequantize: data_range={data_range!r} must be (lo, hi) with hi > lo.")
-    if isinstance(num_levels, bool) or not isinstance(num_levels, int | np.integer) or num_levels < 2:
-        raise ValueError(f"uniform_dequantize: num_levels={num_levels!r} must be an int >= 2.")
+    check_int(num_levels, "num_levels", minimum=2, prefix="uniform_dequantize: ")
     k = np.asarray(levels)
     if not isinstance(levels, jax.core.Tracer):
         if k.size and (np.any(k != np.round(k)) or k.min() < 0 or k.max() > num_levels - 1):

@@ -56,7 +56,9 @@ def check_instance(value: Any, cls: type, name: str, *, example: str = "", prefi
         raise ValueError(f"{prefix}{name} must be a {cls.__name__}{example}; got {type(value).__name__}.")
 
 
-def check_callable(fn: Any, name: str = "score_fn", *, signature: str | None = None, prefix: str = "") -> None:
+def check_callable(
+    fn: Any, name: str = "score_fn", *, signature: str | None = None, prefix: str = ""
+) -> None:
     """Refuse ``fn`` unless it is callable.
 
     Args:
@@ -266,7 +268,9 @@ def check_times_in_range(process: Any, times: Sequence[float], subject: str, tai
     rng = process.valid_t_range()
     if not bool(np.all(np.asarray(rng.contains(np.array(times))))):
         why = f" ({rng.reason})" if rng.reason else ""
-        raise ValueError(f"{subject} must lie in {rng}, where the process's coefficients are finite{why}; {tail}.")
+        raise ValueError(
+            f"{subject} must lie in {rng}, where the process's coefficients are finite{why}; {tail}."
+        )
 
 
 def nonfinite_rows(*arrays: Any) -> np.ndarray:
