@@ -34,17 +34,29 @@ continuous ``t``, a discrete step ``index``, ``sigma``, ``log_snr``, EDM's ``c_n
 :func:`as_score_fn` builds either; :func:`network_from_score` is the inverse (a score presented
 in any convention), used by the round-trip tests and to hand exact scores to other code.
 
+:func:`as_score_fn` tells the two families apart: the package's :class:`DiffusionModel`
+networks (``MLP``, ``UNet``, a ``GraphDef`` of one with ``params``, or any NNX model with a
+``prediction`` attribute called as ``model(x, t, process)``) embed the noise level themselves and
+become a :class:`ScoreModel`; any other network (a callable, an equinox module, a Flax NNX module,
+a Flax linen module called as ``module.apply(params, x, t_in[, cond])``) needs its ``prediction``
+and ``time_input`` and becomes a :class:`NetworkScore`. It runs in named steps: validate the
+process and ``compute_dtype``, wrap the model (``_wrap_model``), then build the score
+(``_package_score`` or ``_foreign_score``).
+
 Mixed precision: ``compute_dtype=jnp.bfloat16`` stores the network's floating parameters in
-bfloat16 and runs its layers in bfloat16, while the conversion to a score (and, for the
-package's preconditioned models, the skip connection ``c_skip x``) stays in the dtype of the
-solver state ``x``; the score is returned in that dtype.
+bfloat16 and runs its layers in bfloat16 (the ``dtype`` attribute of every NNX layer is set, so
+a float32 input such as a time embedding does not promote the activations); a foreign network
+also gets ``x`` and the floating leaves of ``cond`` cast to it. The conversion to a score (and,
+for the package's preconditioned models, the skip connection ``c_skip x``: their ``x`` is not
+cast) stays in the dtype of the solver state ``x``, and so does the time input (bfloat16 cannot
+represent step indices above 256); the score is returned in that dtype.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -389,137 +401,83 @@ def _floating_dtype(compute_dtype):
     return dt
 
 
-def as_score_fn(
-    model,
-    process: ForwardProcess,
-    prediction: str | None = None,
-    params=None,
-    *,
-    time_input=None,
-    num_train_timesteps: int | None = None,
-    compute_dtype=None,
-):
-    """Adapt a model to the package's ``score_fn(x, t[, cond])``.
+class _PackageModel(NamedTuple):
+    """A package model split for :class:`ScoreModel`: its ``GraphDef``, parameters and kind."""
 
-    Two families of models:
+    graphdef: Any
+    params: Any
+    prediction: str | None
 
-    * this package's :class:`DiffusionModel` networks (:class:`~jaxode_diffusion.models.MLP`,
-      :class:`~jaxode_diffusion.models.UNet`, a ``GraphDef`` of one with ``params``): they embed
-      the noise level themselves; the result is a :class:`ScoreModel`;
-    * any other network ("bring your own model"): a callable ``net(x, t_in[, cond])``, an
-      equinox module, a Flax NNX module, or a Flax linen module with its variables as ``params``
-      (called as ``module.apply(params, x, t_in[, cond])``). Give what it predicts and which time
-      input it takes; the result is a :class:`NetworkScore`.
 
-    Either way the result is an equinox Module whose parameters are traced leaves: sampling it
-    with new parameter values does not recompile.
+def _follows_package_convention(model, time_input) -> bool:
+    # Package models, and any NNX model following their call convention model(x, t, process).
+    return isinstance(model, DiffusionModel) or (time_input is None and hasattr(model, "prediction"))
 
-    Args:
-        model: the network (see above).
-        process: the forward process the network was trained with (for a DDPM table,
-            ``ForwardProcess.from_alphas_cumprod(table)``).
-        prediction: ``eps``, ``x0`` (alias ``denoiser``: EDM's ``D(x, sigma)``), ``v``, ``flow``
-            or ``score``; default for package models: their own ``prediction``.
-        params: parameters to use: a pure dict for NNX (for example EMA parameters), the
-            variables (``{"params": ...}``, or the bare params) for linen.
-        time_input: the network's time convention, one of
-            :data:`~jaxode_diffusion.processes.parameterizations.TIME_INPUTS` (``"t"``, ``"t1000"``,
-            ``"index"``, ``"index1000"``, ``"sigma"``, ``"rho"``, ``"log_snr"``, ``"c_noise"``) or a
-            callable ``(process, t) -> network time``. Required for foreign networks; not allowed
-            for package models (they compute their own ``c_noise``).
-        num_train_timesteps: ``N`` of a discrete table for ``index``/``index1000``; read from
-            ``process.num_train_timesteps`` when ``None``.
-        compute_dtype: run the network in this dtype (``jnp.bfloat16`` for mixed precision):
-            floating parameters are stored in it, NNX layers compute in it (their ``dtype`` is set),
-            ``x`` and floating ``cond`` leaves are cast to it (package models: ``x`` is not cast,
-            so their preconditioning and skip connection stay in the state's precision). The time
-            input and the score keep the dtype of the solver state ``x``.
 
-    Returns:
-        a :class:`ScoreModel` (package models) or a :class:`NetworkScore`.
+def _wrap_model(model, prediction, params, time_input):
+    """Step 1 of :func:`as_score_fn`: classify ``model`` and wrap it.
 
-    Raises:
-        ValueError: on an unknown prediction kind or time input, a missing ``prediction``,
-            ``time_input`` or ``params``, a discrete time input without ``N`` or with an ``N``
-            that disagrees with the process, a non-floating ``compute_dtype``, or a model that is
-            not callable.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import equinox as eqx
-        >>> from jaxode_diffusion import EDM
-        >>> class Denoiser(eqx.Module):                 # EDM: D(x, sigma) -> x0, c_noise input
-        ...     w: jnp.ndarray
-        ...     def __call__(self, x, c_noise):
-        ...         return self.w * x / (1 + jnp.exp(4 * c_noise)[:, None] ** 2)
-        >>> score_fn = as_score_fn(Denoiser(jnp.ones(())), EDM(), prediction="denoiser",
-        ...                        time_input="c_noise")
-        >>> score_fn(jnp.ones((3, 2)), 1.0).shape
-        (3, 2)
+    Returns ``(package, foreign)``, exactly one of them not ``None``: a :class:`_PackageModel`
+    for the package's own networks, else the foreign network as a traced-leaf module.
     """
-    _require_process(process, "as_score_fn")
-    compute_dtype = _floating_dtype(compute_dtype)
-    own = None  # (graphdef, params, prediction) of a package model
-    foreign = None
     if isinstance(model, nnx.GraphDef):
         if params is None:
             raise ValueError("as_score_fn: a GraphDef needs params=... (the parameter dict).")
         merged = nnx.merge(model, params)
-        if isinstance(merged, DiffusionModel) or (time_input is None and hasattr(merged, "prediction")):
-            own = (model, params, prediction if prediction is not None else merged.prediction)
-        else:
-            foreign = _NNXNet(model, params)
-    elif isinstance(model, nnx.Module):
-        # Package models, and any NNX model following their call convention model(x, t, process).
-        if isinstance(model, DiffusionModel) or (time_input is None and hasattr(model, "prediction")):
-            graphdef, state = nnx.split(model)
-            own = (
-                graphdef,
-                nnx.to_pure_dict(state) if params is None else params,
-                prediction if prediction is not None else model.prediction,
-            )
-        else:
-            graphdef, state = nnx.split(model)
-            foreign = _NNXNet(graphdef, nnx.to_pure_dict(state) if params is None else params)
-    elif _is_linen(model):
+        if _follows_package_convention(merged, time_input):
+            return _PackageModel(model, params, prediction if prediction is not None else merged.prediction), None
+        return None, _NNXNet(model, params)
+    if isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        own_params = nnx.to_pure_dict(state) if params is None else params
+        if _follows_package_convention(model, time_input):
+            return _PackageModel(graphdef, own_params, prediction if prediction is not None else model.prediction), None
+        return None, _NNXNet(graphdef, own_params)
+    if _is_linen(model):
         if params is None:
             raise ValueError(
                 f"as_score_fn: the linen module {type(model).__name__} needs its variables: "
                 "params=variables (as returned by module.init) or params=variables['params']."
             )
         variables = params if isinstance(params, dict) and "params" in params else {"params": params}
-        foreign = _LinenNet(model, variables)
-    elif callable(model):
+        return None, _LinenNet(model, variables)
+    if callable(model):
         if params is not None:
             raise ValueError(
                 "as_score_fn: params= is for NNX GraphDefs and linen modules; a callable or equinox "
                 "module carries its own parameters (pass it with them, e.g. eqx.combine(params, static))."
             )
         is_pytree = not jax.tree_util.treedef_is_leaf(jax.tree.structure(model))
-        foreign = _PytreeFn(model) if is_pytree else _StaticFn(model)
-    else:
+        return None, (_PytreeFn(model) if is_pytree else _StaticFn(model))
+    raise ValueError(
+        f"as_score_fn: model must be a network (callable, equinox module, Flax NNX or linen "
+        f"module); got {type(model).__name__}."
+    )
+
+
+def _package_score(model, package: _PackageModel, process, time_input, num_train_timesteps,
+                   compute_dtype) -> ScoreModel:
+    """Step 2a of :func:`as_score_fn`: the :class:`ScoreModel` of a package model."""
+    if time_input is not None or num_train_timesteps is not None:
         raise ValueError(
-            f"as_score_fn: model must be a network (callable, equinox module, Flax NNX or linen "
-            f"module); got {type(model).__name__}."
+            f"as_score_fn: {type(model).__name__} is a package model: it computes its own noise "
+            f"level (c_noise = -lambda(t)/4) from the process, so time_input={time_input!r} / "
+            f"num_train_timesteps={num_train_timesteps!r} do not apply; drop them."
         )
+    graphdef, params, kind = package
+    if kind is None:
+        raise ValueError(
+            f"as_score_fn: {type(model).__name__} has no `prediction` attribute; "
+            "pass prediction='eps' (or 'x0', 'v', 'flow', 'score')."
+        )
+    if compute_dtype is not None:
+        graphdef, params = _nnx_in_dtype(graphdef, params, compute_dtype)
+    return ScoreModel(graphdef, params, process, canonical_kind(kind), compute_dtype)
 
-    if own is not None:
-        if time_input is not None or num_train_timesteps is not None:
-            raise ValueError(
-                f"as_score_fn: {type(model).__name__} is a package model: it computes its own noise "
-                f"level (c_noise = -lambda(t)/4) from the process, so time_input={time_input!r} / "
-                f"num_train_timesteps={num_train_timesteps!r} do not apply; drop them."
-            )
-        graphdef, params, kind = own
-        if kind is None:
-            raise ValueError(
-                f"as_score_fn: {type(model).__name__} has no `prediction` attribute; "
-                "pass prediction='eps' (or 'x0', 'v', 'flow', 'score')."
-            )
-        if compute_dtype is not None:
-            graphdef, params = _nnx_in_dtype(graphdef, params, compute_dtype)
-        return ScoreModel(graphdef, params, process, canonical_kind(kind), compute_dtype)
 
+def _foreign_score(model, foreign, process, prediction, time_input, num_train_timesteps,
+                   compute_dtype) -> NetworkScore:
+    """Step 2b of :func:`as_score_fn`: the :class:`NetworkScore` of a foreign network."""
     kind = _require_kind(prediction, f"the network {type(model).__name__}")
     if time_input is None:
         raise ValueError(
@@ -535,6 +493,62 @@ def as_score_fn(
         else:
             foreign = _cast_floating(foreign, compute_dtype)
     return NetworkScore(foreign, process, kind, time_input, n, compute_dtype)
+
+
+def as_score_fn(
+    model,
+    process: ForwardProcess,
+    prediction: str | None = None,
+    params=None,
+    *,
+    time_input=None,
+    num_train_timesteps: int | None = None,
+    compute_dtype=None,
+):
+    """Adapt a model to the package's ``score_fn(x, t[, cond])`` (see the module docstring).
+
+    Args:
+        model: a package :class:`DiffusionModel` (or its ``GraphDef`` with ``params``), or any
+            other network: a callable ``net(x, t_in[, cond])``, an equinox module, a Flax NNX
+            module, or a Flax linen module with its variables as ``params``.
+        process: the forward process the network was trained with (for a DDPM table,
+            ``ForwardProcess.from_alphas_cumprod(table)``).
+        prediction: ``eps``, ``x0`` (alias ``denoiser``), ``v``, ``flow`` or ``score``; package
+            models default to their own ``prediction``.
+        params: a pure dict for NNX (e.g. EMA parameters); the variables (or bare params) for linen.
+        time_input: the network's time convention, one of
+            :data:`~jaxode_diffusion.processes.parameterizations.TIME_INPUTS` or a callable
+            ``(process, t) -> network time``. Required for foreign networks; refused for package
+            models (they compute their own ``c_noise``).
+        num_train_timesteps: ``N`` for ``index``/``index1000`` (default: the process's).
+        compute_dtype: run the network in this dtype (``jnp.bfloat16``); the time input and the
+            score keep the dtype of the solver state ``x``.
+
+    Returns:
+        A :class:`ScoreModel` (package models) or a :class:`NetworkScore`; either is an equinox
+        Module whose parameters are traced leaves, so new parameter values do not recompile.
+
+    Raises:
+        ValueError: on an unknown prediction kind or time input, a missing ``prediction``,
+            ``time_input`` or ``params``, a discrete time input without ``N`` or with an ``N``
+            that disagrees with the process, a non-floating ``compute_dtype``, or a model that is
+            not callable.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VPLinear
+        >>> eps_net = lambda x, n: 0.1 * x                 # takes DDPM step indices
+        >>> score_fn = as_score_fn(eps_net, VPLinear(), prediction="eps", time_input="index",
+        ...                        num_train_timesteps=1000)
+        >>> score_fn(jnp.ones((3, 2)), 0.5).shape
+        (3, 2)
+    """
+    _require_process(process, "as_score_fn")
+    compute_dtype = _floating_dtype(compute_dtype)
+    package, foreign = _wrap_model(model, prediction, params, time_input)
+    if package is not None:
+        return _package_score(model, package, process, time_input, num_train_timesteps, compute_dtype)
+    return _foreign_score(model, foreign, process, prediction, time_input, num_train_timesteps, compute_dtype)
 
 
 def _is_linen(model) -> bool:

@@ -33,6 +33,32 @@ def default_channel_mult(height: int) -> tuple[int, ...]:
     return (1, 2) if height <= 8 else (1, 2, 2)
 
 
+def _checked_shape(image_shape, channel_mult, patch_size):
+    """``(image_shape, channel_mult, patch_size)`` of a :class:`UNet`, checked and normalised.
+
+    Raises:
+        ValueError: unless the image is ``(H, W, C)`` and ``H``, ``W`` are divisible by
+            ``patch_size * 2^(levels - 1)``.
+    """
+    image_shape = tuple(int(s) for s in image_shape)
+    if len(image_shape) != 3:
+        raise ValueError(f"UNet: image_shape must be (H, W, C), got {image_shape}.")
+    h, w, _ = image_shape
+    p = int(patch_size)
+    if p < 1 or h % p or w % p:
+        raise ValueError(
+            f"UNet: patch_size={patch_size} must be >= 1 and divide H={h} and W={w}; use 1 or 2."
+        )
+    mult = tuple(int(m) for m in (channel_mult or default_channel_mult(h // p)))
+    factor = 2 ** (len(mult) - 1) * p
+    if h % factor or w % factor:
+        raise ValueError(
+            f"UNet: H={h} and W={w} must be divisible by {factor} for channel_mult={mult} and "
+            f"patch_size={p}; use fewer levels or pad the images."
+        )
+    return image_shape, mult, p
+
+
 def _groups(channels: int) -> int:
     for g in (8, 4, 2, 1):
         if channels % g == 0:
@@ -115,30 +141,38 @@ class UNet(DiffusionModel):
         patch_size: int = 1,
         rngs: nnx.Rngs,
     ):
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3:
-            raise ValueError(f"UNet: image_shape must be (H, W, C), got {image_shape}.")
-        h, w, c = image_shape
-        self.patch_size = int(patch_size)
-        if self.patch_size < 1 or h % self.patch_size or w % self.patch_size:
-            raise ValueError(
-                f"UNet: patch_size={patch_size} must be >= 1 and divide H={h} and W={w}; use 1 or 2."
-            )
-        mult = tuple(int(m) for m in (channel_mult or default_channel_mult(h // self.patch_size)))
-        factor = 2 ** (len(mult) - 1) * self.patch_size
-        if h % factor or w % factor:
-            raise ValueError(
-                f"UNet: H={h} and W={w} must be divisible by {factor} for channel_mult={mult} and "
-                f"patch_size={self.patch_size}; use fewer levels or pad the images."
-            )
+        image_shape, mult, self.patch_size = _checked_shape(image_shape, channel_mult, patch_size)
         self.image_shape = image_shape
+        self._set_config(channels, mult, num_res_blocks, emb_dim, prediction, precondition, sigma_data,
+                         num_classes)
+        temb_dim = 4 * channels
+        self.temb = NoiseEmbedding(emb_dim, temb_dim, rngs=rngs)
+        self.cemb = None if self.num_classes is None else ClassEmbedding(self.num_classes, temb_dim, rngs=rngs)
+        c_in = image_shape[2] * self.patch_size**2
+        self.conv_in = nnx.Conv(c_in, channels, (3, 3), kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
+        self.num_res_blocks = int(num_res_blocks)
+        self.num_levels = len(mult)
+        # Layers are created in the order down, middle, up, output: nnx.Rngs draws one key per
+        # layer, so this order fixes the initial parameters of a seed.
+        cur, chans = self._build_down(channels, mult, num_res_blocks, temb_dim, rngs)
+        self.mid1 = _ResBlock(cur, cur, temb_dim, rngs=rngs)
+        self.mid2 = _ResBlock(cur, cur, temb_dim, rngs=rngs)
+        cur = self._build_up(channels, mult, num_res_blocks, temb_dim, cur, chans, rngs)
+        self.norm_out = nnx.GroupNorm(
+            cur, num_groups=_groups(cur), scale_init=ones_init, bias_init=zeros_init, rngs=rngs
+        )
+        self.conv_out = nnx.Conv(cur, c_in, (3, 3), kernel_init=zeros_init, bias_init=zeros_init, rngs=rngs)
+
+    def _set_config(self, channels, mult, num_res_blocks, emb_dim, prediction, precondition, sigma_data,
+                    num_classes) -> None:
+        """Store the model's conventions and its constructor arguments as ``config_json``."""
         self.prediction = canonical_kind(prediction)
         self.precondition = bool(precondition)
         self.sigma_data = float(sigma_data)
         self.num_classes = None if num_classes is None else int(num_classes)
         cfg = dict(
             type="unet",
-            image_shape=list(image_shape),
+            image_shape=list(self.image_shape),
             channels=int(channels),
             channel_mult=list(mult),
             num_res_blocks=int(num_res_blocks),
@@ -152,13 +186,12 @@ class UNet(DiffusionModel):
         if self.patch_size != 1:  # absent when off: old configs unchanged
             cfg["patch_size"] = self.patch_size
         self.config_json = json.dumps(cfg)
-        temb_dim = 4 * channels
-        self.temb = NoiseEmbedding(emb_dim, temb_dim, rngs=rngs)
-        self.cemb = None if self.num_classes is None else ClassEmbedding(self.num_classes, temb_dim, rngs=rngs)
-        c_in = c * self.patch_size**2
-        self.conv_in = nnx.Conv(c_in, channels, (3, 3), kernel_init=kernel_init, bias_init=zeros_init, rngs=rngs)
-        self.num_res_blocks = int(num_res_blocks)
-        self.num_levels = len(mult)
+
+    def _build_down(self, channels, mult, num_res_blocks, temb_dim, rngs):
+        """The encoder: residual blocks and strided downsampling convolutions per level.
+
+        Returns the channel count at the bottom and the channel count of every skip connection.
+        """
         down, downsample = [], []
         chans = [channels]
         cur = channels
@@ -182,8 +215,13 @@ class UNet(DiffusionModel):
                 chans.append(cur)
         self.down = nnx.List(down)
         self.downsample = nnx.List(downsample)
-        self.mid1 = _ResBlock(cur, cur, temb_dim, rngs=rngs)
-        self.mid2 = _ResBlock(cur, cur, temb_dim, rngs=rngs)
+        return cur, chans
+
+    def _build_up(self, channels, mult, num_res_blocks, temb_dim, cur, chans, rngs):
+        """The decoder: residual blocks on the concatenated skips and upsampling convolutions.
+
+        Consumes ``chans`` (the encoder's skip channel counts); returns the output channel count.
+        """
         up, upsample = [], []
         for i, m in reversed(list(enumerate(mult))):
             for _ in range(num_res_blocks + 1):
@@ -195,10 +233,7 @@ class UNet(DiffusionModel):
                 )
         self.up = nnx.List(up)
         self.upsample = nnx.List(upsample)
-        self.norm_out = nnx.GroupNorm(
-            cur, num_groups=_groups(cur), scale_init=ones_init, bias_init=zeros_init, rngs=rngs
-        )
-        self.conv_out = nnx.Conv(cur, c_in, (3, 3), kernel_init=zeros_init, bias_init=zeros_init, rngs=rngs)
+        return cur
 
     def net(self, x_in, c_noise, cond=None):
         if x_in.shape[1:] != self.image_shape:
