@@ -8,6 +8,19 @@
   stopped changing -- or an honest "not asymptotic" with the measured slope and the reason;
 * :func:`extend_until_asymptotic`: doubles the number of steps until :func:`estimate_order`
   finds such a window, a step budget is spent or the error reaches its floor.
+
+How :func:`estimate_order` decides which step counts carry the order (the method's nominal order
+is never used): with common random numbers, ratios of errors between step counts are measured
+much more precisely than each error alone. A step count is usable when its mean error lies in
+``(max(floor, 3 stderr), ceiling)`` and ``valid`` holds; the local slopes between consecutive
+usable step counts of the last contiguous usable run are computed, and the *window* is the
+longest run of them, ending at the largest N, that all lie within ``tolerance`` of the last local
+slope. The family is called asymptotic when that window holds at least ``min_slopes`` local slopes
+and the interval (bootstrap over the samples, jointly for every N, joined with the range of the
+local slopes inside the window) is at most ``max_width`` wide. A steady pre-asymptotic decay (two
+nearby slopes at small N followed by a jump) is not accepted, because the window must end at the
+largest usable N; run enough step counts (:func:`extend_until_asymptotic`) for the slopes to
+settle. Why ``min_slopes`` defaults to 3: benchmarks/README.md ("Convergence orders").
 """
 
 from __future__ import annotations
@@ -148,7 +161,7 @@ def convergence_study(
 SLOPE_TOLERANCE = 0.25
 
 #: Errors at or above this are not used: total variation is at most 1 and bends over well before
-#: it (TV = 0.3 is where the measured families leave their power law at the coarse end).
+#: it (where the families leave their power law: benchmarks/README.md, "Convergence orders").
 ERROR_CEILING = 0.3
 
 
@@ -227,21 +240,11 @@ def estimate_order(
 ) -> OrderEstimate:
     """Empirical order of a method from per-sample errors at several step counts N.
 
-    ``errors[k, i]`` is sample ``i``'s contribution to the error at ``steps[k]`` -- the error is
-    its mean over ``i`` (for exact-density TV: ``(1 - p/q)_+`` at the sample), with the *same*
-    samples for every N (common random numbers), so ratios between step counts are measured much
-    more precisely than each error alone. The order is minus the slope of log error against log N.
-
-    Which step counts carry the order is decided from the data alone (the method's nominal order is
-    never used): a step count is usable when its error lies in ``(max(floor, 3 stderr), ceiling)``
-    and ``valid`` holds; the local slopes between consecutive usable step counts of the last
-    contiguous usable run are computed, and the *window* is the longest run of them, ending at the
-    largest N, that all lie within ``tolerance`` of the last local slope. The family is called
-    asymptotic when that window holds at least ``min_slopes`` local slopes and the interval is at
-    most ``max_width`` wide. A steady pre-asymptotic decay (two nearby slopes at small N followed by
-    a jump) is not accepted, because the window must end at the largest usable N; run enough step
-    counts (see :func:`extend_until_asymptotic`) for the slopes to settle. Otherwise the slope over
-    the last ``min_slopes + 1`` usable step counts is returned as measured, with the reason.
+    ``errors[k, i]`` is sample ``i``'s contribution to the error at ``steps[k]`` (the error is its
+    mean over ``i``), with the *same* samples for every N (common random numbers). The order is
+    minus the slope of log error against log N over the window where the local slopes have stopped
+    changing, chosen from the data alone (the module docstring describes the rule); otherwise the
+    slope over the last ``min_slopes + 1`` usable step counts is returned as measured, with the reason.
 
     Args:
         steps: increasing step counts, shape ``(K,)``.
@@ -250,8 +253,7 @@ def estimate_order(
         floor: errors at or below this are not discretisation (round-off, Monte Carlo).
         ceiling: errors at or above this are saturated (default 0.3, for TV).
         tolerance: how far local slopes may lie from the last one (default 0.25).
-        min_slopes: local slopes the window needs (default 3, i.e. four step counts: with 2, measured
-            plateaus such as EDM x0-snr:kutta3's 1.77, 1.77 over N = 4..16 -- 2.6 .. 3.0 beyond -- passed).
+        min_slopes: local slopes the window needs (default 3, i.e. four step counts).
         max_width: widest interval that still counts as an order (default 1: +-0.5).
         confidence: coverage of the bootstrap interval.
         num_boot, seed: bootstrap resamples and their seed.
@@ -270,10 +272,41 @@ def estimate_order(
         >>> est = estimate_order(n, (2.0 * n[:, None] ** -3.0) * c)
         >>> est.asymptotic, round(est.order, 2), est.window
         (True, 3.0, (4, 8, 16, 32, 64))
-        >>> tv = np.array([1.26e-1, 1.66e-2, 2.73e-3, 1.03e-4])  # VP x-t:rk4, N = 4..32, measured
+        >>> tv = np.array([1.26e-1, 1.66e-2, 2.73e-3, 1.03e-4])  # TV of VP x-t:rk4 at N = 4..32
         >>> print(estimate_order(n[:4], tv[:, None] * c).describe())
         not asymptotic (slope 3.34 [2.60, 4.73] over N = 4..32: local slopes still change at the largest N: 2.92, 2.60, 4.73 (N = 8, 16, 32))
     """
+    steps, errors, valid, min_slopes = _check_order_inputs(
+        steps, errors, valid, tolerance=tolerance, min_slopes=min_slopes, max_width=max_width,
+        confidence=confidence, num_boot=num_boot,
+    )
+    n = errors.shape[1]
+    mean = errors.mean(axis=1)
+    se = errors.std(axis=1, ddof=1) / np.sqrt(n)
+    status = _error_status(mean, se, valid, floor, ceiling)
+    usable = status == "ok"
+    settings = dict(floor=float(floor), ceiling=float(ceiling), tolerance=float(tolerance), min_slopes=min_slopes,
+                    max_width=float(max_width), confidence=float(confidence), samples=int(n))
+    common = dict(steps=tuple(int(s) for s in steps), errors=tuple(float(v) for v in mean),
+                  stderr=tuple(float(v) for v in se), status=tuple(str(s) for s in status), settings=settings)
+    if not usable.any():
+        return OrderEstimate(np.nan, np.nan, np.nan, False, reason=_no_usable_reason(status), **common)
+    slopes = _local_slopes(steps, errors, mean, _last_usable_run(usable), num_boot, seed)
+    fit, agree = _select_window(slopes.local, len(slopes.block), tolerance, min_slopes)
+    window = tuple(int(s) for s in steps[slopes.block[fit]])
+    local_info = dict(local_steps=tuple(int(s) for s in steps[slopes.block[1:]]),
+                      local_orders=tuple(float(v) for v in slopes.local),
+                      local_stderr=tuple(float(v) for v in slopes.local_se))
+    if fit.size < 2:
+        return OrderEstimate(np.nan, np.nan, np.nan, False, window=window, reason=(
+            f"only one usable step count (N = {window[0]}); run more step counts"), **local_info, **common)
+    order, low, high = _fit_with_interval(slopes, fit, confidence)
+    reason = _not_asymptotic_reason(slopes, steps, agree, high - low, min_slopes, max_width)
+    return OrderEstimate(order, low, high, not reason, window=window, reason=reason, **local_info, **common)
+
+
+def _check_order_inputs(steps, errors, valid, *, tolerance, min_slopes, max_width, confidence, num_boot):
+    """``(steps, errors, valid, min_slopes)`` as arrays and an int, after checking shapes, values and settings."""
     steps = np.asarray(steps)
     errors = np.asarray(errors, dtype=np.float64)
     if steps.ndim != 1 or steps.size < 1 or not np.issubdtype(steps.dtype, np.integer) or np.any(steps <= 0):
@@ -294,28 +327,45 @@ def estimate_order(
             f"bad settings: confidence={confidence} must lie in (0, 1), tolerance={tolerance} and "
             f"max_width={max_width} must be positive, min_slopes={min_slopes} >= 1, num_boot={num_boot} >= 100."
         )
-    min_slopes = int(min_slopes)
-    n = errors.shape[1]
-    mean = errors.mean(axis=1)
-    se = errors.std(axis=1, ddof=1) / np.sqrt(n)
-    status = np.where(~valid, "invalid", np.where(mean >= ceiling, "saturated", np.where(
+    return steps, errors, valid, int(min_slopes)
+
+
+def _error_status(mean, se, valid, floor, ceiling) -> np.ndarray:
+    """Per step count: ``"ok"``, ``"invalid"``, ``"saturated"``, ``"floor"`` or ``"noise"`` (first match)."""
+    return np.where(~valid, "invalid", np.where(mean >= ceiling, "saturated", np.where(
         mean <= floor, "floor", np.where(mean <= 3 * se, "noise", "ok"))))
-    usable = status == "ok"
-    settings = dict(floor=float(floor), ceiling=float(ceiling), tolerance=float(tolerance), min_slopes=min_slopes,
-                    max_width=float(max_width), confidence=float(confidence), samples=int(n))
-    common = dict(steps=tuple(int(s) for s in steps), errors=tuple(float(v) for v in mean),
-                  stderr=tuple(float(v) for v in se), status=tuple(str(s) for s in status), settings=settings)
-    nan = float("nan")
-    if not usable.any():
-        counts = {s: int((status == s).sum()) for s in ("saturated", "noise", "floor", "invalid") if (status == s).any()}
-        why = ", ".join(f"{k} at {v}" for k, v in counts.items())
-        return OrderEstimate(nan, nan, nan, False, reason=f"no usable step count ({why} of {steps.size})", **common)
-    # The last contiguous run of usable step counts.
+
+
+def _no_usable_reason(status) -> str:
+    counts = {s: int((status == s).sum()) for s in ("saturated", "noise", "floor", "invalid") if (status == s).any()}
+    why = ", ".join(f"{k} at {v}" for k, v in counts.items())
+    return f"no usable step count ({why} of {status.size})"
+
+
+def _last_usable_run(usable) -> np.ndarray:
+    """Indices of the last contiguous run of usable step counts."""
     end = int(np.flatnonzero(usable)[-1])
     start = end
     while start > 0 and usable[start - 1]:
         start -= 1
-    block = np.arange(start, end + 1)
+    return np.arange(start, end + 1)
+
+
+@dataclass(frozen=True)
+class _LocalSlopes:
+    """Over the usable run ``block``: log step counts ``lx``, log mean errors ``ly``, their bootstrap
+    ``boot`` ``(len(block), num_boot)``, and the local slopes with their bootstrap standard errors."""
+
+    block: np.ndarray
+    lx: np.ndarray
+    ly: np.ndarray
+    boot: np.ndarray
+    local: np.ndarray
+    local_se: np.ndarray
+
+
+def _local_slopes(steps, errors, mean, block, num_boot, seed) -> _LocalSlopes:
+    n = errors.shape[1]
     lx = np.log(steps[block].astype(np.float64))
     ly = np.log(mean[block])
     # Bootstrap: resample the n samples jointly for all step counts (their errors are paired).
@@ -325,36 +375,47 @@ def estimate_order(
     local = -np.diff(ly) / np.diff(lx)
     local_b = -np.diff(boot, axis=0) / np.diff(lx)[:, None]
     local_se = local_b.std(axis=1, ddof=1) if local.size else np.zeros(0)
-    first = len(block) - 1  # index (within block) of the window's first point
+    return _LocalSlopes(block, lx, ly, boot, local, local_se)
+
+
+def _select_window(local, n_block: int, tolerance: float, min_slopes: int):
+    """``(fit, agree)``: the block indices to fit over, and whether the local slopes settled there.
+
+    The window is the longest run of local slopes ending at the largest N that lie within
+    ``tolerance`` of the last one; without ``min_slopes`` of them, the last ``min_slopes + 1`` points.
+    """
+    first = n_block - 1  # index (within block) of the window's first point
     if local.size:
         first = local.size - 1
         while first > 0 and abs(local[first - 1] - local[-1]) <= tolerance:
             first -= 1
-    n_slopes = len(block) - 1 - first
-    agree = n_slopes >= min_slopes
-    fit = np.arange(first, len(block)) if agree else np.arange(max(0, len(block) - 1 - min_slopes), len(block))
-    window = tuple(int(s) for s in steps[block[fit]])
-    local_info = dict(local_steps=tuple(int(s) for s in steps[block[1:]]), local_orders=tuple(float(v) for v in local),
-                      local_stderr=tuple(float(v) for v in local_se))
-    if fit.size < 2:
-        return OrderEstimate(nan, nan, nan, False, window=window, reason=(
-            f"only one usable step count (N = {window[0]}); run more step counts"), **local_info, **common)
-    order = -float(_slopes_over(lx[fit], ly[fit][:, None])[0])
-    orders_b = -_slopes_over(lx[fit], boot[fit])
+    agree = n_block - 1 - first >= min_slopes
+    fit = np.arange(first, n_block) if agree else np.arange(max(0, n_block - 1 - min_slopes), n_block)
+    return fit, agree
+
+
+def _fit_with_interval(slopes: _LocalSlopes, fit, confidence: float):
+    """``(order, low, high)``: the slope over ``fit``, its bootstrap interval joined with the local slopes."""
+    order = -float(_slopes_over(slopes.lx[fit], slopes.ly[fit][:, None])[0])
+    orders_b = -_slopes_over(slopes.lx[fit], slopes.boot[fit])
     a = 0.5 * (1.0 - confidence)
     low, high = (float(v) for v in np.quantile(orders_b, [a, 1.0 - a]))
-    inside = local[fit[1:] - 1]
-    low, high = min(low, float(inside.min())), max(high, float(inside.max()))
+    inside = slopes.local[fit[1:] - 1]
+    return order, min(low, float(inside.min())), max(high, float(inside.max()))
+
+
+def _not_asymptotic_reason(slopes: _LocalSlopes, steps, agree: bool, width: float, min_slopes: int,
+                           max_width: float) -> str:
+    """Why the window is not an order (``""`` when it is)."""
     if not agree:
+        local = slopes.local
         shown = ", ".join(f"{v:.2f}" for v in local[-(min_slopes + 1):])
-        at = ", ".join(str(int(s)) for s in steps[block[1:]][-(min_slopes + 1):])
-        reason = (f"local slopes still change at the largest N: {shown} (N = {at})" if local.size >= min_slopes else
-                  f"only {len(block)} consecutive usable step counts; need {min_slopes + 1}")
-    elif high - low > max_width:
-        reason = f"interval wider than {max_width:g}"
-    else:
-        reason = ""
-    return OrderEstimate(order, low, high, not reason, window=window, reason=reason, **local_info, **common)
+        at = ", ".join(str(int(s)) for s in steps[slopes.block[1:]][-(min_slopes + 1):])
+        return (f"local slopes still change at the largest N: {shown} (N = {at})" if local.size >= min_slopes else
+                f"only {len(slopes.block)} consecutive usable step counts; need {min_slopes + 1}")
+    if width > max_width:
+        return f"interval wider than {max_width:g}"
+    return ""
 
 
 def extend_until_asymptotic(
