@@ -7,6 +7,14 @@ non-finite state: which element, which step). With ``throw=True`` (the default) 
 raised, also when ``solve`` is traced inside ``jax.jit``/``jax.grad``/``jax.vmap`` (through
 ``equinox.branched_error_if``), in the manner of diffrax's ``RESULTS``.
 
+The grid ``ts`` of :func:`solve` is strictly monotone: decreasing samples (noise to data),
+increasing encodes data into noise (e.g. DDIM inversion). Runge-Kutta solvers also accept
+zero-length steps (exact no-ops), so grids of different lengths can be padded into one compiled
+program. The score's output shape and dtype are checked with ``jax.eval_shape`` (no FLOPs) while
+tracing, so once per compilation. :func:`solve` runs in two halves: an eager preparation
+(``_prepare_solve``: argument checks in a fixed order, the solver resolved, ``cond`` bound) and
+the traced kernel (``_solve_impl`` under ``equinox.filter_jit``).
+
 ``sample(...)`` resolves names (solver, grid, defaults) into a grid and calls :func:`solve`.
 Both run one :func:`equinox.filter_jit` program over a ``lax.scan`` (stages unrolled): array
 leaves of ``score_fn`` (a model's parameters), of the process, of ``x_init`` and of ``cond`` are
@@ -380,6 +388,41 @@ def _solve_impl(score_fn, process, x_init, ts, solver, return_trajectory: bool, 
 _solve_jit = eqx.filter_jit(_solve_impl)
 
 
+def _check_trajectory_size(ts, x_init, max_trajectory_bytes: int) -> None:
+    nbytes = (ts.shape[0]) * x_init.size * x_init.dtype.itemsize
+    if nbytes > max_trajectory_bytes:
+        raise ValueError(
+            f"return_trajectory=True would hold {nbytes / 2**30:.2f} GiB ({ts.shape[0]} states of "
+            f"shape {x_init.shape}), over max_trajectory_bytes={max_trajectory_bytes}. Use fewer "
+            "steps or a smaller batch, or raise max_trajectory_bytes if the memory is there."
+        )
+
+
+def _prepare_solve(score_fn, process, x_init, ts, solver, cond, flags, return_trajectory: bool,
+                   max_trajectory_bytes: int):
+    """The eager half of :func:`solve`: check the arguments (in the order their errors are
+    reported) and bring them to what the compiled program takes.
+
+    Returns:
+        ``(score_fn, x_init, ts, solver)``: the score with ``cond`` bound (:class:`Conditioned`),
+        ``x_init`` as an array, ``ts`` in the state's dtype, the solver object.
+    """
+    check_instance(process, ForwardProcess, "process", example=_PROCESS_EXAMPLE)
+    check_callable(score_fn)
+    for name, flag in flags:
+        check_bool(flag, name)
+    x_init = check_batch(x_init, "x_init")
+    solver = get_solver(DEFAULT_SOLVER if solver is None else solver)
+    ts = jnp.asarray(ts).astype(_state_dtype(x_init))
+    _validate_grid_static(ts, process, solver)
+    if cond is not None:
+        _validate_cond(cond, x_init.shape[0])
+        score_fn = Conditioned(score_fn, cond)
+    if return_trajectory:
+        _check_trajectory_size(ts, x_init, max_trajectory_bytes)
+    return score_fn, x_init, ts, solver
+
+
 def solve(
     score_fn: Callable,
     process: ForwardProcess,
@@ -395,31 +438,22 @@ def solve(
 ) -> Solution:
     """Integrate the probability-flow ODE on the explicit grid ``ts`` (from ``ts[0]`` to ``ts[-1]``).
 
-    The public core every other entry point builds on: jit-able, vmap-able and differentiable
-    (with respect to ``x_init``, ``ts``, process parameters, network parameters and ``cond``).
+    The public core: jit-able, vmap-able and differentiable with respect to ``x_init``, ``ts``,
+    process, network parameters and ``cond`` (see the module docstring for failures and grids).
 
     Args:
-        score_fn: ``score_fn(x, t)`` (or ``score_fn(x, t, cond)`` when ``cond`` is given) for a
-            batch ``x`` of shape ``(B, *event_shape)`` and a scalar ``t``; must return an array
-            shaped like ``x`` (checked with ``jax.eval_shape``). Array leaves of a pytree score
-            (an ``equinox.Module``, a model adapter) are traced.
+        score_fn: ``score_fn(x, t)`` (``score_fn(x, t, cond)`` with ``cond``) for a batch ``x`` of
+            shape ``(B, *event_shape)`` and a scalar ``t``, returning an array shaped like ``x``.
         process: the :class:`~jaxode_diffusion.processes.ForwardProcess`.
         x_init: ``(B, *event_shape)`` states at ``ts[0]``; the state's dtype follows it.
-        ts: strictly monotone 1-D array of times: decreasing samples (noise to data; see
-            :func:`make_times` for named grids), increasing encodes data into noise (e.g. DDIM
-            inversion). Runge-Kutta solvers also accept zero-length steps (exact no-ops), so
-            grids of different lengths can be padded into one compiled program.
-        solver: a solver name (``"rk4"``, ``"x0-lambda:rk4"``, ``"dpmpp_2m"``), a
-            ``ButcherTableau`` or a solver object; ``None`` is the measured default
-            :data:`~jaxode_diffusion.sampling.defaults.DEFAULT_SOLVER` (``"unipc_bh2_2"``).
-        cond: optional pytree of conditioning passed as ``score_fn(x, t, cond)``; array leaves
-            with a leading axis must have ``B`` rows. Traced: new values do not recompile.
+        ts: strictly monotone 1-D array of times (decreasing: noise to data, see
+            :func:`make_times`; increasing: encode data into noise).
+        solver: a name (``"rk4"``, ``"x0-lambda:rk4"``, ``"dpmpp_2m"``), a ``ButcherTableau`` or a
+            solver object; ``None``: :data:`~jaxode_diffusion.sampling.defaults.DEFAULT_SOLVER`.
+        cond: optional conditioning pytree (traced; leaves with a leading axis have ``B`` rows).
         return_trajectory: also return the states at every grid time.
-        throw: raise on failure (:class:`NonFiniteSampleError` naming element and step when
-            called eagerly, ``equinox``'s runtime error with the same message under ``jit``);
-            with ``throw=False`` the failure is only recorded in ``Solution.result``.
-        remat: rematerialise steps (equinox's checkpointed scan) so that the memory of
-            ``jax.grad`` through the solve does not grow with the number of steps.
+        throw: raise on failure; ``False`` only records it in ``Solution.result``.
+        remat: checkpointed scan, so the memory of ``jax.grad`` does not grow with the steps.
         max_trajectory_bytes: refuse ``return_trajectory`` above this many bytes of output.
 
     Returns:
@@ -427,7 +461,8 @@ def solve(
 
     Raises:
         ValueError: bad arguments, named (shapes, dtypes, grid, score output shape, cond batch).
-        NonFiniteSampleError: NaN/inf produced while solving (``throw=True``, eager call).
+        NonFiniteSampleError: NaN/inf produced while solving (``throw=True``, eager call; under
+            ``jit`` equinox's runtime error carries the same message).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -439,25 +474,9 @@ def solve(
         >>> sol.samples.shape, int(sol.nfe), int(sol.result)
         ((16, 2), 40, 0)
     """
-    check_instance(process, ForwardProcess, "process", example=_PROCESS_EXAMPLE)
-    check_callable(score_fn)
-    for name, flag in (("return_trajectory", return_trajectory), ("throw", throw), ("remat", remat)):
-        check_bool(flag, name)
-    x_init = check_batch(x_init, "x_init")
-    solver = get_solver(DEFAULT_SOLVER if solver is None else solver)
-    ts = jnp.asarray(ts).astype(_state_dtype(x_init))
-    _validate_grid_static(ts, process, solver)
-    if cond is not None:
-        _validate_cond(cond, x_init.shape[0])
-        score_fn = Conditioned(score_fn, cond)
-    if return_trajectory:
-        nbytes = (ts.shape[0]) * x_init.size * x_init.dtype.itemsize
-        if nbytes > max_trajectory_bytes:
-            raise ValueError(
-                f"return_trajectory=True would hold {nbytes / 2**30:.2f} GiB ({ts.shape[0]} states of "
-                f"shape {x_init.shape}), over max_trajectory_bytes={max_trajectory_bytes}. Use fewer "
-                "steps or a smaller batch, or raise max_trajectory_bytes if the memory is there."
-            )
+    flags = (("return_trajectory", return_trajectory), ("throw", throw), ("remat", remat))
+    score_fn, x_init, ts, solver = _prepare_solve(score_fn, process, x_init, ts, solver, cond, flags,
+                                                  return_trajectory, max_trajectory_bytes)
     # Multi-process arrays cannot be read on one host: report failures in-program for those too.
     traced = _is_traced(score_fn, process, x_init, ts) or not getattr(x_init, "is_fully_addressable", True)
     sol = _solve_jit(score_fn, process, x_init, ts, solver, bool(return_trajectory), bool(remat),
