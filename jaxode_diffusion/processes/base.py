@@ -45,10 +45,25 @@ def _scalar_vectorize(fn: Callable) -> Callable:
 
 
 def is_traced(tree) -> bool:
+    """Whether any leaf of ``tree`` is a JAX tracer (inside ``jit``/``grad``/``vmap``): its
+    values cannot be checked, only its shapes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> is_traced({"a": jnp.ones(2)}), bool(jax.jit(lambda x: is_traced(x))(1.0))
+        (False, True)
+    """
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def float_dtype():
+    """The default floating dtype: float64 under ``jax_enable_x64``, else float32.
+
+    Example:
+        >>> import jax
+        >>> float_dtype() == (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+        True
+    """
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
@@ -93,7 +108,26 @@ class TimeRange(NamedTuple):
 
 
 def check_scalar(owner: str, name: str, value, *, positive: bool = False, fix: str = "") -> float | None:
-    """A finite real scalar parameter as a float; None if traced (checked only when concrete)."""
+    """A finite real scalar parameter as a float; ``None`` if traced (checked only when concrete).
+
+    Args:
+        owner: the class or function named in the message; ``name``: the parameter's name.
+        value: the value to check.
+        positive: also require ``value > 0``.
+        fix: a sentence appended to the finiteness/positivity messages.
+
+    Raises:
+        ValueError: naming ``owner`` and ``name`` for a non-real, non-scalar, non-finite or
+            (with ``positive``) non-positive value.
+
+    Example:
+        >>> check_scalar("VE", "sigma_min", 0.01, positive=True)
+        0.01
+        >>> check_scalar("VE", "sigma_min", -1.0, positive=True, fix="Use 0.01.")
+        Traceback (most recent call last):
+        ...
+        ValueError: VE: `sigma_min` must be > 0, got sigma_min=-1.0. Use 0.01.
+    """
     if isinstance(value, jax.core.Tracer):
         return None
     arr = np.asarray(value)
@@ -110,6 +144,15 @@ def check_scalar(owner: str, name: str, value, *, positive: bool = False, fix: s
 
 
 def check_range(name: str, t_min: float, t_max: float) -> None:
+    """Check that ``t_min < t_max`` are finite real numbers (the messages name ``name``).
+
+    Example:
+        >>> check_range("VPLinear", 0.0, 1.0)
+        >>> check_range("VPLinear", 1.0, 0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: VPLinear: need finite t_min < t_max, got t_min=1.0, t_max=0.5; pass a t_max larger than t_min.
+    """
     for arg, v in (("t_min", t_min), ("t_max", t_max)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise ValueError(f"{name}: `{arg}` must be a real number, got {v!r} ({type(v).__name__}).")
@@ -154,6 +197,7 @@ class ForwardProcess(eqx.Module):
 
     @property
     def t_min(self) -> float:
+        """Smallest valid time (0 unless a subclass says otherwise)."""
         return 0.0
 
     @property
@@ -163,10 +207,12 @@ class ForwardProcess(eqx.Module):
 
     @property
     def default_t_end(self) -> float:
+        """Early-stopping time used when a sampler gets no ``t_end`` (default ``t_min + 1e-3 (t_max - t_min)``)."""
         return 1e-3 * (self.t_max - self.t_min) + self.t_min
 
     @property
     def default_t_start(self) -> float:
+        """Time sampling starts from when a sampler gets no ``t_start``: ``t_max``."""
         return self.t_max
 
     # -- where the coefficients are finite ------------------------------------------------
@@ -230,9 +276,11 @@ class ForwardProcess(eqx.Module):
 
     # -- derived --------------------------------------------------------------------------
     def log_alpha(self, t):
+        """``log alpha(t)``; subclasses override it with a closed form where one is stabler."""
         return jnp.log(self.alpha(t))
 
     def log_sigma(self, t):
+        """``log sigma(t)``; subclasses override it with a closed form where one is stabler."""
         return jnp.log(self.sigma(t))
 
     def lam(self, t):
@@ -248,6 +296,7 @@ class ForwardProcess(eqx.Module):
         return _scalar_vectorize(jax.grad(lambda s: self.log_alpha(s)))(jnp.asarray(t, float_dtype()))
 
     def dlog_sigma(self, t):
+        """``d log sigma / dt`` (autodiff)."""
         return _scalar_vectorize(jax.grad(lambda s: self.log_sigma(s)))(jnp.asarray(t, float_dtype()))
 
     def g2(self, t):
@@ -256,6 +305,7 @@ class ForwardProcess(eqx.Module):
         return 2.0 * self.sigma(t) ** 2 * (self.dlog_sigma(t) - self.f(t))
 
     def dlam_dt(self, t):
+        """``d lambda / dt = f - d log sigma / dt`` (negative on the valid range)."""
         t = jnp.asarray(t, float_dtype())
         return self.f(t) - self.dlog_sigma(t)
 
@@ -270,9 +320,8 @@ class ForwardProcess(eqx.Module):
         accurate to the floating-point resolution of ``t``; built-in processes override it
         with closed forms. Values outside the range are clipped to the ends.
         """
-        # One compiled program per process and shape (called eagerly, e.g. by make_times for each
-        # new step count, the loop and its ~30 operations were dispatched and compiled one by one:
-        # ~0.95 s per new shape under the test session's flags, ~0.2 s as one program).
+        # One compiled program per process and shape: called eagerly (make_times for each new step
+        # count), the loop's operations would otherwise be dispatched and compiled one by one.
         return self._bisect_t_of_lambda(jnp.asarray(lam, float_dtype()))
 
     @eqx.filter_jit
@@ -413,6 +462,17 @@ class VariancePreserving(ForwardProcess):
 
     ``sigma`` is computed as ``sqrt(-expm1(2 log alpha))``: near ``t = 0``, where ``alpha -> 1``,
     ``1 - alpha^2`` would cancel to a few (or no) digits.
+
+    Example:
+        >>> class ExpDecay(VariancePreserving):
+        ...     @property
+        ...     def t_max(self):
+        ...         return 1.0
+        ...     def log_alpha(self, t):
+        ...         return -jnp.asarray(t)
+        >>> p = ExpDecay()
+        >>> round(float(p.alpha(0.5) ** 2 + p.sigma(0.5) ** 2), 6)
+        1.0
     """
 
     @abc.abstractmethod

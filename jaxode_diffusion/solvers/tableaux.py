@@ -19,6 +19,16 @@ order conditions ``b^T Phi(tau) = 1 / gamma(tau)`` for every rooted tree ``tau``
 most ``p`` nodes (Butcher 1963, "Coefficients for the study of Runge-Kutta integration
 processes", J. Austral. Math. Soc. 3(2):185-201; Hairer, Norsett & Wanner 1993, *Solving
 Ordinary Differential Equations I*, Sec. II.2).
+
+**Equality and hashing.** Arrays are stored as read-only ``float64`` NumPy arrays. Equality and
+hashing use the coefficient bytes (``a``, ``b``, ``c``, ``b_error``) and ignore ``name`` and
+``allow_inconsistent``, so two tableaux of the same method are equal, can share a dict key, and
+hit the same :func:`jax.jit` cache entry when passed as a static argument.
+
+**Consistency.** A tableau is refused unless ``sum(b) = 1`` (else it has order 0: its error does
+not vanish as the steps shrink), ``sum(b_error) = 0`` (else the embedded method has order 0) and
+every node ``c_i`` lies in ``[0, 1]`` (else a stage evaluates the score outside the step's
+interval). ``ButcherTableau(..., allow_inconsistent=True)`` accepts such schemes for research.
 """
 
 from __future__ import annotations
@@ -276,29 +286,19 @@ def _check_consistent(a: np.ndarray, b: np.ndarray, c: np.ndarray, b_error: np.n
 class ButcherTableau:
     """Butcher tableau of an explicit Runge--Kutta method, validated and hashable.
 
-    A method with ``s`` stages advances ``y' = f(t, y)`` by a step ``h`` as
-    ``k_i = h f(t + c_i h, y + sum_{j<i} a_ij k_j)``, ``y_next = y + sum_i b_i k_i``; the
-    optional error estimate is ``sum_i b_error_i k_i`` with
-    ``b_error = b - b_embedded`` (the same convention as :class:`diffrax.ButcherTableau`).
-
-    Arrays are stored as read-only ``float64`` NumPy arrays. Equality and hashing use the
-    coefficient bytes (``a``, ``b``, ``c``, ``b_error``) and ignore ``name``, so two
-    tableaux of the same method are equal, can share a dict key, and hit the same
-    :func:`jax.jit` cache entry when passed as a static argument.
+    ``k_i = h f(t + c_i h, y + sum_{j<i} a_ij k_j)``, ``y_next = y + sum_i b_i k_i``, error
+    estimate ``sum_i b_error_i k_i`` with ``b_error = b - b_embedded`` (diffrax's convention).
+    Equal coefficients mean equal tableaux (``name`` is ignored; see the module docstring).
 
     Args:
-        a: the full ``s x s`` Runge--Kutta matrix (list of lists or array); must be
-            strictly lower triangular (explicit). Ragged rows: use :meth:`from_lower`.
+        a: the full ``s x s`` strictly lower triangular matrix (ragged rows: :meth:`from_lower`).
         b: the ``s`` weights.
-        c: the ``s`` nodes; must equal the row sums of ``a`` (to :data:`ROW_SUM_TOL`
-            relative to ``max(1, sum_j |a_ij|)``). ``None`` (default) takes the row sums.
+        c: the ``s`` nodes, equal to the row sums of ``a`` (to :data:`ROW_SUM_TOL` relative to
+            ``max(1, sum_j |a_ij|)``); ``None`` (default) takes the row sums.
         b_error: optional ``s`` error weights ``b - b_embedded``.
         name: optional label, used in ``repr`` and by the library; not compared.
-        allow_inconsistent: accept a tableau that is not consistent: weights with
-            ``sum(b) != 1`` (order 0: its error does not vanish as steps shrink), error
-            weights with ``sum(b_error) != 0`` (an order-0 embedded method), or nodes ``c``
-            outside ``[0, 1]`` (the score is evaluated outside the step's interval). Meant
-            for research on such schemes; off by default. Not compared or hashed.
+        allow_inconsistent: accept ``sum(b) != 1``, ``sum(b_error) != 0`` or nodes outside
+            ``[0, 1]`` (research on such schemes; off by default). Not compared or hashed.
 
     Raises:
         ValueError: if ``a`` is not square or has no stages, ``b``/``c``/``b_error`` do
@@ -742,9 +742,8 @@ _builtin(
 
 # Tsitouras 5(4), FSAL (Tsitouras 2011, "Runge-Kutta pairs of order 5(4) satisfying only
 # the first column simplifying assumption", Comput. Math. Appl. 62(2):770-775). The
-# coefficients are irrational; the decimals below are the high-precision values of
-# diffrax 0.7.2 (diffrax/_solver/tsit5.py), rounded to float64 by
-# the parser. Their row sums match c to ~1e-15, within ROW_SUM_TOL.
+# coefficients are irrational; the decimals below are the high-precision values that
+# diffrax 0.7.2 ships for its Tsit5 solver, rounded to float64 by the parser. Their row sums match c to ~1e-15, within ROW_SUM_TOL.
 _tsit5_b = [
     0.9646076681806522951816731316512876333711995238157997181903319145764851595234062815396e-1,
     1 / 100,
