@@ -16,6 +16,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from jaxode_diffusion.utils.checks import check_callable
+
 __all__ = ["BoundCond", "bind_cond"]
 
 
@@ -50,8 +52,7 @@ def bind_cond(score_fn: Callable, cond) -> BoundCond:
         >>> [round(float(v), 4) for v in jacobian_norm(f, jnp.ones((2, 3)), 1.0)]
         [0.5, 0.5]
     """
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable score_fn(x, t, cond); got {type(score_fn).__name__}.")
+    check_callable(score_fn, signature="score_fn(x, t, cond)")
     return BoundCond(score_fn, jax.tree.map(jnp.asarray, cond))
 
 

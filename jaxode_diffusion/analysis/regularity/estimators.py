@@ -7,6 +7,22 @@ program cached on the (hashable) settings; the single-example kernels live in
 :mod:`jaxode_diffusion.analysis.regularity.kernels`, the handling of ``cond=`` in
 :mod:`jaxode_diffusion.analysis.regularity.conditioning`. See :mod:`jaxode_diffusion.analysis.regularity` for the
 definitions and methods.
+
+The algorithms of :func:`second_derivative_norm`:
+
+* ``"exact"``: the dense ``d x d x d`` tensor by ``jacfwd(jacfwd)``; the operator norm by batched
+  block-coordinate ascent from ``num_restarts`` random starts (default 32) plus 4 HOSVD starts,
+  the best one polished by eigen-steps (a dense reference).
+* ``"matrix_free"``: the operator norm by the alternating higher-order power method with nested
+  ``jvp`` and the ``vjp`` of a ``jvp``, from 4 sketched HOSVD starts (a randomized range finder
+  with 32 probe pairs) plus ``num_restarts`` random starts (default 8), each stopped at relative
+  change ``<= tol`` or after ``num_iters`` iterations (one of ``u``, ``v`` updated per iteration);
+  the Frobenius norm by ``||T||_F^2 = E |D^2 s[u, v]|^2`` over ``num_probes`` independent probe
+  pairs.
+
+The operator norm of a 3-tensor is a non-convex maximisation with local maxima: each restart
+finds a local maximum and the largest is returned. ``info["num_at_max"]`` counts the restarts
+that reached it (within 0.1 %): 1 means "found once", consider more restarts.
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ from jaxode_diffusion.analysis.regularity.kernels import (
     jac_fro_hutchinson,
     jac_spectral_matrix_free,
 )
+from jaxode_diffusion.utils.checks import check_callable
 
 __all__ = [
     "AUTO_EXACT_MAX_DIM",
@@ -84,8 +101,7 @@ def _check_tol(tol) -> float:
 
 
 def _prepare(score_fn, x, key):
-    if not callable(score_fn):
-        raise ValueError(f"score_fn must be callable score_fn(x, t); got {type(score_fn).__name__}.")
+    check_callable(score_fn)
     x = jnp.asarray(x)
     if x.ndim < 2:
         raise ValueError(
@@ -289,8 +305,7 @@ def jacobian_norm(
             or ``"auto"`` (exact for ``d <= 64``, matrix-free above).
         key: PRNG key for the start vector / probes; ``None`` means ``PRNGKey(0)``. The same
             draws serve every example.
-        num_iters: maximum power iterations (matrix-free spectral).
-        tol: relative-change tolerance of the power iteration.
+        num_iters, tol: maximum power iterations and their relative-change tolerance.
         num_probes: Hutchinson probes (>= 2, for a standard error).
         probe: ``"rademacher"`` (lower variance) or ``"gaussian"`` probe vectors.
         return_info: also return a dict of per-example accuracy information.
@@ -351,24 +366,15 @@ def second_derivative_norm(
         t: scalar time.
         ord: ``"operator"`` (``max_{|u|=|v|=1} |D^2 s[u, v]|``) or ``"fro"``
             (``sqrt(sum_ijk T_ijk^2)``).
-        method: ``"exact"``: the dense ``d x d x d`` tensor by ``jacfwd(jacfwd)``; operator norm
-            by batched block-coordinate ascent from ``num_restarts`` random starts (default 32)
-            plus 4 HOSVD starts, the best one polished by eigen-steps (a dense reference).
-            ``"matrix_free"``: operator norm by the alternating higher-order power method with
-            nested ``jvp`` and the ``vjp`` of a ``jvp``, from 4 sketched HOSVD starts (a
-            randomized range finder with 32 probe pairs) plus ``num_restarts`` random starts
-            (default 8), each stopped at relative change ``<= tol`` or after ``num_iters``
-            iterations; Frobenius by ``||T||_F^2 = E |D^2 s[u, v]|^2`` over ``num_probes``
-            independent probe pairs.
-            ``"auto"``: exact for ``d <= 64``, matrix-free above.
+        method: ``"exact"`` (the dense ``d x d x d`` tensor by ``jacfwd(jacfwd)``: a dense
+            reference), ``"matrix_free"`` (nested ``jvp`` and the ``vjp`` of a ``jvp`` only) or
+            ``"auto"`` (exact for ``d <= 64``); the algorithms are in the module docstring.
         key: PRNG key for start vectors / probes; ``None`` means ``PRNGKey(0)``. The same
             draws serve every example.
         num_iters: maximum iterations per restart (one of ``u``, ``v`` updated per iteration).
         tol: relative-change tolerance per restart.
-        num_restarts: random restarts of the operator-norm ascent (see ``method``). The operator
-            norm of a 3-tensor is a non-convex maximisation with local maxima; each restart
-            finds a local maximum, the largest is returned. ``info["num_at_max"]`` counts the
-            restarts that reached it (within 0.1 %): 1 means "found once", consider more.
+        num_restarts: random restarts of the operator-norm ascent (default 32 exact, 8
+            matrix-free); ``info["num_at_max"]`` counts those reaching the maximum (1: use more).
         num_probes: probe pairs of the randomized Frobenius estimate (>= 2).
         probe: ``"rademacher"`` or ``"gaussian"`` probes.
         return_info: also return a dict of per-example accuracy information.

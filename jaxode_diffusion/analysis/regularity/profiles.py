@@ -6,8 +6,22 @@ points from two sources (probability-flow ODE trajectories, forward-noised data)
 scale-free forms in which they enter the error bounds of high-order samplers. The result is a
 typed :class:`RegularityProfile`: one :class:`ProfileCurve` per (source, quantity), each with
 :class:`BatchStats` (statistics over the batch, one value per ``t``) and
-:class:`EstimateAccuracy`. ``to_dict`` / ``from_dict`` / ``to_json`` keep the JSON schema of the
-files written by ``jaxode-diffusion regularity`` and the study.
+:class:`EstimateAccuracy`. ``to_dict`` / ``from_dict`` / ``to_json`` / ``from_json`` keep the JSON
+schema of the files written by ``jaxode-diffusion regularity`` and the study; the JSON is strict
+(a NaN or inf is written ``null``, through :func:`jaxode_diffusion.utils.outputs.dumps_json`) and
+``from_dict`` reads ``null`` back as NaN.
+
+The two sources of points ``x`` at each grid time ``t``:
+
+* ``"trajectory"``: the states of probability-flow ODE trajectories, from
+  :func:`jaxode_diffusion.sampling.sample` with ``return_trajectory=True`` run on the grid itself
+  (refined ``substeps`` times, linearly in ``t`` between grid points, for accuracy), started at
+  ``max(t_grid)`` from ``x_init`` (default: ``process.prior_sample`` with the batch shape of
+  ``x_source``); see :func:`trajectory_points`. With ``cond`` the trajectories are sampled with
+  the condition and every derivative is taken at it;
+* ``"data"``: forward-noised data ``alpha(t) x0 + sigma(t) eps`` with ``x0 = x_source`` and one
+  fixed draw of ``eps`` for all ``t`` (common random numbers: smoother curves); see
+  :func:`noised_data_points`.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxode_diffusion.processes import ForwardProcess
+from jaxode_diffusion.utils.outputs import dumps_json
 from jaxode_diffusion.analysis.regularity.conditioning import with_cond
 from jaxode_diffusion.analysis.regularity.estimators import (
     METHODS,
@@ -55,6 +70,11 @@ _SOURCES = ("trajectory", "data", "both")
 # ------------------------------------------------------------------------------------------
 # typed result
 # ------------------------------------------------------------------------------------------
+def _nan_for_null(values) -> tuple:
+    # Strict JSON writes NaN and inf as null (utils.outputs.jsonable); a profile holds NaN there.
+    return tuple(float("nan") if v is None else v for v in values)
+
+
 def stat_name(q: float) -> str:
     """The name of the batch quantile ``q`` in a profile: ``stat_name(0.5) == "q50"``.
 
@@ -113,8 +133,8 @@ class BatchStats:
 
     @classmethod
     def from_dict(cls, data: Mapping, quantiles: Sequence[float]) -> BatchStats:
-        return cls(max=tuple(data["max"]), mean=tuple(data["mean"]),
-                   quantiles={float(q): tuple(data[stat_name(q)]) for q in quantiles})
+        return cls(max=_nan_for_null(data["max"]), mean=_nan_for_null(data["mean"]),
+                   quantiles={float(q): _nan_for_null(data[stat_name(q)]) for q in quantiles})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +184,7 @@ class EstimateAccuracy:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> EstimateAccuracy:
-        return cls(**{f.name: tuple(data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
+        return cls(**{f.name: _nan_for_null(data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,13 +330,29 @@ class RegularityProfile:
                 "sigma": list(self.sigma), "results": results, "accuracy": accuracy,
                 "meta": self.settings.to_dict()}
 
-    def to_json(self, path=None, **kwargs) -> str:
-        """The profile as JSON text (the schema of :meth:`to_dict`); written to ``path`` too when given."""
-        text = json.dumps(self.to_dict(), indent=kwargs.pop("indent", 1), **kwargs)
+    def to_json(self, path=None, *, indent: int | None = 1, sort_keys: bool = False) -> str:
+        """The profile as strict JSON text (the schema of :meth:`to_dict`; NaN and inf as ``null``),
+        written to ``path`` too when given; :meth:`from_json` reads it back.
+
+        Example:
+            >>> nan_max = BatchStats((float("nan"),), (1.0,), {})
+            >>> c = ProfileCurve("data", "jacobian_fro", 2, nan_max, nan_max, EstimateAccuracy((1.0,)))
+            >>> s = ProfileSettings("VPLinear", 2, (2,), 4, "exact", "data", "rk4", 1, ("jacobian_fro",), (),
+            ...                     "float64")
+            >>> text = RegularityProfile((0.5,), (0.0,), (0.7,), (0.7,), (c,), s).to_json(indent=None)
+            >>> "NaN" in text, RegularityProfile.from_json(text).curve("data", "jacobian_fro").raw.max
+            (False, (nan,))
+        """
+        text = dumps_json(self.to_dict(), indent=indent, sort_keys=sort_keys)
         if path is not None:
             with open(path, "w") as fh:
                 fh.write(text)
         return text
+
+    @classmethod
+    def from_json(cls, text: str) -> RegularityProfile:
+        """Read back the text of :meth:`to_json` (``null`` becomes NaN)."""
+        return cls.from_dict(json.loads(text))
 
     @classmethod
     def from_dict(cls, data: Mapping) -> RegularityProfile:
@@ -332,8 +368,8 @@ class RegularityProfile:
                     accuracy=EstimateAccuracy.from_dict(data.get("accuracy", {}).get(src, {}).get(q, {})
                                                         or {"exact_frac": [float("nan")] * len(data["t"])}),
                 ))
-        return cls(t=tuple(data["t"]), lam=tuple(data["lam"]), alpha=tuple(data["alpha"]),
-                   sigma=tuple(data["sigma"]), curves=tuple(curves), settings=settings)
+        return cls(t=_nan_for_null(data["t"]), lam=_nan_for_null(data["lam"]), alpha=_nan_for_null(data["alpha"]),
+                   sigma=_nan_for_null(data["sigma"]), curves=tuple(curves), settings=settings)
 
 
 # ------------------------------------------------------------------------------------------
@@ -464,40 +500,28 @@ def profile(
 ) -> RegularityProfile:
     """Derivative norms of ``score_fn`` on a grid of times, along ODE trajectories and at noised data.
 
-    Two sources of points ``x`` at each grid time ``t``:
-
-    * ``"trajectory"``: the states of probability-flow ODE trajectories, from
-      :func:`jaxode_diffusion.sampling.sample` with ``return_trajectory=True`` run on the grid
-      itself (refined ``substeps`` times, linearly in ``t`` between grid points, for accuracy),
-      started at ``max(t_grid)`` from ``x_init`` (default: ``process.prior_sample`` with the
-      batch shape of ``x_source``); see :func:`trajectory_points`;
-    * ``"data"``: forward-noised data ``alpha(t) x0 + sigma(t) eps`` with ``x0 = x_source`` and
-      one fixed draw of ``eps`` for all ``t`` (common random numbers: smoother curves); see
-      :func:`noised_data_points`.
+    The two sources of points are described in the module docstring.
 
     Args:
-        score_fn: ``score_fn(x, t)``.
-        process: the forward process.
+        score_fn, process: ``score_fn(x, t)`` and the forward process.
         t_grid: 1-D array of times (any order; strictly monotone, inside the process's range).
         x_source: ``(B, *event_shape)`` data samples (source ``"data"``); for
             ``source="trajectory"`` only its shape and dtype are used.
         source: ``"trajectory"``, ``"data"`` or ``"both"``.
         key: PRNG key (prior draw, noise, estimator probes); ``None`` means ``PRNGKey(0)``.
-        x_init: optional ``(B, *event_shape)`` start of the trajectories at ``max(t_grid)``.
-        solver: sampler for the trajectories (see :func:`~jaxode_diffusion.sampling.sample`).
-        substeps: solver steps per grid interval.
-        quantities: subset of :data:`QUANTITIES`.
-        method: ``"exact"``, ``"matrix_free"`` or ``"auto"`` (as in :func:`jacobian_norm`).
+        x_init: optional ``(B, *event_shape)`` start of the trajectories at ``max(t_grid)``
+            (default: ``process.prior_sample`` with the batch shape of ``x_source``).
+        solver, substeps: sampler for the trajectories and its steps per grid interval.
+        quantities, method: a subset of :data:`QUANTITIES`; ``"exact"``, ``"matrix_free"`` or
+            ``"auto"`` (as in :func:`jacobian_norm`).
         quantiles: batch quantiles to report (besides max and mean).
         estimator_kwargs: extra keyword arguments per quantity, e.g.
             ``{"second_operator": {"num_restarts": 16}}``.
         cond: optional condition of a conditional (or guided) score ``score_fn(x, t, cond)``,
-            per example (leading axis ``B``) or shared (scalars); the trajectories are sampled
-            with it and every derivative is taken at it.
+            per example (leading axis ``B``) or shared (scalars).
 
     Returns:
-        A :class:`RegularityProfile` (``p.curve(source, quantity).weighted.stat("q50")``;
-        ``json.dumps(p.to_dict())`` works).
+        A :class:`RegularityProfile` (``p.curve(source, quantity).weighted.stat("q50")``).
 
     Raises:
         ValueError: unknown ``source``/``quantities``/``method``, bad grid or shapes.
@@ -511,20 +535,51 @@ def profile(
         >>> len(p.curve("data", "jacobian_spectral").weighted.stat("q50"))
         3
     """
-    from jaxode_diffusion.sampling.grids import validate_grid
-
     quantities, substeps, quantiles, estimator_kwargs = _check_profile_args(
         source, method, quantities, substeps, quantiles, estimator_kwargs)
     x_source = _as_float_batch(x_source)
     key = jax.random.PRNGKey(0) if key is None else key
     k_prior, k_noise, k_est = jax.random.split(key, 3)
+    ts_desc, ts_asc = _time_grid(t_grid, process, x_source.dtype)
+    resolved = resolve_method(method, int(np.prod(x_source.shape[1:])))
 
-    ts_desc = validate_grid(jnp.asarray(t_grid, x_source.dtype), process, name="t_grid")
-    ts_asc = np.asarray(ts_desc)[::-1]
-    d = int(np.prod(x_source.shape[1:]))
-    resolved = resolve_method(method, d)
+    points = _source_points(score_fn, process, source, x_source, x_init, ts_desc, ts_asc, k_prior, k_noise,
+                            solver=solver, substeps=substeps, cond=cond)
+    estimators = _compiled_estimators(score_fn, x_source, k_est, quantities, resolved, estimator_kwargs)
+    sig = np.asarray([float(process.sigma(jnp.asarray(t))) for t in ts_asc])
+    curves = [c for src, xs in points.items()
+              for c in _source_curves(src, xs, ts_asc, sig, estimators, score_fn, k_est, cond, quantiles)]
+    return RegularityProfile(
+        t=tuple(float(t) for t in ts_asc),
+        lam=tuple(float(process.lam(jnp.asarray(t))) for t in ts_asc),
+        alpha=tuple(float(process.alpha(jnp.asarray(t))) for t in ts_asc),
+        sigma=tuple(float(s) for s in sig),
+        curves=tuple(curves),
+        settings=_profile_settings(process, x_source, resolved, source, solver, substeps, quantities,
+                                   quantiles),
+    )
 
-    # Points per source, each a list over increasing t of (B, *event) batches.
+
+def _profile_settings(process, x_source, method, source, solver, substeps, quantities, quantiles):
+    return ProfileSettings(
+        process=type(process).__name__, dim=int(np.prod(x_source.shape[1:])),
+        event_shape=tuple(x_source.shape[1:]), batch=int(x_source.shape[0]), method=method, source=source,
+        solver=str(solver), substeps=substeps, quantities=quantities, quantiles=quantiles,
+        dtype=str(x_source.dtype),
+    )
+
+
+def _time_grid(t_grid, process, dtype):
+    """``(ts_desc, ts_asc)``: the validated grid decreasing (a jax array) and increasing (NumPy)."""
+    from jaxode_diffusion.sampling.grids import validate_grid
+
+    ts_desc = validate_grid(jnp.asarray(t_grid, dtype), process, name="t_grid")
+    return ts_desc, np.asarray(ts_desc)[::-1]
+
+
+def _source_points(score_fn, process, source, x_source, x_init, ts_desc, ts_asc, k_prior, k_noise, *,
+                   solver, substeps, cond) -> dict[str, list]:
+    """Points per source (``"data"`` first), each a list over increasing t of ``(B, *event)`` batches."""
     points: dict[str, Any] = {}
     if source in ("data", "both"):
         points["data"] = noised_data_points(process, x_source, ts_asc, k_noise)
@@ -536,23 +591,4 @@ def profile(
             raise ValueError(f"x_init must have shape {x_source.shape} like x_source; got {x_init.shape}.")
         points["trajectory"] = trajectory_points(score_fn, process, x_init, ts_desc, solver=solver,
                                                  substeps=substeps, cond=cond)
-
-    estimators = _compiled_estimators(score_fn, x_source, k_est, quantities, resolved, estimator_kwargs)
-    sig = np.asarray([float(process.sigma(jnp.asarray(t))) for t in ts_asc])
-    curves = []
-    for src, xs in points.items():
-        curves += _source_curves(src, xs, ts_asc, sig, estimators, score_fn, k_est, cond, quantiles)
-
-    settings = ProfileSettings(
-        process=type(process).__name__, dim=d, event_shape=tuple(x_source.shape[1:]),
-        batch=int(x_source.shape[0]), method=resolved, source=source, solver=str(solver),
-        substeps=substeps, quantities=quantities, quantiles=quantiles, dtype=str(x_source.dtype),
-    )
-    return RegularityProfile(
-        t=tuple(float(t) for t in ts_asc),
-        lam=tuple(float(process.lam(jnp.asarray(t))) for t in ts_asc),
-        alpha=tuple(float(process.alpha(jnp.asarray(t))) for t in ts_asc),
-        sigma=tuple(float(s) for s in sig),
-        curves=tuple(curves),
-        settings=settings,
-    )
+    return points
