@@ -33,6 +33,11 @@ class AdaptiveResult:
         samples: the end points, shaped like ``x_init``.
         nfe: score evaluations, every stage of every attempted step.
         num_accepted_steps, num_rejected_steps: step counts.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> AdaptiveResult(jnp.zeros((2, 2)), nfe=9, num_accepted_steps=2, num_rejected_steps=1).nfe
+        9
     """
 
     samples: jax.Array

@@ -34,6 +34,13 @@ class StepInfo(NamedTuple):
         t_stages: ``(num_stages,)`` physical times at ``u0 + c_i (u1 - u0)`` for the solver's
             ``stage_fractions`` ``c_i``.
         num_steps: total number of steps (a Python int).
+
+    Example:
+        >>> from jaxode_diffusion import VPLinear, make_times
+        >>> from jaxode_diffusion.sampling import make_plan
+        >>> info = make_plan(VPLinear(), "rk4", make_times(VPLinear(), num_steps=3, grid="uniform")).step_info(0)
+        >>> info.num_steps, info.t_stages.shape
+        (3, (4,))
     """
 
     index: jax.Array
@@ -51,6 +58,23 @@ class AbstractSolver(eqx.Module):
     Subclasses set ``form`` and implement :attr:`stage_fractions`, :meth:`step`, and, when
     they carry history, :meth:`init`. ``step`` returns ``(y1, state, nfe)`` where ``nfe`` is the
     number of score evaluations it made (an int or int32 scalar).
+
+    Example:
+        >>> import jax, equinox as eqx
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear, sample
+        >>> from jaxode_diffusion.solvers.forms import AbstractForm, get_form
+        >>> class Euler(AbstractSolver):                  # explicit Euler in the x-t form
+        ...     form: AbstractForm = eqx.field(static=True, default_factory=lambda: get_form("x-t"))
+        ...     @property
+        ...     def stage_fractions(self):
+        ...         return (0.0,)
+        ...     def step(self, score_fn, process, y, state, info):
+        ...         dy = self.form.vector_field(score_fn, process, y, info.t_stages[0])
+        ...         return y + (info.u1 - info.u0) * dy, state, 1
+        >>> gm, vp = GaussianMixture.ring(4), VPLinear()
+        >>> x0 = vp.prior_sample(jax.random.PRNGKey(0), (4, 2))
+        >>> int(sample(gm.score_fn(vp), vp, x0, solver=Euler(), num_steps=5, return_nfe=True).nfe)
+        5
     """
 
     form: eqx.AbstractVar[AbstractForm]
@@ -67,6 +91,7 @@ class AbstractSolver(eqx.Module):
 
     @property
     def name(self) -> str:
+        """The solver's name in messages and tables (default: the class name)."""
         return type(self).__name__
 
     def init(self, score_fn, process, y0, t0) -> Any:

@@ -2,8 +2,8 @@
 
 diffrax stores an explicit tableau of ``s`` stages as ragged rows ``a_lower`` (the rows
 of stages 2..s below the diagonal), ``c`` without the leading ``c_1 = 0``, ``b_sol`` and
-``b_error`` (= ``b - b_embedded``, the convention used here too), see
-``diffrax/_solver/runge_kutta.py``. This module converts in both directions and wraps
+``b_error`` (= ``b - b_embedded``, the convention used here too), as documented for
+``diffrax.ButcherTableau``. This module converts in both directions and wraps
 any of our tableaux as a diffrax solver, so ``diffrax.diffeqsolve`` (adaptive steps,
 ``SaveAt``, events, adjoints) can run it.
 """

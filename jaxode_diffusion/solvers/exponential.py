@@ -86,6 +86,14 @@ class SinglestepCoefficients:
         stages: for stages ``1..S-1``, their correction terms ``(j, beta, k)`` with ``1 <= j < i``.
         final: correction terms of the final value.
         order: design order.
+
+    Raises:
+        ValueError: on fractions that do not start at 0 or do not increase inside ``(0, 1)``, a
+            correction that uses a later stage, or ``order < 1``.
+
+    Example:
+        >>> THIRD_ORDER.c, THIRD_ORDER.num_stages, THIRD_ORDER.kmax
+        ((0.0, 0.3333333333333333, 0.6666666666666666), 3, 2)
     """
 
     name: str
@@ -118,17 +126,27 @@ class SinglestepCoefficients:
 
     @property
     def num_stages(self) -> int:
+        """Number of stages (model evaluations per step)."""
         return len(self.c)
 
     @property
     def kmax(self) -> int:
+        """The highest ``phi_k`` index the method uses (at least 1)."""
         ks = [k for terms in (*self.stages, self.final) for _, _, k in terms]
         return max([1, *ks])
 
 
 def second_order_coefficients(r: float) -> SinglestepCoefficients:
-    # Lu et al. (2022) Alg. 1 (DPM-Solver-2) / Lu et al. (2022b) Alg. 1 (DPM-Solver++(2S)):
-    # final = exponential Euler + (1 / (2 r)) h phi_1 (m_1 - m_0).
+    """The second-order singlestep method with its middle stage at fraction ``r`` of the step.
+
+    Lu et al. (2022) Alg. 1 (DPM-Solver-2) / Lu et al. (2022b) Alg. 1 (DPM-Solver++(2S)): the
+    final value is exponential Euler plus ``(1 / (2 r)) h phi_1 (m_1 - m_0)``.
+
+    Example:
+        >>> c = second_order_coefficients(0.5)
+        >>> c.c, c.order, c.num_stages
+        ((0.0, 0.5), 2, 2)
+    """
     return SinglestepCoefficients(f"2(r={r:g})", (0.0, r), ((),), ((1, 0.5, 1),), 2)
 
 
@@ -144,7 +162,23 @@ SINGLESTEP_COEFFICIENTS = {1: FIRST_ORDER, 2: second_order_coefficients(0.5), 3:
 
 def singlestep_stages(coeffs: SinglestepCoefficients, pred: Prediction, score_fn, process, y,
                        u0, h, t_stages):
-    """Model values at every stage of ``coeffs`` (``len(c)`` evaluations) and the phi table."""
+    """Model values ``[m_0, ..., m_{S-1}]`` at every stage of ``coeffs`` (``len(c)`` evaluations).
+
+    ``y`` is the state in the prediction's form at ``u0``, ``h`` the step in its variable and
+    ``t_stages`` the physical time of each stage. Used by :class:`ExponentialSinglestep` and the
+    adaptive driver, which shares the stages of a lower- and a higher-order method.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VPLinear
+        >>> from jaxode_diffusion.solvers.predictions import PREDICTIONS
+        >>> vp, y = VPLinear(), jnp.ones((2, 1))
+        >>> ts = vp.t_of_lambda(vp.lam(0.5) + jnp.array([0.0, 0.05]))
+        >>> ms = singlestep_stages(SINGLESTEP_COEFFICIENTS[2], PREDICTIONS["data"], lambda x, t: -x,
+        ...                        vp, y, vp.lam(0.5), 0.1, ts)
+        >>> len(ms), ms[0].shape
+        (2, (2, 1))
+    """
     ms = [pred.model(score_fn, process, y, t_stages[0])]
     for i in range(1, coeffs.num_stages):
         yi = combine_stages(coeffs.c[i], coeffs.stages[i - 1], coeffs, pred, y, u0, h, ms)
@@ -153,6 +187,19 @@ def singlestep_stages(coeffs: SinglestepCoefficients, pred: Prediction, score_fn
 
 
 def combine_stages(ci: float, terms, coeffs: SinglestepCoefficients, pred: Prediction, y, u0, h, ms):
+    """The state at fraction ``ci`` of the step from the stage values ``ms`` (the formula of
+    :class:`SinglestepCoefficients`): exponential Euler plus the correction ``terms``.
+
+    ``ci = 1`` with ``coeffs.final`` gives the step's result; ``ms`` needs the stages that
+    ``terms`` name.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion.solvers.predictions import PREDICTIONS
+        >>> y, m = jnp.ones((1, 1)), [jnp.zeros((1, 1))]
+        >>> round(float(combine_stages(1.0, (), FIRST_ORDER, PREDICTIONS["noise"], y, 0.0, 0.1, m)[0, 0]), 6)
+        1.105171
+    """
     big_h = ci * h
     ph = phis(coeffs.kmax, pred.sign * big_h)
     acc = (big_h * ph[0]) * ms[0]
@@ -230,10 +277,9 @@ class EDMHeun(AbstractSolver):
     this package ends at ``t_end > 0``, so with the default ``last_step="heun"`` every step is
     Heun's (NFE ``= 2 N``) and the result equals k-diffusion's ``sample_heun`` on the same sigmas
     to rounding (``tests/test_reference_equivalence.py``). ``last_step="euler"`` takes an Euler
-    last step anyway (NFE ``= 2 N - 1``; the rule this package applied before the option existed): one evaluation saved
-    for an ``O(h^2)`` local error on the final, usually smallest, step; still order 2. Measured on
-    the EDM mixture of the equivalence test (Karras sigmas 80 -> 0.002, 10 steps): the two differ
-    by 3.1e-4 (max. abs.) in the samples.
+    last step anyway (NFE ``= 2 N - 1``): one evaluation saved for an ``O(h^2)`` local error on
+    the final, usually smallest, step; still order 2 (the difference it makes:
+    ``benchmarks/README.md``, "Solver notes").
 
     Args:
         last_step: ``"heun"`` (default, EDM / k-diffusion on a grid ending above ``sigma = 0``)

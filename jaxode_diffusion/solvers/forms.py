@@ -4,7 +4,7 @@ All forms are equivalent in exact arithmetic and differ after discretisation. Ev
 is a time-dependent rescaling of the state, ``y = x / scale(t)``, together with a change of the
 time variable ``u = u(t)``; a Runge-Kutta tableau applied to ``dy/du`` in a form is the plain
 scheme (``x-t``), an integrating-factor / Lawson scheme (``x0-lambda``, ``eps-rho``, ``ou-exp``)
-or the paper's canonical OU-frame scheme (``ou``).
+or the canonical OU-frame scheme (``ou``).
 
 =============  =================  ===============================  ==========================
 name           time u             state y                          dy/du
@@ -45,7 +45,18 @@ __all__ = ["AbstractForm", "XT", "EpsRho", "X0Lambda", "X0Snr", "OU", "OUExp", "
 
 
 class AbstractForm(eqx.Module):
-    """A time variable ``u(t)`` and a state rescaling ``y = x / scale(t)``."""
+    """A time variable ``u(t)`` and a state rescaling ``y = x / scale(t)``.
+
+    Subclasses implement :meth:`u`, :meth:`t_of_u`, :meth:`scale` and :meth:`vector_field`;
+    :meth:`to_state` and :meth:`from_state` convert between ``x`` and ``y``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VPLinear
+        >>> form, vp, x = X0Lambda(), VPLinear(), jnp.ones((2, 3))
+        >>> bool(jnp.allclose(form.from_state(vp, form.to_state(vp, x, 0.5), 0.5), x))
+        True
+    """
 
     name: str = eqx.field(static=True, default="")
 
@@ -66,9 +77,11 @@ class AbstractForm(eqx.Module):
         """``dy/du`` at state ``y`` and time ``t``."""
 
     def to_state(self, process, x, t):
+        """The form's state ``y = x / scale(t)`` (in ``x``'s dtype)."""
         return x / self.scale(process, t).astype(x.dtype)
 
     def from_state(self, process, y, t):
+        """The sample ``x = scale(t) y`` (in ``y``'s dtype)."""
         return y * self.scale(process, t).astype(y.dtype)
 
 
@@ -83,7 +96,14 @@ def _score(score_fn, x, t):
 
 
 class XT(AbstractForm):
-    """``dx/dt = f(t) x - g(t)^2 / 2 * score(x, t)`` (the paper's plain scheme)."""
+    """``dx/dt = f(t) x - g(t)^2 / 2 * score(x, t)`` (the plain scheme).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VE
+        >>> float(XT().vector_field(lambda x, t: -x, VE(), jnp.ones((1, 1)), 0.5)[0, 0]) > 0
+        True
+    """
 
     name: str = eqx.field(static=True, default="x-t")
 
@@ -103,7 +123,13 @@ class XT(AbstractForm):
 
 
 class EpsRho(AbstractForm):
-    """``d(x/alpha)/drho = eps_hat(x, t)``, ``rho = sigma/alpha`` (Euler = DDIM)."""
+    """``d(x/alpha)/drho = eps_hat(x, t)``, ``rho = sigma/alpha`` (Euler = DDIM).
+
+    Example:
+        >>> from jaxode_diffusion import EDM
+        >>> float(EpsRho().u(EDM(), 2.0))  # rho = sigma = t for EDM
+        2.0
+    """
 
     name: str = eqx.field(static=True, default="eps-rho")
 
@@ -123,7 +149,14 @@ class EpsRho(AbstractForm):
 
 
 class X0Lambda(AbstractForm):
-    """``d(x/sigma)/dlambda = e^lambda x0_hat = x/sigma + sigma s`` (integrating factor, data prediction)."""
+    """``d(x/sigma)/dlambda = e^lambda x0_hat = x/sigma + sigma s`` (integrating factor, data prediction).
+
+    Example:
+        >>> from jaxode_diffusion import VPLinear
+        >>> vp = VPLinear()
+        >>> round(float(X0Lambda().t_of_u(vp, X0Lambda().u(vp, 0.3))), 6)
+        0.3
+    """
 
     name: str = eqx.field(static=True, default="x0-lambda")
 
@@ -152,7 +185,13 @@ def _ou_t_of_s(process, s):
 
 
 class OU(AbstractForm):
-    """Canonical OU frame: ``Y = x/c``, ``s = log(1+rho^2)/2``, ``dY/ds = -Y - c score(cY, t)``."""
+    """Canonical OU frame: ``Y = x/c``, ``s = log(1+rho^2)/2``, ``dY/ds = -Y - c score(cY, t)``.
+
+    Example:
+        >>> from jaxode_diffusion import VPLinear
+        >>> round(float(OU().scale(VPLinear(), 0.5)), 6)  # c = sqrt(alpha^2 + sigma^2) = 1 for VP
+        1.0
+    """
 
     name: str = eqx.field(static=True, default="ou")
 
@@ -172,7 +211,13 @@ class OU(AbstractForm):
 
 class X0Snr(AbstractForm):
     """Data prediction with the exponential weight integrated exactly: ``z = x/sigma`` stepped in
-    ``tau = e^lambda = alpha/sigma``, ``dz/dtau = x0_hat``. Euler here is DPM-Solver++(1) = DDIM."""
+    ``tau = e^lambda = alpha/sigma``, ``dz/dtau = x0_hat``. Euler here is DPM-Solver++(1) = DDIM.
+
+    Example:
+        >>> from jaxode_diffusion import RectifiedFlow
+        >>> round(float(X0Snr().u(RectifiedFlow(), 0.25)), 6)  # alpha / sigma = 0.75 / 0.25
+        3.0
+    """
 
     name: str = eqx.field(static=True, default="x0-snr")
 
@@ -195,7 +240,13 @@ class X0Snr(AbstractForm):
 class OUExp(AbstractForm):
     """OU frame with the linear part integrated exactly: ``W = e^s Y = x/alpha`` stepped in
     ``v = e^s = c/alpha``; ``dW/dv = -c score(alpha W, t)``. Euler here is the exponential Euler
-    step ``Y1 = e^{-h} Y0 + (1 - e^{-h}) (-grad log p)`` of the canonical OU flow."""
+    step ``Y1 = e^{-h} Y0 + (1 - e^{-h}) (-grad log p)`` of the canonical OU flow.
+
+    Example:
+        >>> from jaxode_diffusion import EDM
+        >>> round(float(OUExp().u(EDM(), 1.0)), 6)  # v = c / alpha = sqrt(1 + sigma^2)
+        1.414214
+    """
 
     name: str = eqx.field(static=True, default="ou-exp")
 
@@ -223,10 +274,12 @@ FORM_NAMES = tuple(_FORMS)
 def get_form(name: str | AbstractForm) -> AbstractForm:
     """Return the form called ``name`` (one of ``FORM_NAMES``); a form instance is returned as is.
 
+    Raises:
+        ValueError: for an unknown name; the message lists :data:`FORM_NAMES`.
+
     Example:
-        >>> from jaxode_diffusion.solvers import get_form
-        >>> type(get_form("x0-lambda")).__name__ in {type(get_form(n)).__name__ for n in ("x0-lambda",)}
-        True
+        >>> type(get_form("x0-lambda")).__name__, get_form("eps-rho").name
+        ('X0Lambda', 'eps-rho')
     """
     if isinstance(name, AbstractForm):
         return name

@@ -29,26 +29,11 @@ Schemes (:class:`MultistepScheme`) differ in their data:
   ``h^3 phi_3(-h) m''`` (``second_derivative_weight=0.5``). Its start-up second step uses the
   exact Taylor moment ``h phi_2(-h)`` as k-diffusion does (DPM-Solver and diffusers use the
   ``bh2`` rule there; the two differ by ``O(h^3)`` on that one step). Equal to k-diffusion's
-  sampler to rounding. The half moment leaves an ``O(h^3)`` local error, so its order is 2
-  (measured slopes 1.9-2.0 on the order-test mixture), but it is usually the more accurate of
-  the two at the step counts people use (see ``dpmpp_3m_exact``).
+  sampler to rounding. The half moment leaves an ``O(h^3)`` local error, so its order is 2.
 * ``dpmpp_3m_exact``: the exponential Adams-Bashforth method on three nodes with the exact Taylor
-  moments (``bh2`` start-up step): order 3 (slopes 3.1-3.3). The trade-off, measured with
-  ``sample(..., grid="edm")`` under ``EDM()`` (sigma 80 -> 0.002, float64, 256 exact draws of
-  ``p_80``), end-point RMSE against a tight reference solve, ``dpmpp_3m`` / ``dpmpp_3m_exact``:
-
-  - ``GaussianMixture.random(PRNGKey(3), 3, 3, scale=1, min_var=0.2, max_var=0.6)``: 10 steps
-    0.121 / 0.040, 12 steps 0.017 / 0.131, 20 steps 0.0047 / 0.025, 30 steps 0.0016 / 0.0051,
-    50 steps 0.00101 / 0.00104, 100 steps 3.3e-4 / 1.2e-4;
-  - ``GaussianMixture.random(PRNGKey(2), 4, 2, scale=2, min_var=0.05, max_var=0.5)``: 10 steps
-    0.49 / 0.98, 12 steps 0.30 / 0.56, 20 steps 0.033 / 0.051, 30 steps 0.013 / 0.018,
-    50 steps 0.0040 / 0.0044, 100 steps 7.9e-4 / 5.6e-4;
-  - the order-test problem (``tests/helpers.py:order_problem(2)``, VPLinear, its default grid):
-    32 steps 2.7e-3 / 3.2e-3, 64 steps 6.9e-4 / 3.2e-4, 128 steps 1.9e-4 / 3.5e-5 (slopes 1.96,
-    1.89, 1.94 vs 3.29, 3.20, 3.08).
-
-  The reference-compatible ``dpmpp_3m`` is usually the more accurate up to about 30-50 steps
-  (not always: 10 steps on the first problem), the exact variant beyond, as their orders say.
+  moments (``bh2`` start-up step): order 3. Its higher order pays off only with many steps: at
+  the step counts people use the reference-compatible ``dpmpp_3m`` is usually the more accurate
+  of the two (measurements: ``benchmarks/README.md``, "Solver notes").
 * ``unipc_bhK_p`` (Zhao et al. 2023, "UniPC", Alg. 2-3 with ``B(h) = h`` (bh1) or ``e^h - 1``
   (bh2)): data prediction; predictor UniP-p on ``p`` nodes; then the model is evaluated at the
   predicted point and the corrector UniC-p re-does the step with that value as an extra node
@@ -103,6 +88,16 @@ class MultistepScheme:
             second-derivative term whenever three or more nodes are used. ``1`` is the exact
             moment (order ``steps``); ``0.5`` reproduces the DPM-Solver++(3M) reference code
             (order 2, see the module docstring).
+
+    Raises:
+        ValueError: on an unknown prediction or rule, ``steps`` outside ``1..5``, or a
+            ``second_derivative_weight`` outside ``[0, 1]`` (or not 1 with a corrector).
+
+    Example:
+        >>> MULTISTEP_SCHEMES["dpmpp_3m"].order, MULTISTEP_SCHEMES["unipc_bh2_3"].order
+        (2, 4)
+        >>> MultistepScheme("my_ab2", "rho", 2).order
+        2
     """
 
     name: str
@@ -132,6 +127,8 @@ class MultistepScheme:
 
     @property
     def order(self) -> int:
+        """Design order: ``steps`` (at most 2 with a scaled second-derivative weight), plus 1
+        with a corrector."""
         # A scaled second-derivative weight leaves an O(h^3) local error: order 2 at most.
         base = self.steps if self.second_derivative_weight == 1.0 else min(self.steps, 2)
         return base + (1 if self.corrector is not None else 0)
@@ -257,7 +254,7 @@ MULTISTEP_SCHEMES = {
         MultistepScheme("dpmpp_2m", "data", 2, two_point="bh2"),
         # DPM-Solver++(3M) of the reference implementations (k-diffusion, DPM-Solver, diffusers).
         MultistepScheme("dpmpp_3m", "data", 3, two_point="taylor", second_derivative_weight=0.5),
-        # The same three nodes with the exact third moment: order 3, less accurate below ~50 steps.
+        # The same three nodes with the exact third moment: order 3 (see the module docstring).
         MultistepScheme("dpmpp_3m_exact", "data", 3, two_point="bh2"),
         MultistepScheme("unipc_bh1_2", "data", 2, two_point="bh1", corrector="bh1"),
         MultistepScheme("unipc_bh1_3", "data", 3, two_point="bh1", corrector="bh1"),

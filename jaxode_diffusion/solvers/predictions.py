@@ -40,6 +40,12 @@ class Prediction:
     ========  ==========  ================  ========  ===========  ====
 
     (``phi_k(0) = 1/k!`` makes ``rho`` plain polynomial quadrature: Adams-Bashforth in ``rho``.)
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> data = PREDICTIONS["data"]
+        >>> data.form.name, float(data.linear(jnp.asarray(0.1))), round(float(data.moments(jnp.asarray(0.1), 1)[0]), 6)
+        ('x0-lambda', 1.0, 0.095163)
     """
 
     name: str
@@ -48,6 +54,7 @@ class Prediction:
 
     @property
     def form(self) -> AbstractForm:
+        """The ODE form this prediction is integrated in."""
         return get_form(self.form_name)
 
     def model(self, score_fn, process: ForwardProcess, y, t):
@@ -67,9 +74,11 @@ class Prediction:
         return -sig * score(alp * y)
 
     def linear(self, h):
+        """The exact linear propagator ``L(h)`` (``e^h`` for ``noise``, else 1)."""
         return jnp.exp(h) if self.name == "noise" else jnp.ones_like(h)
 
     def prefactor(self, u):
+        """The prefactor ``P(u)`` of the model term (``e^u`` for ``data``, ``-1`` for ``noise``, 1 for ``rho``)."""
         if self.name == "data":
             return jnp.exp(u)
         return -jnp.ones_like(u) if self.name == "noise" else jnp.ones_like(u)
@@ -103,7 +112,15 @@ PREDICTIONS = {
 
 
 def check_form(name: str, form_name: str | None, own: str) -> None:
-    """Raise ``ValueError`` unless ``form_name`` is ``None`` or the solver's own form ``own``."""
+    """Raise ``ValueError`` unless ``form_name`` is ``None`` or the solver's own form ``own``.
+
+    Example:
+        >>> check_form("dpmpp_2m", "x0-lambda", "x0-lambda")
+        >>> check_form("dpmpp_2m", "x-t", "x0-lambda")
+        Traceback (most recent call last):
+        ...
+        ValueError: solver 'dpmpp_2m' integrates in the 'x0-lambda' form; got form 'x-t'. ...
+    """
     if form_name is not None and form_name.lower() != own:
         raise ValueError(
             f"solver {name!r} integrates in the {own!r} form; got form {form_name!r}. "

@@ -81,8 +81,8 @@ def register_solver(name: str, factory: Factory) -> None:
         >>> from jaxode_diffusion import register_solver, get_solver
         >>> from jaxode_diffusion.solvers import tableaux
         >>> from jaxode_diffusion.solvers.runge_kutta import RungeKutta
-        >>> register_solver("my_heun", lambda form: RungeKutta(tableaux.get("heun")))
-        >>> get_solver("my_heun").order
+        >>> register_solver("my_rk2", lambda form: RungeKutta(tableaux.get("heun")))
+        >>> get_solver("my_rk2").order
         2
     """
     if not isinstance(name, str) or not name or ":" in name:

@@ -1,6 +1,6 @@
 """Generic explicit Runge-Kutta step, fed by any :class:`~jaxode_diffusion.solvers.tableaux.ButcherTableau`.
 
-In the ``x-t`` form this is the paper's plain RK scheme; in ``x0-lambda``, ``eps-rho`` and
+In the ``x-t`` form this is the plain RK scheme; in ``x0-lambda``, ``eps-rho`` and
 ``ou-exp`` it is the integrating-factor (Lawson) exponential RK scheme, since those forms have
 removed the linear part of the drift by a change of variables (see :mod:`jaxode_diffusion.solvers.forms`).
 The stages are unrolled at trace time (the tableau is static); zero coefficients are skipped.
