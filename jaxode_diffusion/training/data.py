@@ -237,14 +237,15 @@ def load_patches(size: int = 32, *, stride: int = 4, split: str = "halves", stri
     patches are cut from the left half of each photograph (columns ``[0, 320)``), held-out
     patches from the right half (columns ``[320, 640)``). Windows start on a lattice of step
     ``stride`` (default 4 pixels: overlapping windows, a built-in translation augmentation),
-    row-major, china first: the arrays are the same on every call. Pixels are mapped ``x = (v - 127.5) / 127.5`` from ``v`` in ``0..255``; ``meta``
-    records it (``shift = scale = 127.5``, ``raw_range = [0, 255]``) and the split.
+    row-major, china first: the arrays are the same on every call. Pixels are mapped
+    ``x = (v - 127.5) / 127.5`` from ``v`` in ``0..255``; ``meta`` records it (``shift = scale =
+    127.5``, ``raw_range = [0, 255]``) and the split.
 
     ``split="stripes"`` (``--data patches32-stripes``) instead cuts each photograph into
     ``stripe``-pixel column stripes and alternates them (even stripes train, odd ones held-out),
     windows lying inside one stripe: still no shared pixel, but train and held-out now sample the
-    same scenes (the halves differ: at 32 x 32 their means are -0.30 and -0.08), so a sample
-    distance to held-out patches measures the model rather than the shift between the halves.
+    same scenes (the two halves differ in mean colour), so a sample distance to held-out patches
+    measures the model rather than the shift between the halves.
 
     Args:
         size: patch side in pixels, ``2 <= size <= 320`` (``16`` and ``32`` are the CLI's
@@ -267,6 +268,16 @@ def load_patches(size: int = 32, *, stride: int = 4, split: str = "halves", stri
     """
     from sklearn.datasets import load_sample_images
 
+    size, stride, stripe = _check_patch_args(size, stride, split, stripe)
+    bunch = load_sample_images()
+    train, held = _cut_split(bunch.images, size, stride, split, stripe)
+    to_model = lambda v: ((np.concatenate(v).astype(np.float32) - 127.5) / 127.5).astype(np.float32)
+    x_train, x_held = to_model(train), to_model(held)
+    names = [os.path.basename(f) for f in bunch.filenames]
+    return Dataset(x_train, x_held, "image", _patch_meta(x_train, x_held, names, size, stride, split, stripe))
+
+
+def _check_patch_args(size, stride, split, stripe) -> tuple[int, int, int]:
     size = int(size)
     if not 2 <= size <= 320:
         raise ValueError(f"load_patches: size must lie in [2, 320] (half an image width), got {size}.")
@@ -278,10 +289,13 @@ def load_patches(size: int = 32, *, stride: int = 4, split: str = "halves", stri
     stripe = int(stripe)
     if split == "stripes" and not size <= stripe <= 320:
         raise ValueError(f"load_patches: stripe must lie in [size, 320] = [{size}, 320], got {stripe}.")
-    bunch = load_sample_images()
-    names = [os.path.basename(f) for f in bunch.filenames]
+    return size, stride, stripe
+
+
+def _cut_split(images, size: int, stride: int, split: str, stripe: int) -> tuple[list, list]:
+    """Training and held-out patch arrays, one or more per image (halves, or alternate stripes)."""
     train, held = [], []
-    for img in bunch.images:
+    for img in images:
         if split == "stripes":
             for j, c0 in enumerate(range(0, img.shape[1] - stripe + 1, stripe)):
                 (train if j % 2 == 0 else held).append(_cut_patches(img[:, c0 : c0 + stripe], size, stride))
@@ -289,9 +303,11 @@ def load_patches(size: int = 32, *, stride: int = 4, split: str = "halves", stri
         half = img.shape[1] // 2
         train.append(_cut_patches(img[:, :half], size, stride))
         held.append(_cut_patches(img[:, half:], size, stride))
-    to_model = lambda v: ((np.concatenate(v).astype(np.float32) - 127.5) / 127.5).astype(np.float32)
-    x_train, x_held = to_model(train), to_model(held)
-    meta = dict(
+    return train, held
+
+
+def _patch_meta(x_train, x_held, names, size, stride, split, stripe) -> dict[str, Any]:
+    return dict(
         name=f"patches{size}" + ("-stripes" if split == "stripes" else ""),
         event_shape=[size, size, 3],
         shift=127.5,
@@ -309,7 +325,6 @@ def load_patches(size: int = 32, *, stride: int = 4, split: str = "halves", stri
         n_train=int(x_train.shape[0]),
         n_heldout=int(x_held.shape[0]),
     )
-    return Dataset(x_train, x_held, "image", meta)
 
 
 def dataset_labels(ds: Dataset) -> tuple[np.ndarray, np.ndarray, int]:
