@@ -30,10 +30,16 @@ __all__ = [
 def kernel_init(key, shape, dtype=jnp.float32):
     """LeCun-normal init (``N(0, 1/fan_in)``), drawn with NumPy from a seed taken from ``key``.
 
-    Eager ``jax.random`` initialisation compiles one XLA kernel per distinct parameter shape
-    (~50 for a small U-Net, 15-40 s on a 2-core CPU); NumPy draws need none. Still a pure
+    Eager ``jax.random`` initialisation compiles one XLA kernel per distinct parameter shape;
+    NumPy draws need none (what that saves: ``benchmarks/README.md``, "Model notes"). Still a pure
     function of ``key``. Under tracing (``nnx.eval_shape``, ``jit``) it falls back to
     ``jax.random.normal`` with the same variance.
+
+    Example:
+        >>> import jax
+        >>> w = kernel_init(jax.random.PRNGKey(0), (64, 32))
+        >>> w.shape, bool(abs(float(w.std()) - 1 / 8) < 0.01)  # std 1/sqrt(fan_in)
+        ((64, 32), True)
     """
     std = 1.0 / math.sqrt(max(1, math.prod(shape[:-1])))
     if isinstance(key, jax.core.Tracer):
@@ -43,16 +49,35 @@ def kernel_init(key, shape, dtype=jnp.float32):
 
 
 def zeros_init(key, shape, dtype=jnp.float32):
-    """Zeros without an XLA compilation per shape (see :func:`kernel_init`)."""
+    """Zeros without an XLA compilation per shape (see :func:`kernel_init`).
+
+    Example:
+        >>> import jax
+        >>> float(zeros_init(jax.random.PRNGKey(0), (2, 3)).sum())
+        0.0
+    """
     return jnp.asarray(np.zeros(shape, dtype))
 
 
 def ones_init(key, shape, dtype=jnp.float32):
+    """Ones without an XLA compilation per shape (see :func:`kernel_init`).
+
+    Example:
+        >>> import jax
+        >>> float(ones_init(jax.random.PRNGKey(0), (2, 3)).sum())
+        6.0
+    """
     return jnp.asarray(np.ones(shape, dtype))
 
 
 def noise_level(process, t):
-    """``c_noise(t) = -lambda(t) / 4`` (elementwise in ``t``)."""
+    """``c_noise(t) = -lambda(t) / 4`` (elementwise in ``t``).
+
+    Example:
+        >>> from jaxode_diffusion import EDM
+        >>> round(float(noise_level(EDM(), 2.0)), 6)  # log(sigma) / 4 with sigma = t = 2
+        0.173287
+    """
     return -0.25 * process.lam(t)
 
 
@@ -86,9 +111,15 @@ class NoiseEmbedding(nnx.Module):
     """Sinusoidal features of ``c_noise`` followed by a two-layer SiLU MLP (as in DDPM/EDM).
 
     Args:
-        emb_dim: sinusoidal feature size.
+        emb_dim: sinusoidal feature size (even).
         out_dim: output size.
         rngs: ``nnx.Rngs``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> NoiseEmbedding(16, 8, rngs=nnx.Rngs(0))(jnp.zeros(3)).shape
+        (3, 8)
     """
 
     def __init__(self, emb_dim: int, out_dim: int, *, rngs: nnx.Rngs):
@@ -183,6 +214,7 @@ class ClassEmbedding(nnx.Module):
 
     @property
     def null_id(self) -> int:
+        """The label of the unconditional (null) class: ``num_classes``."""
         return self.num_classes
 
     def __call__(self, cond, batch: int):
@@ -192,8 +224,18 @@ class ClassEmbedding(nnx.Module):
 def conditioning_embedding(temb: NoiseEmbedding, cemb: ClassEmbedding | None, c_noise, cond, batch: int,
                            network: str):
     """``silu(temb(c_noise) + cemb(cond))``: the embedding a network's blocks are conditioned on.
-    An unconditional network (``cemb is None``) given a ``cond`` raises a ValueError naming
-    ``network`` and the fix."""
+
+    Raises:
+        ValueError: naming ``network`` and the fix when an unconditional network (``cemb is
+            None``) is given a ``cond``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> temb, cemb = NoiseEmbedding(16, 8, rngs=nnx.Rngs(0)), ClassEmbedding(3, 8, rngs=nnx.Rngs(1))
+        >>> conditioning_embedding(temb, cemb, jnp.zeros(2), jnp.array([0, 3]), 2, "MLP").shape
+        (2, 8)
+    """
     e = temb(c_noise)
     if cemb is not None:
         e = e + cemb(cond, batch)

@@ -24,11 +24,10 @@ is the Gaussian fit's posterior mean, centred and scaled, ``U diag(alpha l / (al
 sigma^2)) z / sigma_data`` (``= (E_G[x0 | x] - mu) / sigma_data``): the same information (an
 invertible linear map of ``x`` for ``l > 0``) with the noise-dominated directions shrunk. At high
 noise the signal in ``x`` is a few large-variance directions (for natural patches the mean
-colour, 77% of the variance) buried under unit noise in every pixel; the Wiener estimate hands
-them to the network at their own scale, which is what lets a network learn their non-Gaussian
-distribution in a few hundred steps (measured on ``patches32-stripes``:
-``benchmarks/results/patches32.md``). ``U`` has ``d^2`` entries, so this is meant for ``d`` up to a few thousand
-(32x32x3 = 3072: 38 MB in float32).
+colour) buried under unit noise in every pixel; the Wiener estimate hands them to the network at
+their own scale, so it can learn their non-Gaussian distribution quickly (results:
+``benchmarks/results/patches32.md``). ``U`` has ``d^2`` entries, so this is meant for ``d`` up to
+a few thousand (32x32x3 = 3072: 38 MB in float32).
 """
 
 from __future__ import annotations
@@ -55,7 +54,13 @@ GAUSSIAN_NET_INPUTS = ("noisy", "wiener")
 
 
 class GaussianStat(nnx.Variable):
-    """A fitted data statistic of :class:`GaussianResidual` (checkpointed, not trained)."""
+    """A fitted data statistic of :class:`GaussianResidual` (checkpointed, not trained).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> GaussianStat(jnp.zeros(3))[...].shape
+        (3,)
+    """
 
 
 def fit_gaussian(x, *, max_dim: int = GAUSSIAN_MAX_DIM):

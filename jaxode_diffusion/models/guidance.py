@@ -5,7 +5,7 @@ wherever a score goes (``sample(..., cond=c)``, the regularity tools) and its ar
 wrapped network's parameters, the guidance scale, the null condition -- are traced: changing
 them never recompiles.
 
-**Guidance convention** (``shared/design.md``, used everywhere in this package)::
+**Guidance convention** (used everywhere in this package)::
 
     s_w(x, t, c) = s(x, t, null) + w (s(x, t, c) - s(x, t, null))
 

@@ -10,10 +10,9 @@ trained) and then over the two kinds. Problems are split by the clock of their p
 only ``log_snr`` and ``edm``. Solvers not in the tables (user tableaux, other forms) get the grid
 that measured best for the family of their form.
 
-No fixed grid is best on every model: on the trained networks the chosen grid was within 1.3x of
-the best named grid on 22-100% of the (model, budget) pairs depending on the solver (the table in
-the results file), up to 25x worse on one. ``jaxode-diffusion sample`` therefore measures the grid
-on the user's model by default (:func:`~jaxode_diffusion.tuning.autogrid.choose_grid`); these tables are the
+No fixed grid is best on every model (how far the table's choice can be from the best grid of a
+trained network: ``benchmarks/README.md``, "Solver notes"). ``jaxode-diffusion sample`` therefore
+measures the grid on the user's model by default (:func:`~jaxode_diffusion.tuning.autogrid.choose_grid`); these tables are the
 default of the Python API and of ``--grid table``.
 
 Example:
@@ -133,8 +132,8 @@ def clock_of(process) -> str:
     ``log_snr`` and ``edm`` in its noise level. On a unit clock (VP linear and cosine, sub-VP, VE,
     rectified flow, discrete DDPM tables, most user ``alpha``/``sigma``) every grid is a candidate;
     when ``t`` is itself a noise level on a long range (EDM: ``t = sigma`` up to 80; any process with
-    ``t_max > 1``) the ``t``-spaced grids put almost every step at high noise (measured 3-1000x
-    worse), so only the noise-level grids are candidates there.
+    ``t_max > 1``) the ``t``-spaced grids put almost every step at high noise and do far worse, so
+    only the noise-level grids are candidates there.
 
     Example:
         >>> import jaxode_diffusion as jd
