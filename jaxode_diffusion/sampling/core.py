@@ -77,7 +77,23 @@ __all__ = [
 ]
 
 class Plan(eqx.Module):
-    """Precomputed step data: the grid in ``t`` and ``u`` and the time of every stage."""
+    """Precomputed step data: the grid in ``t`` and ``u`` and the time of every stage.
+
+    Build it with :func:`make_plan`; :func:`init`, :func:`step` and :func:`current_x` step
+    through it by hand (the loop :func:`solve` runs inside one ``lax.scan``).
+
+    Example:
+        >>> import jax
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear, make_times
+        >>> gm, vp = GaussianMixture.ring(4), VPLinear()
+        >>> score_fn, x = gm.score_fn(vp), vp.prior_sample(jax.random.PRNGKey(0), (4, 2))
+        >>> plan = make_plan(vp, "dpmpp_2m", make_times(vp, num_steps=4, grid="log_snr"))
+        >>> state = init(plan, score_fn, vp, x)
+        >>> for _ in range(plan.num_steps):
+        ...     state = step(plan, score_fn, vp, state)
+        >>> current_x(plan, vp, state).shape, int(state.nfe)
+        ((4, 2), 4)
+    """
 
     solver: AbstractSolver = eqx.field(static=True)
     ts: jax.Array  # (N+1,)
@@ -86,9 +102,11 @@ class Plan(eqx.Module):
 
     @property
     def num_steps(self) -> int:
+        """Number of steps ``N`` (the grid has ``N + 1`` times)."""
         return self.ts.shape[0] - 1
 
     def step_info(self, n) -> StepInfo:
+        """The :class:`~jaxode_diffusion.solvers.base.StepInfo` of step ``n`` (traced ``n`` allowed)."""
         return StepInfo(
             index=jnp.asarray(n, jnp.int32),
             t0=self.ts[n],
@@ -126,7 +144,16 @@ def make_plan(process: ForwardProcess, solver, ts) -> Plan:
 
 
 class SamplerState(NamedTuple):
-    """State of a run: the form's state ``y``, the solver's history, step index, NFE so far."""
+    """State of a run: the form's state ``y``, the solver's history, step index, NFE so far.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VPLinear, make_times
+        >>> plan = make_plan(VPLinear(), "rk4", make_times(VPLinear(), num_steps=2, grid="uniform"))
+        >>> state = init(plan, lambda x, t: -x, VPLinear(), jnp.ones((1, 2)))
+        >>> int(state.index), int(state.nfe), state.solver_state is None
+        (0, 0, True)
+    """
 
     y: jax.Array
     solver_state: Any
@@ -135,21 +162,48 @@ class SamplerState(NamedTuple):
 
 
 def init(plan: Plan, score_fn, process: ForwardProcess, x_init) -> SamplerState:
-    """Initial state from ``x_init`` at ``plan.ts[0]``."""
+    """Initial state from ``x_init`` at ``plan.ts[0]`` (a multistep solver evaluates the score
+    once here; that evaluation is counted by the first :func:`step`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VE, make_times
+        >>> plan = make_plan(VE(), "x-t:euler", make_times(VE(), num_steps=2, grid="uniform"))
+        >>> init(plan, lambda x, t: -x, VE(), jnp.ones((1, 2))).y.tolist()  # x-t: y = x
+        [[1.0, 1.0]]
+    """
     y0 = plan.solver.form.to_state(process, x_init, plan.ts[0])
     sstate = plan.solver.init(score_fn, process, y0, plan.ts[0])
     return SamplerState(y0, sstate, jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32))
 
 
 def step(plan: Plan, score_fn, process: ForwardProcess, state: SamplerState) -> SamplerState:
-    """Advance one step of the plan."""
+    """Advance one step of the plan (the state's ``index`` and ``nfe`` grow accordingly).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VE, make_times
+        >>> plan = make_plan(VE(), "rk4", make_times(VE(), num_steps=2, grid="uniform"))
+        >>> state = step(plan, lambda x, t: -x, VE(), init(plan, lambda x, t: -x, VE(), jnp.ones((1, 2))))
+        >>> int(state.index), int(state.nfe)
+        (1, 4)
+    """
     info = plan.step_info(state.index)
     y1, sstate, nfe = plan.solver.step(score_fn, process, state.y, state.solver_state, info)
     return SamplerState(y1, sstate, state.index + 1, state.nfe + jnp.asarray(nfe, jnp.int32))
 
 
 def current_x(plan: Plan, process: ForwardProcess, state: SamplerState):
-    """The sample ``x`` at the state's current time."""
+    """The sample ``x`` at the state's current time ``plan.ts[state.index]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VPLinear, make_times
+        >>> plan = make_plan(VPLinear(), "x0-lambda:heun", make_times(VPLinear(), num_steps=2, grid="uniform"))
+        >>> state = init(plan, lambda x, t: -x, VPLinear(), jnp.ones((1, 2)))
+        >>> current_x(plan, VPLinear(), state).tolist()  # back from y = x / sigma
+        [[1.0, 1.0]]
+    """
     return plan.solver.form.from_state(process, state.y, plan.ts[state.index])
 
 
@@ -159,6 +213,10 @@ class RESULTS:
     ``successful`` (0); ``nonfinite_input``: ``x_init`` holds NaN/inf; ``invalid_grid``: ``ts``
     is not finite and strictly decreasing inside the process's time range; ``nonfinite_state``:
     the solver produced NaN/inf (``Solution.first_nonfinite_step`` says where).
+
+    Example:
+        >>> RESULTS.invalid_grid, RESULTS.messages[RESULTS.successful]
+        (2, 'successful')
     """
 
     successful = 0
@@ -185,6 +243,14 @@ class Solution(NamedTuple):
         result: a :class:`RESULTS` code (int32 scalar; ``0`` on success).
         first_nonfinite_step: ``(B,)`` int32, for each batch element the first step whose result
             was NaN/inf, ``-1`` where every step was finite.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VE, make_times, solve
+        >>> x = jnp.ones((2, 1)).at[1, 0].set(jnp.nan)
+        >>> sol = solve(lambda x, t: -x, VE(), x, make_times(VE(), num_steps=3, grid="uniform"), "rk4", throw=False)
+        >>> sol.ok, int(sol.result) == RESULTS.nonfinite_input
+        (False, True)
     """
 
     samples: jax.Array
@@ -201,7 +267,18 @@ class Solution(NamedTuple):
 
 
 class NonFiniteSampleError(FloatingPointError):
-    """Raised when sampling produced NaN or inf (names the batch element and step)."""
+    """Raised when sampling produced NaN or inf (names the batch element and step).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VE, make_times, solve
+        >>> blow_up = lambda x, t: x / (t - 0.5)         # infinite at t = 0.5, a grid point
+        >>> try:
+        ...     solve(blow_up, VE(), jnp.ones((2, 1)), make_times(VE(), num_steps=2, grid="uniform"), "x-t:euler")
+        ... except NonFiniteSampleError as err:
+        ...     print(str(err)[:56])
+        sampling produced non-finite values: batch element 0 fir
+    """
 
 
 class Conditioned(eqx.Module):
