@@ -278,6 +278,10 @@ def canonical_kind(kind: str) -> str:
 
     Raises:
         ValueError: if ``kind`` is not one of :data:`KINDS` or an alias.
+
+    Example:
+        >>> canonical_kind("denoiser"), canonical_kind("EPS")
+        ('x0', 'eps')
     """
     k = str(kind).lower()
     k = _ALIASES.get(k, k)
@@ -388,6 +392,16 @@ def to_x0_eps(pred, kind: str, x, t, process: ForwardProcess):
 
     Solves ``[a b; alpha sigma] [x0; eps] = [pred; x]`` (determinant ``a sigma - b alpha``, non-zero
     for every kind because the log-SNR is strictly decreasing).
+
+    Returns:
+        ``(x0_hat, eps_hat)``, each shaped like ``x``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x0, eps = to_x0_eps(jnp.zeros((1, 1)), "eps", jnp.ones((1, 1)), 2.0, EDM())
+        >>> float(x0[0, 0]), float(eps[0, 0])   # x = x0 + 2 eps with eps = 0
+        (1.0, 0.0)
     """
     kind = canonical_kind(kind)
     alpha, sigma = _alpha_sigma(process, t, x)
@@ -406,7 +420,14 @@ def to_x0_eps(pred, kind: str, x, t, process: ForwardProcess):
 
 
 def from_x0_eps(x0, eps, kind: str, process: ForwardProcess, t):
-    """The prediction of ``kind`` equal to ``a x0 + b eps`` (see :func:`target_coefficients`)."""
+    """The prediction of ``kind`` equal to ``a x0 + b eps`` (see :func:`target_coefficients`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import RectifiedFlow
+        >>> float(from_x0_eps(jnp.ones((1, 1)), jnp.zeros((1, 1)), "flow", RectifiedFlow(), 0.5)[0, 0])
+        -1.0
+    """
     kind = canonical_kind(kind)
     if kind == "x0":
         return x0
@@ -462,7 +483,14 @@ def to_score(pred, kind: str, x, t, process: ForwardProcess):
 
 
 def from_score(score, kind: str, x, t, process: ForwardProcess):
-    """The prediction of ``kind`` equivalent to ``score`` at ``(x, t)`` (inverse of :func:`to_score`)."""
+    """The prediction of ``kind`` equivalent to ``score`` at ``(x, t)`` (inverse of :func:`to_score`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> float(from_score(jnp.full((1, 1), -0.25), "x0", jnp.ones((1, 1)), 2.0, EDM())[0, 0])
+        0.0
+    """
     kind = canonical_kind(kind)
     if kind == "score":
         return score
@@ -475,56 +503,141 @@ def from_score(score, kind: str, x, t, process: ForwardProcess):
 
 
 def to_eps(pred, kind: str, x, t, process: ForwardProcess):
-    """``eps_hat`` from a prediction of ``kind``."""
+    """``eps_hat`` from a prediction of ``kind``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> float(to_eps(jnp.zeros((1, 1)), "x0", jnp.ones((1, 1)), 2.0, EDM())[0, 0])  # (x - x0) / sigma
+        0.5
+    """
     return to_x0_eps(pred, kind, x, t, process)[1]
 
 
 def to_x0(pred, kind: str, x, t, process: ForwardProcess):
-    """``x0_hat`` (the denoiser output) from a prediction of ``kind``."""
+    """``x0_hat`` (the denoiser output) from a prediction of ``kind``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> float(to_x0(jnp.full((1, 1), 0.5), "eps", jnp.ones((1, 1)), 2.0, EDM())[0, 0])  # x - sigma eps
+        0.0
+    """
     return to_x0_eps(pred, kind, x, t, process)[0]
 
 
 # -- named two-way conversions (thin wrappers, kept for readability at call sites) ----------
 def eps_to_x0(eps, x, t, process: ForwardProcess):
-    """``x0 = (x - sigma eps) / alpha``."""
+    """``x0 = (x - sigma eps) / alpha``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(eps_to_x0(jnp.full((1, 1), 0.5), x, 2.0, EDM())[0, 0])
+        0.0
+    """
     return convert(eps, "eps", "x0", x, t, process)
 
 
 def x0_to_eps(x0, x, t, process: ForwardProcess):
-    """``eps = (x - alpha x0) / sigma``."""
+    """``eps = (x - alpha x0) / sigma``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(x0_to_eps(jnp.zeros((1, 1)), x, 2.0, EDM())[0, 0])
+        0.5
+    """
     return convert(x0, "x0", "eps", x, t, process)
 
 
 def eps_to_score(eps, x, t, process: ForwardProcess):
-    """``score = -eps / sigma``."""
+    """``score = -eps / sigma``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(eps_to_score(jnp.full((1, 1), 0.5), x, 2.0, EDM())[0, 0])
+        -0.25
+    """
     return to_score(eps, "eps", x, t, process)
 
 
 def score_to_eps(score, x, t, process: ForwardProcess):
-    """``eps = -sigma score``."""
+    """``eps = -sigma score``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(score_to_eps(jnp.full((1, 1), -0.25), x, 2.0, EDM())[0, 0])
+        0.5
+    """
     return from_score(score, "eps", x, t, process)
 
 
 def x0_to_score(x0, x, t, process: ForwardProcess):
-    """``score = (alpha x0 - x) / sigma^2``."""
+    """``score = (alpha x0 - x) / sigma^2``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(x0_to_score(jnp.zeros((1, 1)), x, 2.0, EDM())[0, 0])
+        -0.25
+    """
     return to_score(x0, "x0", x, t, process)
 
 
 def score_to_x0(score, x, t, process: ForwardProcess):
-    """``x0 = (x + sigma^2 score) / alpha`` (Tweedie's formula)."""
+    """``x0 = (x + sigma^2 score) / alpha`` (Tweedie's formula).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(score_to_x0(jnp.full((1, 1), -0.25), x, 2.0, EDM())[0, 0])
+        0.0
+    """
     return from_score(score, "x0", x, t, process)
 
 
 def v_to_x0(v, x, t, process: ForwardProcess):
-    """``x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)``."""
+    """``x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(v_to_x0(jnp.full((1, 1), -2.0), x, 2.0, EDM())[0, 0])
+        1.0
+    """
     return convert(v, "v", "x0", x, t, process)
 
 
 def v_to_eps(v, x, t, process: ForwardProcess):
-    """``eps = (sigma x + alpha v) / (alpha^2 + sigma^2)``."""
+    """``eps = (sigma x + alpha v) / (alpha^2 + sigma^2)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> x = jnp.ones((1, 1))
+        >>> float(v_to_eps(jnp.full((1, 1), -2.0), x, 2.0, EDM())[0, 0])
+        0.0
+    """
     return convert(v, "v", "eps", x, t, process)
 
 
 def x0_eps_to_v(x0, eps, t, process: ForwardProcess):
-    """``v = alpha eps - sigma x0``."""
+    """``v = alpha eps - sigma x0``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> float(x0_eps_to_v(jnp.ones((1, 1)), jnp.zeros((1, 1)), 2.0, EDM())[0, 0])  # alpha eps - sigma x0
+        -2.0
+    """
     return from_x0_eps(x0, eps, "v", process, t)
