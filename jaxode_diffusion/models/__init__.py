@@ -109,7 +109,13 @@ def build_model(config: dict[str, Any] | str, *, seed: int = 0) -> DiffusionMode
 
 
 def abstract_model(config: dict[str, Any] | str) -> tuple[nnx.GraphDef, Any]:
-    """``(graphdef, abstract_params)`` of a model config without allocating parameters."""
+    """``(graphdef, abstract_params)`` of a model config without allocating parameters.
+
+    Example:
+        >>> graphdef, params = abstract_model({"type": "mlp", "dim": 3, "width": 16, "depth": 1})
+        >>> params["out"]["kernel"].shape
+        (16, 3)
+    """
     model = nnx.eval_shape(lambda: _construct(config, 0))
     graphdef, state = nnx.split(model)
     return graphdef, nnx.to_pure_dict(state)

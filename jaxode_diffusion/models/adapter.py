@@ -119,6 +119,18 @@ class DiffusionModel(nnx.Module):
     Subclasses set ``self.prediction``, ``self.precondition``, ``self.sigma_data`` and
     ``self.config_json`` (a JSON string of their constructor arguments, so a checkpoint can
     rebuild them; a string keeps the ``GraphDef`` hashable) and implement :meth:`net`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> class Zero(DiffusionModel):                 # F = 0: the prediction is c_skip x
+        ...     def __init__(self):
+        ...         self.prediction, self.precondition, self.sigma_data = "x0", True, 0.5
+        ...         self.config_json = "{}"
+        ...     def net(self, x_in, c_noise):
+        ...         return jnp.zeros_like(x_in)
+        >>> float(Zero()(jnp.ones((1, 1)), 1.0, EDM())[0, 0])  # c_skip = 0.25 / 1.25
+        0.2
     """
 
     prediction: str
@@ -127,6 +139,7 @@ class DiffusionModel(nnx.Module):
     config_json: str
 
     def net(self, x_in, c_noise):  # pragma: no cover - abstract
+        """The raw network ``F(x_in, c_noise)`` (``(B, *event_shape)`` out); subclasses implement it."""
         raise NotImplementedError(
             f"{type(self).__name__} must implement net(x_in, c_noise) -> raw network output "
             "(see MLP and UNet)."
@@ -348,6 +361,13 @@ class ScoreAsNetwork(eqx.Module):
     the output is ``from_score(score_fn(x, t), prediction, x, t, process)``. A per-example
     ``t_in`` of shape ``(B,)`` evaluates ``score_fn`` one example at a time (``jax.vmap``), so
     ``score_fn`` only needs scalar times. Build it with :func:`network_from_score`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> eps_net = network_from_score(lambda x, t: -x / (1 + t**2), EDM(), "eps", "sigma")
+        >>> float(eps_net(jnp.ones((1, 1)), 2.0)[0, 0])   # eps = -sigma score = 2 / 5
+        0.4
     """
 
     score_fn: Any

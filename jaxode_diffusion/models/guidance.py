@@ -87,6 +87,12 @@ class ClassifierFreeGuidance(eqx.Module):
         scale: ``w`` (a traced array, scalar or per-example ``(B,)``) or a schedule ``w(t)``.
         null_cond: the unconditional ("null") condition: the structure of ``cond``, each leaf
             either one example's shape (broadcast over the batch) or the full batch shape.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> cfg = classifier_free_guidance(lambda x, t, c: c[:, None] - x, 2.0, null_cond=jnp.asarray(0.0))
+        >>> type(cfg).__name__, float(cfg.guidance_scale(0.5))
+        ('ClassifierFreeGuidance', 2.0)
     """
 
     score_fn: Any
@@ -94,7 +100,7 @@ class ClassifierFreeGuidance(eqx.Module):
     null_cond: Any
 
     def guidance_scale(self, t, dtype=None):
-        """``w`` at time ``t``."""
+        """``w`` at time ``t`` (the schedule's value, or the stored scale)."""
         w = self.scale(t) if callable(self.scale) else self.scale
         return jnp.asarray(w, dtype)
 
@@ -202,6 +208,13 @@ class DynamicThresholding(eqx.Module):
     It changes the model, so use it with data-prediction solvers (the ``x0-lambda`` /
     ``x0-snr`` forms, DPM-Solver++) on bounded data such as images. Build it with
     :func:`dynamic_thresholding`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import EDM
+        >>> thr = dynamic_thresholding(lambda x, t: -x, EDM(), max_threshold=1.0)
+        >>> [round(v, 3) for v in thr.threshold_x0(jnp.array([[3.0, 0.5]]))[0].tolist()]  # q ~ 2.99
+        [1.0, 0.167]
     """
 
     score_fn: Any

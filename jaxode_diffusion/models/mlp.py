@@ -22,7 +22,12 @@ __all__ = ["MLP", "default_mlp_width"]
 
 
 def default_mlp_width(dim: int) -> int:
-    """Width used when none is given: 256 for low dimensions, growing as ``4 d`` up to 1024."""
+    """Width used when none is given: 256 for low dimensions, growing as ``4 d`` up to 1024.
+
+    Example:
+        >>> default_mlp_width(2), default_mlp_width(100), default_mlp_width(3072)
+        (256, 400, 1024)
+    """
     return int(min(1024, max(256, 4 * dim)))
 
 
@@ -112,6 +117,7 @@ class MLP(DiffusionModel):
         self.out = nnx.Linear(width, dim, kernel_init=zeros_init, bias_init=zeros_init, rngs=rngs)
 
     def net(self, x_in, c_noise, cond=None):
+        """The raw network on preconditioned input ``(B, dim)`` (see :class:`DiffusionModel`)."""
         if x_in.ndim != 2 or x_in.shape[1] != self.dim:
             raise ValueError(f"MLP expects x of shape (B, {self.dim}), got {x_in.shape}.")
         temb = conditioning_embedding(self.temb, self.cemb, c_noise, cond, x_in.shape[0], "MLP")

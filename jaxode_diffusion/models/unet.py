@@ -29,7 +29,12 @@ UNET_PATCHES32 = dict(channels=32, channel_mult=[1, 2, 2], num_res_blocks=1, pat
 
 
 def default_channel_mult(height: int) -> tuple[int, ...]:
-    """Two levels up to 8x8 (8 -> 4), three above (e.g. 32 -> 16 -> 8)."""
+    """Two levels up to 8x8 (8 -> 4), three above (e.g. 32 -> 16 -> 8).
+
+    Example:
+        >>> default_channel_mult(8), default_channel_mult(32)
+        ((1, 2), (1, 2, 2))
+    """
     return (1, 2) if height <= 8 else (1, 2, 2)
 
 
@@ -236,6 +241,7 @@ class UNet(DiffusionModel):
         return cur
 
     def net(self, x_in, c_noise, cond=None):
+        """The raw network on preconditioned images ``(B, H, W, C)`` (see :class:`DiffusionModel`)."""
         if x_in.shape[1:] != self.image_shape:
             raise ValueError(
                 f"UNet expects x of shape (B, {', '.join(map(str, self.image_shape))}), got {x_in.shape}."
