@@ -17,8 +17,8 @@ errors are held-out). Baseline: diffrax's fixed-step solvers (Euler, Heun, Midpo
 Bosh3, Tsit5, Dopri5) stepping the plain ``x-t`` form on the same grids (``StepTo``). For an NFE
 budget each sampler takes the largest step count whose NFE fits (the actual NFE is reported).
 
-``--checkpoint RUN`` adds a trained model (loaded with ``jaxode_diffusion.cli.regularity.
-load_checkpoint_score``, which uses ``training.checkpoint.load_score_fn``) with the reference
+``--checkpoint RUN`` adds a trained model (loaded with ``jaxode_diffusion.training.
+load_checkpoint_score``, which uses ``training.load_run``) with the reference
 solve of that model as the ground truth.
 
 k-diffusion side by side (when torch and k-diffusion are installed: ``pip install -e ".[bench]"``
@@ -325,7 +325,7 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
 
 
 def run_checkpoint(path, budgets, batch, log):
-    from jaxode_diffusion.cli.regularity import load_checkpoint_score
+    from jaxode_diffusion.training.scores import load_checkpoint_score
 
     score_fn, process, info = load_checkpoint_score(path)
     shape = tuple(info.get("event_shape") or ())

@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxode_diffusion.cli.models import save_png
+from jaxode_diffusion.analysis.plotting import save_png
 from jaxode_diffusion.training.data import load_digits
 from jaxode_diffusion.models import as_score_fn, build_model
 from jaxode_diffusion.processes import VPLinear

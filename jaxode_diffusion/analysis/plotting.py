@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "plot_profile",
     "plot_samples",
+    "save_png",
     "plot_tv_vs_hmax",
     "plot_tv_errorbar",
     "plot_bound_families",
@@ -180,6 +181,22 @@ def plot_samples(samples, path, *, kind: str = "vector", raw_range: Sequence[flo
         ax.set_title(f"{x.shape[0]} samples" + ("" if x.shape[1] == 2 else " (first two coordinates)"))
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
+
+
+def save_png(samples, path, kind: str, meta: Mapping) -> None:
+    """:func:`plot_samples` of raw-unit samples with a run's data description ``meta``.
+
+    ``kind`` is ``"image"`` or ``"vector"``; ``meta`` is the ``data`` entry of a run's
+    configuration, whose ``raw_range`` (when present) maps pixel values to black and white.
+
+    Example:
+        >>> import numpy as np, os, tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_png(np.zeros((4, 2)), os.path.join(d, "s.png"), "vector", {})
+        ...     os.path.exists(os.path.join(d, "s.png"))
+        True
+    """
+    plot_samples(samples, path, kind=kind, raw_range=meta.get("raw_range"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 Files:
 
-* ``app.py``: the entry point :func:`main`, the shared error handler and argparse helpers, and the
-  ``convergence`` subcommand;
+* ``app.py``: the entry point :func:`main`, the shared error handler and the list of subcommands;
+* ``args.py``: the argument types and comma-list parsers every subcommand uses;
 * ``models.py``: ``train`` and ``sample``;
-* ``regularity.py``, ``likelihood.py``, ``study.py``, ``tune.py``: the subcommands of those names.
+* ``convergence.py``, ``regularity.py``, ``likelihood.py``, ``study.py``, ``tune.py``: the
+  subcommands of those names.
 """
 
 from jaxode_diffusion.cli.app import main

@@ -1,11 +1,14 @@
 """The ``jaxode-diffusion`` command.
 
-Subcommands are contributed by modules with a ``register(subparsers)`` function:
+This module holds the entry point :func:`main`, the error handler and the list of subcommand
+modules; each subcommand lives in its own module with a ``register(subparsers)`` function
+(argument types: :mod:`jaxode_diffusion.cli.args`):
 
-* ``convergence`` (this module): empirical orders with exact scores, printed as a table;
+* ``convergence`` (:mod:`jaxode_diffusion.cli.convergence`): empirical orders with exact scores;
 * ``train`` / ``sample`` (:mod:`jaxode_diffusion.cli.models`);
 * ``regularity`` (:mod:`jaxode_diffusion.cli.regularity`);
-* ``study`` (:mod:`jaxode_diffusion.study`): the whole study and its report;
+* ``study`` (:mod:`jaxode_diffusion.cli.study`): the whole study and its report;
+* ``tune`` (:mod:`jaxode_diffusion.cli.tune`): the best solver and grid for a trained model;
 * ``likelihood`` (:mod:`jaxode_diffusion.cli.likelihood`): log-likelihood / bits per dim of data.
 
 Errors: every subcommand runs under one handler (:func:`run_command`). A user error -- a bad value
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import re
 import sys
@@ -31,109 +33,13 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 _SUBCOMMAND_MODULES = (
-    "jaxode_diffusion.cli.app",
+    "jaxode_diffusion.cli.convergence",
     "jaxode_diffusion.cli.models",
     "jaxode_diffusion.cli.regularity",
     "jaxode_diffusion.cli.study",
     "jaxode_diffusion.cli.tune",
     "jaxode_diffusion.cli.likelihood",
 )
-
-
-def _int_list(value: str) -> list[int]:
-    """argparse type: ``"16,32,64"`` -> ``[16, 32, 64]`` (each >= 1)."""
-    try:
-        out = [int(v) for v in value.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 16,32,64; got {value!r}."
-        ) from None
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"step counts must be integers >= 1; got {value!r}.")
-    return out
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1 (``--batch 0`` is refused by the parser, naming the flag).
-
-    Example:
-        >>> positive_int("3")
-        3
-    """
-    try:
-        out = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value!r}.") from None
-    if out < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {value!r}.")
-    return out
-
-
-def _convergence(args) -> int:
-    import jax
-
-    _check_convergence_args(args)
-    jax.config.update("jax_enable_x64", True)
-    from jaxode_diffusion.analysis.convergence import convergence_study
-    from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
-    from jaxode_diffusion.processes import get_process
-    from jaxode_diffusion.sampling.core import get_solver
-    from jaxode_diffusion.models.mixture import GaussianMixture
-
-    process = get_process(args.process)
-    gm = GaussianMixture.random(jax.random.PRNGKey(args.seed), args.components, args.dim,
-                                scale=1.0, min_var=0.2, max_var=0.6)
-    score_fn = gm.score_fn(process)
-    x0 = gm.sample_marginal(jax.random.PRNGKey(args.seed + 1), args.batch, process, process.default_t_start)
-    t_end = args.t_end if args.t_end is not None else process.default_t_end
-    ref = reference_solve(score_fn, process, x0, t_end=t_end)
-    steps = args.steps
-    rows = []
-    print(f"# Empirical orders: {args.dim}-D Gaussian mixture ({args.components} components), "
-          f"process={args.process}, grid={args.grid}, float64, exact score")
-    print("| solver | design order | steps | errors (RMSE vs diffrax Dopri8 rtol=1e-11) | fitted order |")
-    print("|---|---|---|---|---|")
-    for spec in args.solvers.split(","):
-        solver = get_solver(spec)
-        mult = max(1, 2 ** (4 - solver.order)) if args.scale_steps else 1
-        counts = [s * mult for s in steps]
-        r = convergence_study(score_fn, process, x0, solver, counts, grid=args.grid, t_end=t_end, reference=ref)
-        rows.append(r.to_dict())
-        errs = ", ".join(f"{e:.2e}" for e in r.errors)
-        print(f"| {spec} | {r.design_order} | {counts} | {errs} | {r.order:.2f} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
-    return 0
-
-
-def _check_convergence_args(args) -> None:
-    # Before the (minutes-long) study: a --json path that cannot be written is reported now.
-    if args.json:
-        from jaxode_diffusion.utils.outputs import ensure_output_file
-
-        ensure_output_file(args.json, "--json")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "convergence",
-        help="empirical convergence orders of solvers on a Gaussian mixture with exact score",
-    )
-    p.add_argument("--solvers", default="x-t:euler,x-t:heun,x-t:kutta3,x-t:rk4,x0-lambda:heun,"
-                   "x0-lambda:rk4,eps-rho:rk4,ou:rk4,ou-exp:rk4")
-    p.add_argument("--steps", type=_int_list, default="16,32,64", help="comma-separated step counts")
-    p.add_argument("--scale-steps", action=argparse.BooleanOptionalAction, default=True,
-                   help="multiply step counts by 2^(4-order) so low orders reach their asymptotic regime")
-    p.add_argument("--dim", type=positive_int, default=2)
-    p.add_argument("--components", type=positive_int, default=3)
-    p.add_argument("--batch", type=positive_int, default=64)
-    p.add_argument("--process", default="vp_linear")
-    p.add_argument("--grid", default="log_snr")
-    p.add_argument("--t-end", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="also write the rows as JSON here")
-    p.set_defaults(func=_convergence)
 
 
 _DEBUG_HELP = "on an error, show the full traceback instead of one line"

@@ -21,17 +21,16 @@ differential entropy rate in bits (it can be negative).
 
 from __future__ import annotations
 
-import json
 import math
 import time
+
+from jaxode_diffusion.cli.args import positive_int
 
 __all__ = ["register", "cmd_likelihood"]
 
 
 def register(subparsers) -> None:
     """Add the ``likelihood`` subcommand to an ``argparse`` subparsers object."""
-    from jaxode_diffusion.cli.app import positive_int
-
     p = subparsers.add_parser(
         "likelihood",
         help="log-likelihood (nats) and bits per dim of data under a trained model (probability-flow ODE)",
@@ -88,7 +87,7 @@ def cmd_likelihood(args) -> int:
 
     from jaxode_diffusion.sampling.defaults import default_grid_for
     from jaxode_diffusion.analysis.likelihood import log_likelihood
-    from jaxode_diffusion.utils.outputs import ensure_output_file
+    from jaxode_diffusion.utils.outputs import dumps_json, ensure_output_file
     from jaxode_diffusion.training import load_run
 
     out = ensure_output_file(args.out, "--out")
@@ -154,7 +153,7 @@ def cmd_likelihood(args) -> int:
         mean_hutchinson_stderr_nats=float(np.nanmean(se)) if trace == "hutchinson" else 0.0,
         log_likelihood_nats=ll.tolist(), hutchinson_stderr_nats=se.tolist(), seconds=time.time() - t0,
     )
-    out.write_text(json.dumps(summary, indent=1))
+    out.write_text(dumps_json(summary, indent=1))
     print(f"log-likelihood {mean:.4f} +- {sem:.2g} nats/sample, {summary['mean_bits_per_dim']:.4f} bits/dim "
           f"({n} samples, d={dim}, {trace} trace, NFE {nfe}) -> {out}")
     return 0

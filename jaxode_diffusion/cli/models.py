@@ -18,75 +18,29 @@ Errors follow the package CLI's policy (:func:`jaxode_diffusion.cli.run_command`
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-__all__ = ["register", "main", "cmd_train", "cmd_sample"]
-
-_DATA_CHOICES = (
-    "gmm, checkerboard, two_moons, rings, swiss_roll, eight_gaussians, digits, patches16, patches32, "
-    "patches16-stripes, patches32-stripes or PATH.npy"
+from jaxode_diffusion.cli.args import (
+    DATA_CHOICES,
+    data_arg,
+    finite_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
 )
 
-
-def _data_arg(value: str) -> str:
-    from jaxode_diffusion.training.data import toy_names
-
-    patches = ("patches16", "patches32", "patches16-stripes", "patches32-stripes")
-    if value in ("gmm", "digits", *patches, *toy_names()) or value.endswith(".npy"):
-        return value
-    raise argparse.ArgumentTypeError(f"--data must be one of {_DATA_CHOICES}; got {value!r}.")
-
-
-def _nonneg_int(value: str) -> int:
-    try:
-        out = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value!r}.") from None
-    if out < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: never); got {value!r}.")
-    return out
-
-
-def _positive_float(value: str) -> float:
-    import math
-
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; got {value!r}.") from None
-    if not (out > 0 and math.isfinite(out)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (e.g. 1e-3); got {value!r}.")
-    return out
-
-
-def _probability(value: str) -> float:
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1]; got {value!r}.") from None
-    if not 0.0 <= out <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1] (e.g. 0.1); got {value!r}.")
-    return out
-
-
-def _finite_float(value: str) -> float:
-    import math
-
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {value!r}.") from None
-    if not math.isfinite(out):
-        raise argparse.ArgumentTypeError(f"must be a finite number (e.g. 2.0); got {value!r}.")
-    return out
-
+__all__ = ["register", "main", "cmd_train", "cmd_sample"]
 
 def register(subparsers) -> None:
     """Add the ``train`` and ``sample`` subcommands to an ``argparse`` subparsers object."""
-    from jaxode_diffusion.cli.app import positive_int
+    _add_train_parser(subparsers)
+    _add_sample_parser(subparsers)
+
+
+def _add_train_parser(subparsers) -> None:
     from jaxode_diffusion.training import TrainConfig
 
     d = TrainConfig()
@@ -95,25 +49,25 @@ def register(subparsers) -> None:
         help="train a score model (DSM) with checkpoints",
         description="Train a score model by denoising score matching.",
     )
-    p.add_argument("--data", type=_data_arg, required=True, help=_DATA_CHOICES)
+    p.add_argument("--data", type=data_arg, required=True, help=DATA_CHOICES)
     p.add_argument("--steps", type=positive_int, required=True, help="total optimisation steps")
     p.add_argument("--out", required=True, help="run directory (checkpoints + config.json)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    p.add_argument("--lr", type=_positive_float, default=d.lr, help="peak learning rate (warmup + cosine decay)")
-    p.add_argument("--seed", type=_nonneg_int, default=d.seed)
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate (warmup + cosine decay)")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed)
     p.add_argument(
         "--process", default=d.process, help="vp_linear, vp_cosine, subvp, ve, edm, rectified_flow"
     )
     p.add_argument("--prediction", default=d.prediction, help="eps, x0, v, flow or score")
-    p.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every, help="held-out loss interval (steps)")
-    p.add_argument("--ckpt-every", type=_nonneg_int, default=d.ckpt_every, help="checkpoint interval (steps)")
+    p.add_argument("--eval-every", type=nonneg_int, default=d.eval_every, help="held-out loss interval (steps)")
+    p.add_argument("--ckpt-every", type=nonneg_int, default=d.ckpt_every, help="checkpoint interval (steps)")
     p.add_argument(
         "--conditional", action="store_true",
         help="class-conditional model on the data's labels (digits), for `sample --class K --guidance W`",
     )
     p.add_argument(
-        "--p-uncond", type=_probability, default=d.p_uncond,
+        "--p-uncond", type=probability, default=d.p_uncond,
         help="label-dropout probability of --conditional training (learns the null class)",
     )
     p.add_argument(
@@ -123,6 +77,8 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=cmd_train)
 
+
+def _add_sample_parser(subparsers) -> None:
     s = subparsers.add_parser(
         "sample",
         help="sample a trained model with an ODE solver",
@@ -141,7 +97,7 @@ def register(subparsers) -> None:
     s.add_argument("--tuned", default=None, help="a JSON file from `jaxode-diffusion tune`: its solver and times")
     s.add_argument("--num-samples", type=positive_int, required=True)
     s.add_argument("--out", required=True, help="output .npy file (a .png is written beside it)")
-    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument(
         "--grid", default=None,
         help="uniform, log_snr, edm, quadratic; auto (the default): the named grid with the lowest error "
@@ -154,16 +110,14 @@ def register(subparsers) -> None:
         "--error-grids", action="store_true",
         help="with --grid auto: also rank grids placed by the model's measured local error "
         "(jaxode_diffusion.tuning.error_grids, GITS-style; about a minute more per model, solver and steps on a CPU, "
-        "cached like the named choice); measured on 5 unseen trained 2-D nets: lower error than the named "
-        "choice in 37 of 60 cases, worse in 5 (worst 1.45x), geometric mean 0.79x "
-        "(benchmarks/results/error_grid.md)",
+        "cached like the named choice; measurements: benchmarks/README.md)",
     )
     s.add_argument(
-        "--class", dest="class_label", type=_nonneg_int, default=None,
+        "--class", dest="class_label", type=nonneg_int, default=None,
         help="class K to sample from a model trained with --conditional (default: unconditional)",
     )
     s.add_argument(
-        "--guidance", type=_finite_float, default=None,
+        "--guidance", type=finite_float, default=None,
         help="classifier-free guidance scale w: s(null) + w (s(K) - s(null)); 1 = none (the default)",
     )
     s.set_defaults(func=cmd_sample)
@@ -197,17 +151,11 @@ def cmd_train(args) -> int:
     return 0
 
 
-def save_png(samples, path, kind: str, meta: dict) -> None:
-    """Scatter plot (2-D), image grid (images) or first-two-coordinates scatter (other vectors)."""
-    from jaxode_diffusion.analysis.plotting import plot_samples
-
-    plot_samples(samples, path, kind=kind, raw_range=meta.get("raw_range"))
-
-
 def cmd_sample(args) -> int:
     import jax
     import numpy as np
 
+    from jaxode_diffusion.analysis.plotting import save_png
     from jaxode_diffusion.training.data import unnormalize
     from jaxode_diffusion.sampling.defaults import DEFAULT_NUM_STEPS, DEFAULT_SOLVER
     from jaxode_diffusion.utils.outputs import ensure_output_file

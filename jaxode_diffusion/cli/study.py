@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxode_diffusion.cli.args import parse_int_tuple, parse_names
 from jaxode_diffusion.study.run import SECTIONS, make_config, run_study
 
 __all__ = ["register"]
@@ -29,23 +30,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cli)
 
 
-def _int_list(text: str, flag: str) -> tuple:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"{flag}={text!r}: give comma-separated integers, e.g. {flag} 2,4,8,16.") from None
-    if not vals:
-        raise ValueError(f"{flag}={text!r}: give at least one value, e.g. {flag} 2,4,8,16.")
-    return vals
-
-
 def _cli(args) -> int:
     from jaxode_diffusion.utils.outputs import ensure_output_dir
 
     ensure_output_dir(args.out, "--out")  # a file in the way is reported before the study starts
     preset = "quick" if args.quick else "full" if args.full else "default"
-    only = tuple(v.strip() for v in args.only.split(",") if v.strip()) if args.only else None
-    dims = _int_list(args.dims, "--dims") if args.dims else None
+    only = tuple(parse_names(args.only)) if args.only else None
+    dims = parse_int_tuple(args.dims, "--dims") if args.dims else None
     cfg = make_config(preset, out=args.out, seed=args.seed, process=args.process, dim=args.dim, only=only,
                       dims=dims, tv_samples=args.tv_samples)
     if args.no_learned:

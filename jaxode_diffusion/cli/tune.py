@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jax
 
+from jaxode_diffusion.cli.args import parse_names
 from jaxode_diffusion.tuning.tuner import tune
 
 __all__ = ["register", "cmd_tune"]
@@ -28,8 +29,7 @@ def register(subparsers) -> None:
                    help="size of the held-back batch that scores every candidate (512 for d >= 8 where the "
                         "model allows)")
     p.add_argument("--calib-batch", type=int, default=None,
-                   help="size of the calibration batch that fits the learned grids (default: --batch; "
-                        "`tune`'s docstring has what 4 x --batch changed)")
+                   help="size of the calibration batch that fits the learned grids (default: --batch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learn-top", type=int, default=3, help="learn grids to the end for this many best solvers")
     p.add_argument("--learn-probe", type=int, default=0,
@@ -60,7 +60,7 @@ def cmd_tune(args) -> int:
     k_cal, k_held = jax.random.split(jax.random.PRNGKey(args.seed))
     x_cal = process.prior_sample(k_cal, (calib, *event_shape))
     x_held = process.prior_sample(k_held, (args.batch, *event_shape))
-    solvers = [s.strip() for s in args.solvers.split(",")] if args.solvers else None
+    solvers = parse_names(args.solvers) if args.solvers else None
     t = tune(score_fn, process, x_cal, nfe=args.nfe, heldout_x_init=x_held, solvers=solvers,
              learn_top=args.learn_top, learn_probe=args.learn_probe, probe_steps=args.probe_steps,
              learn_steps=args.learn_steps, max_seconds=args.max_seconds,

@@ -28,6 +28,7 @@ from jaxode_diffusion.training.loss import (
     dsm_loss_per_example,
     sample_times,
 )
+from jaxode_diffusion.training.scores import load_checkpoint_score
 from jaxode_diffusion.training.trainer import (
     TrainConfig,
     TrainingDivergedError,
@@ -56,6 +57,7 @@ __all__ = [
     "dsm_loss",
     "dsm_loss_per_example",
     "latest_step",
+    "load_checkpoint_score",
     "load_run",
     "make_optimizer",
     "model_config_for",
