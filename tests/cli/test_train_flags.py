@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxode_diffusion.cli.app import main as cli_main
-from jaxode_diffusion.cli.models import _data_arg
+from jaxode_diffusion.cli.args import data_arg as _data_arg
 
 
 @pytest.mark.parametrize("name", ["patches16-stripes", "patches32-stripes", "patches16", "patches32"])

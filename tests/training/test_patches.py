@@ -61,7 +61,7 @@ def test_patches_bad_arguments(kw):
 
 
 def test_cli_accepts_patches():
-    from jaxode_diffusion.cli.models import _data_arg
+    from jaxode_diffusion.cli.args import data_arg as _data_arg
 
     assert _data_arg("patches32") == "patches32"
     assert _data_arg("patches16") == "patches16"
