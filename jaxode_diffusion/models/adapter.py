@@ -445,13 +445,15 @@ def _wrap_model(model, prediction, params, time_input):
             raise ValueError("as_score_fn: a GraphDef needs params=... (the parameter dict).")
         merged = nnx.merge(model, params)
         if _follows_package_convention(merged, time_input):
-            return _PackageModel(model, params, prediction if prediction is not None else merged.prediction), None
+            kind = prediction if prediction is not None else merged.prediction
+            return _PackageModel(model, params, kind), None
         return None, _NNXNet(model, params)
     if isinstance(model, nnx.Module):
         graphdef, state = nnx.split(model)
         own_params = nnx.to_pure_dict(state) if params is None else params
         if _follows_package_convention(model, time_input):
-            return _PackageModel(graphdef, own_params, prediction if prediction is not None else model.prediction), None
+            kind = prediction if prediction is not None else model.prediction
+            return _PackageModel(graphdef, own_params, kind), None
         return None, _NNXNet(graphdef, own_params)
     if _is_linen(model):
         if params is None:

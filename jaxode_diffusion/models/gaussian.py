@@ -158,7 +158,7 @@ class GaussianResidual(DiffusionModel):
             )
         self.gauss_mean, self.gauss_evals, self.gauss_evecs = GaussianStat(mean), GaussianStat(evals), GaussianStat(evecs)
         cfg = dict(type="gaussian_residual", event_shape=list(self.event_shape), prediction=self.prediction, net=net.config)
-        if net_input != "noisy":  # absent at the default: old configs unchanged
+        if net_input != "noisy":  # only options in use are written: configs without it stay valid
             cfg["net_input"] = net_input
         self.config_json = json.dumps(cfg)
 

@@ -106,7 +106,7 @@ class MLP(DiffusionModel):
             precondition=self.precondition,
             sigma_data=self.sigma_data,
         )
-        if self.num_classes is not None:  # absent for unconditional models: old configs unchanged
+        if self.num_classes is not None:  # only options in use are written: configs without them stay valid
             cfg["num_classes"] = self.num_classes
         self.config_json = json.dumps(cfg)
         self.temb = NoiseEmbedding(emb_dim, width, rngs=rngs)

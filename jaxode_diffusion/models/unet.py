@@ -186,9 +186,9 @@ class UNet(DiffusionModel):
             precondition=self.precondition,
             sigma_data=self.sigma_data,
         )
-        if self.num_classes is not None:  # absent for unconditional models: old configs unchanged
+        if self.num_classes is not None:  # only options in use are written: configs without them stay valid
             cfg["num_classes"] = self.num_classes
-        if self.patch_size != 1:  # absent when off: old configs unchanged
+        if self.patch_size != 1:  # only options in use are written
             cfg["patch_size"] = self.patch_size
         self.config_json = json.dumps(cfg)
 

@@ -207,7 +207,8 @@ class ForwardProcess(eqx.Module):
 
     @property
     def default_t_end(self) -> float:
-        """Early-stopping time used when a sampler gets no ``t_end`` (default ``t_min + 1e-3 (t_max - t_min)``)."""
+        """Early-stopping time used when a sampler gets no ``t_end``: ``t_min + 1e-3 (t_max - t_min)``
+        unless a subclass says otherwise."""
         return 1e-3 * (self.t_max - self.t_min) + self.t_min
 
     @property

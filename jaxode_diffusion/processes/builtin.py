@@ -1,4 +1,4 @@
-"""The built-in continuous processes: ``VPLinear``, ``VPCosine``, ``SubVP``, ``VE``, ``EDM``, ``RectifiedFlow``.
+"""The built-in continuous processes: VPLinear, VPCosine, SubVP, VE, EDM, RectifiedFlow.
 
 Each has closed forms for ``log alpha``, ``log sigma`` and the inverse log-SNR ``t_of_lambda``;
 its parameters are checked when it is built (``__check_init__``; a traced parameter is checked

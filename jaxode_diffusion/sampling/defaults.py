@@ -12,8 +12,9 @@ that measured best for the family of their form.
 
 No fixed grid is best on every model (how far the table's choice can be from the best grid of a
 trained network: ``benchmarks/README.md``, "Solver notes"). ``jaxode-diffusion sample`` therefore
-measures the grid on the user's model by default (:func:`~jaxode_diffusion.tuning.autogrid.choose_grid`); these tables are the
-default of the Python API and of ``--grid table``.
+measures the grid on the user's model by default
+(:func:`~jaxode_diffusion.tuning.autogrid.choose_grid`); these tables are the default of the
+Python API and of ``--grid table``.
 
 Example:
     >>> from jaxode_diffusion.sampling.defaults import default_grid_for

@@ -44,7 +44,8 @@ class Prediction:
     Example:
         >>> import jax.numpy as jnp
         >>> data = PREDICTIONS["data"]
-        >>> data.form.name, float(data.linear(jnp.asarray(0.1))), round(float(data.moments(jnp.asarray(0.1), 1)[0]), 6)
+        >>> h = jnp.asarray(0.1)
+        >>> data.form.name, float(data.linear(h)), round(float(data.moments(h, 1)[0]), 6)  # h phi_1(-h)
         ('x0-lambda', 1.0, 0.095163)
     """
 
@@ -78,7 +79,7 @@ class Prediction:
         return jnp.exp(h) if self.name == "noise" else jnp.ones_like(h)
 
     def prefactor(self, u):
-        """The prefactor ``P(u)`` of the model term (``e^u`` for ``data``, ``-1`` for ``noise``, 1 for ``rho``)."""
+        """The prefactor ``P(u)`` of the model term: ``e^u`` (data), ``-1`` (noise), ``1`` (rho)."""
         if self.name == "data":
             return jnp.exp(u)
         return -jnp.ones_like(u) if self.name == "noise" else jnp.ones_like(u)

@@ -743,7 +743,8 @@ _builtin(
 # Tsitouras 5(4), FSAL (Tsitouras 2011, "Runge-Kutta pairs of order 5(4) satisfying only
 # the first column simplifying assumption", Comput. Math. Appl. 62(2):770-775). The
 # coefficients are irrational; the decimals below are the high-precision values that
-# diffrax 0.7.2 ships for its Tsit5 solver, rounded to float64 by the parser. Their row sums match c to ~1e-15, within ROW_SUM_TOL.
+# diffrax 0.7.2 ships for its Tsit5 solver, rounded to float64 by the parser. Their row
+# sums match c to ~1e-15, within ROW_SUM_TOL.
 _tsit5_b = [
     0.9646076681806522951816731316512876333711995238157997181903319145764851595234062815396e-1,
     1 / 100,
