@@ -22,7 +22,7 @@ load_checkpoint_score``, which uses ``training.load_run``) with the reference
 solve of that model as the ground truth.
 
 k-diffusion side by side (when torch and k-diffusion are installed: ``pip install -e ".[bench]"``
-then ``pip install --no-deps "k-diffusion==0.1.1.post1"``; loaded by ``tests/_kdiffusion.py``):
+then ``pip install --no-deps "k-diffusion==0.1.1.post1"``; loaded by ``benchmarks/common.py``):
 its samplers (``KDIFF``) run on the identical problem and initial states, with an exact mixture
 denoiser written in torch, in float64. k-diffusion integrates ``x / alpha`` in ``sigma / alpha``
 (``x / alpha = x0 + (sigma / alpha) eps``), so its sigmas are ``rho = sigma / alpha`` of the grid
@@ -37,7 +37,7 @@ the calibration batch); ``--variants`` adds other selection rules (see ``VARIANT
 ``--learned-only`` reruns only the learned grids, reading the fixed-grid rows from the existing
 report (``--dim-solvers "16:unipc_bh2_3;64:dpmpp_2m"`` picks the solvers per dimension).
 
-Run: ``python benchmarks/accuracy_vs_nfe.py [--quick] [--no-learned] [--checkpoint RUN]``
+Run: ``python -m benchmarks.accuracy_vs_nfe [--quick] [--no-learned] [--checkpoint RUN]``
 (writes ``benchmarks/results/accuracy_vs_nfe.md`` and ``.png``).
 """
 
@@ -67,9 +67,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
+from benchmarks import common  # noqa: E402  (k-diffusion's samplers without its __init__)
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve  # noqa: E402
-from jaxode_diffusion.tuning.grid_optimization import optimize_grid  # noqa: E402
+from jaxode_diffusion.analysis.distances import rmse  # noqa: E402
 from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
+from jaxode_diffusion.tuning.grid_optimization import optimize_grid  # noqa: E402
 
 T_END = 1e-3
 GRIDS = ("uniform", "log_snr", "edm", "quadratic")
@@ -103,10 +105,6 @@ DIFFRAX = {
 }
 
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import _kdiffusion  # noqa: E402  (tests/_kdiffusion.py: k-diffusion's samplers without its __init__)
-
-
 def _zero_noise(sigma, sigma_next):  # eta = 0: ancestral noise is scaled by 0
     import torch
 
@@ -135,7 +133,7 @@ def k_diffusion_rows(den, vp, x0, ref, d, budgets, t_end=T_END, target=None, ske
     """
     import torch
 
-    ks = _kdiffusion.load_sampling()
+    ks = common.load_sampling()
     t1 = float(vp.default_t_start)
     r_max, r_min = float(vp.rho(t1)), float(vp.rho(t_end))
     a1, a_end = float(vp.alpha(t1)), float(vp.alpha(t_end))
@@ -155,10 +153,10 @@ def k_diffusion_rows(den, vp, x0, ref, d, budgets, t_end=T_END, target=None, ske
     def finish(y):
         x = jnp.asarray(y.numpy() * a_end).astype(ref.dtype)
         sw = sliced_wasserstein(x, target, skey) if target is not None else float("nan")
-        return rmse(x, ref), sw
+        return float(rmse(x, ref)), sw
 
     rows = []
-    with _kdiffusion.torch_float64():
+    with common.torch_float64():
         for name, (fn, kw, nfe_of) in KDIFF.items():
             for nfe in budgets:
                 n = steps_for(nfe_of, nfe)
@@ -211,10 +209,6 @@ def sliced_wasserstein(a, b, key, num_dirs=64):
     return float(jnp.sqrt(jnp.mean((pa - pb) ** 2)))
 
 
-def rmse(x, ref):
-    return float(jnp.sqrt(jnp.mean(jnp.sum((x - ref).reshape(x.shape[0], -1) ** 2, axis=1))))
-
-
 @eqx.filter_jit
 def diffrax_xt(score_fn, process, x_init, ts, dsolver):
     form = jd.solvers.get_form("x-t")
@@ -262,7 +256,7 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
                 x, nfe_run = sol.samples, sol.nfe
                 assert int(nfe_run) == nfe_of(n), (name, n, int(nfe_run))
                 rows.append(dict(d=d, family=family, solver=name, grid=g, budget=nfe, nfe=nfe_of(n), steps=n,
-                                 rmse=rmse(x, ref), sw=sliced_wasserstein(x, target, skey)))
+                                 rmse=float(rmse(x, ref)), sw=sliced_wasserstein(x, target, skey)))
         log(f"  d={d} {name} done")
     for name, (cls, nfe_of) in (DIFFRAX.items() if fixed else ()):
         for nfe in budgets:
@@ -273,11 +267,11 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
                 ts = grids.setdefault((n, g), make_times(vp, num_steps=n, t_end=T_END, grid=g))
                 x = diffrax_xt(sf, vp, x0, ts, cls())
                 rows.append(dict(d=d, family="diffrax (x-t)", solver=name, grid=g, budget=nfe, nfe=nfe_of(n),
-                                 steps=n, rmse=rmse(x, ref), sw=sliced_wasserstein(x, target, skey)))
+                                 steps=n, rmse=float(rmse(x, ref)), sw=sliced_wasserstein(x, target, skey)))
     if fixed:
         log(f"  d={d} diffrax done")
     if fixed and k_diffusion_available():
-        den = _kdiffusion.mixture_denoiser(gm.weights, gm.means, gm.covs)
+        den = common.mixture_denoiser(gm.weights, gm.means, gm.covs)
         rows += k_diffusion_rows(den, vp, x0, ref, d, budgets, target=target, skey=skey)
         log(f"  d={d} k-diffusion done")
     # Learned grids at NFE 10 (and the other budgets in the full run), started from log_snr.
@@ -304,7 +298,7 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
                                    validation_reference=ref, **kw)
                 dt = time.time() - t0
                 x = solve(sf, vp, x0, jnp.asarray(og.ts), jd.get_solver(name), throw=False).samples
-                held = rmse(x, ref)
+                held = float(rmse(x, ref))
                 assert abs(held - og.validation_error) <= 1e-9 * max(1.0, held)
                 x_log = solve(sf, vp, x0, make_times(vp, num_steps=n, t_end=T_END, grid="log_snr"),
                               jd.get_solver(name), throw=False).samples
@@ -346,7 +340,7 @@ def run_checkpoint(path, budgets, batch, log):
                 ts = make_times(process, num_steps=n, t_end=t_end, grid=g).astype(x0.dtype)
                 x = solve(score_fn, process, x0, ts, jd.get_solver(name), throw=False).samples
                 rows.append(dict(d=int(np.prod(shape)), family=fam, solver=name, grid=g, budget=nfe,
-                                 nfe=nfe_of(n), steps=n, rmse=rmse(x, ref), sw=float("nan")))
+                                 nfe=nfe_of(n), steps=n, rmse=float(rmse(x, ref)), sw=float("nan")))
     if k_diffusion_available():
         rows += k_diffusion_rows(model_denoiser(score_fn, process, x0.dtype), process, x0, ref,
                                  int(np.prod(shape)), budgets, t_end=t_end)
@@ -360,7 +354,7 @@ def best(rows, **match):
 
 
 def k_diffusion_available():
-    return _kdiffusion.available()
+    return common.available()
 
 
 def load_fixed_rows(md_path, dims, budgets):
@@ -422,7 +416,7 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
         "all errors in the tables are on the evaluation batch, which neither fits nor selects."]),
         "- each sampler uses the largest step count whose NFE fits the budget; `NFE` is the actual count.",
         "- k-diffusion side by side: " + (
-            f"k-diffusion {_kdiffusion.K_DIFFUSION_VERSION} samplers (rows `k:NAME`, torch float64) on the same "
+            f"k-diffusion {common.K_DIFFUSION_VERSION} samplers (rows `k:NAME`, torch float64) on the same "
             "problem and x_init with an exact mixture denoiser in torch; its sigmas are rho = sigma/alpha "
             "of k-diffusion's own grids, named here by the equal grid of this package: `get_sigmas_vp` = "
             "`uniform`, `get_sigmas_exponential` = `log_snr`, `get_sigmas_karras` = `edm` (without the "
@@ -600,13 +594,13 @@ def main(argv=None):
         opt_info += oi
         floors.setdefault(d, fl)
         if args.learned_only:  # a partial report after each dimension (the run is long)
-            command = "python benchmarks/accuracy_vs_nfe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            command = "python -m benchmarks.accuracy_vs_nfe " + " ".join(sys.argv[1:] if argv is None else argv)
             write_report(args.out + ".md", all_rows, opt_info, floors, dims, budgets, command.strip() +
                          f"  [partial: d in {run_dims[:run_dims.index(d) + 1]}]", time.time() - t0, [],
                          fixed_header=fixed_header, previous_learned=previous_learned)
     ckpt_rows = run_checkpoint(args.checkpoint, budgets, 64, log) if args.checkpoint else []
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    command = "python benchmarks/accuracy_vs_nfe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.accuracy_vs_nfe " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(args.out + ".md", all_rows, opt_info, floors, dims, budgets, command.strip(),
                  time.time() - t0, ckpt_rows, fixed_header=fixed_header, previous_learned=previous_learned)
     plot(args.out + ".png", all_rows, dims, budgets)

@@ -10,8 +10,8 @@ of the guided score, ``sigma^2 ||D s_w||`` and ``sigma^3 ||D^2 s_w||``, against 
 
 Usage::
 
-    python benchmarks/conditional_digits.py                     # train (runs/cond_digits) + measure
-    python benchmarks/conditional_digits.py --out benchmarks/results/conditional_digits.md \\
+    python -m benchmarks.conditional_digits                     # train (runs/cond_digits) + measure
+    python -m benchmarks.conditional_digits --out benchmarks/results/conditional_digits.md \\
         --figure docs/digits_guidance.png
 
 A run directory that already holds a finished checkpoint is reused (delete it to retrain).
@@ -90,9 +90,9 @@ def guided_samples(score_fn, labels, w, key, solver, steps, grid):
 
 def regularity_rows(score_fn, scales, ts, batch, key, iters):
     """Median over noised held-out digits of sigma^2 ||D s_w|| and sigma^3 ||D^2 s_w||."""
-    from jaxode_diffusion.training.data import dataset_labels, load_digits
-    from jaxode_diffusion.models.guidance import classifier_free_guidance
     from jaxode_diffusion.analysis.regularity import jacobian_norm, second_derivative_norm
+    from jaxode_diffusion.models.guidance import classifier_free_guidance
+    from jaxode_diffusion.training.data import dataset_labels, load_digits
 
     ds = load_digits()
     _, y_he, _ = dataset_labels(ds)
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     if args.reuse_regularity:
         reg = json.loads(Path(args.reuse_regularity).read_text())["regularity"]
 
-    cmd = "python benchmarks/conditional_digits.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m benchmarks.conditional_digits " + " ".join(argv if argv is not None else sys.argv[1:])
     tc = run_cfg["train"]
     head = [
         f"Machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, JAX {jax.__version__} "

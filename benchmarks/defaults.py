@@ -18,7 +18,7 @@ score for a solver is the mean over problems and budgets of ``log10(RMSE(grid) /
 RMSE)`` (0 = always the best grid; non-finite results count as 1000x). A solver's score is the mean
 of ``log10(RMSE(solver on its chosen grid) / best RMSE of any solver and grid)``.
 
-Run: ``python benchmarks/defaults.py`` (writes ``benchmarks/results/defaults.md``). Measuring only some
+Run: ``python -m benchmarks.defaults`` (writes ``benchmarks/results/defaults.md``). Measuring only some
 solvers or problems and merging them into saved rows: ``--solvers dpmpp_3m,edm_heun --merge
 benchmarks/results/defaults.json``; the trained models of the results table::
 
@@ -28,7 +28,7 @@ benchmarks/results/defaults.json``; the trained models of the results table::
     #   eight_gaussians --process rectified_flow --prediction flow --seed 13,
     #   swiss_roll --process subvp --prediction x0 --seed 14, checkerboard --process ve --seed 15,
     #   gmm --prediction v --seed 16
-    python benchmarks/defaults.py --trained /tmp/m_checkerboard ... --merge benchmarks/results/defaults.json
+    python -m benchmarks.defaults --trained /tmp/m_checkerboard ... --merge benchmarks/results/defaults.json
 """
 
 from __future__ import annotations
@@ -51,13 +51,13 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
 from jaxode_diffusion.analysis.convergence import reference_solve  # noqa: E402
-from jaxode_diffusion.sampling.defaults import clock_of  # noqa: E402
+from jaxode_diffusion.analysis.distances import rmse  # noqa: E402
 from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
+from jaxode_diffusion.sampling.defaults import clock_of  # noqa: E402
 
 GRIDS = ("uniform", "log_snr", "edm", "quadratic")
 
@@ -146,8 +146,9 @@ def accuracy_rows(path, budgets):
     return rows
 
 
-def rmse(x, ref):
-    v = float(jnp.sqrt(jnp.mean(jnp.sum((x - ref).reshape(x.shape[0], -1) ** 2, axis=1))))
+def finite_rmse(x, ref) -> float:
+    """The package's end-point RMSE as a float, with a non-finite error (a diverged run) as inf."""
+    v = float(rmse(x, ref))
     return v if math.isfinite(v) else float("inf")
 
 
@@ -194,7 +195,7 @@ def measure_pass(prob, b, batch, log, solvers=None):
             ts = make_times(proc, num_steps=n, t_start=t0, t_end=t1, grid=g)
             sol = solve(sf, proc, x, ts, solver, throw=False)
             rows.append(dict(problem=label, solver=name, grid=g, budget=b, steps=n, nfe=int(sol.nfe),
-                             rmse=rmse(sol.samples, ref)))
+                             rmse=finite_rmse(sol.samples, ref)))
         log(f"    {label} NFE {b} {name} ({n} steps)")
     return rows
 
@@ -391,7 +392,7 @@ def main(argv=None):
         print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
 
     extra = accuracy_rows(os.path.join(os.path.dirname(__file__), "results", "accuracy_vs_nfe.md"), budgets)
-    command = ("python benchmarks/defaults.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command = ("python -m benchmarks.defaults " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     if args.from_json:
         saved = json.load(open(args.from_json))
         write(args.out, saved["rows"] + extra, budgets, saved["command"], saved["seconds"], args.quick)

@@ -21,8 +21,8 @@ accelerator. ``--tiny`` shrinks every size (8x8x3 images, regularity at that siz
 
 Usage::
 
-    python benchmarks/device_suite.py                 # writes benchmarks/results/device_suite.md
-    python benchmarks/device_suite.py --tiny --out /tmp/tiny.md
+    python -m benchmarks.device_suite                 # writes benchmarks/results/device_suite.md
+    python -m benchmarks.device_suite --tiny --out /tmp/tiny.md
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from _timing import time_interleaved  # benchmarks/_timing.py (the script's folder is on sys.path)
 from flax import nnx
+
+from benchmarks.common import time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
     sampler = sampler_rows(cfg, s)
     reg = regularity_rows(s, args.tiny)
     train = training_row(cfg, s)
-    command = "python benchmarks/device_suite.py" + (" --tiny" if args.tiny else "")
+    command = "python -m benchmarks.device_suite" + (" --tiny" if args.tiny else "")
     text = render(sampler, reg, train, command=command, tiny=args.tiny, elapsed=time.perf_counter() - t0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

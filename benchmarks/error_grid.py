@@ -30,7 +30,7 @@ Run (the trained models of the results table; the development models were separa
     jaxode-diffusion train --data checkerboard --steps 1500 --seed 31 --out /tmp/beyond/fin_cb_vp   # and
     #   swiss_roll --process subvp --prediction x0 --seed 32, eight_gaussians --process edm --seed 33,
     #   gmm --prediction v --seed 34, rings --process rectified_flow --prediction flow --seed 35
-    python benchmarks/error_grid.py --trained /tmp/beyond/fin_cb_vp ... --out benchmarks/results/error_grid.md
+    python -m benchmarks.error_grid --trained /tmp/beyond/fin_cb_vp ... --out benchmarks/results/error_grid.md
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
 from jaxode_diffusion.analysis.distances import rmse  # noqa: E402
-from jaxode_diffusion.tuning.error_grids import error_grid_candidates  # noqa: E402
 from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
+from jaxode_diffusion.tuning.error_grids import error_grid_candidates  # noqa: E402
 
 SOLVERS = ("unipc_bh2_2", "dpmpp_2m", "dpmpp_3m", "x0-lambda:heun")
 BUDGETS = (5, 8, 10)
@@ -221,7 +221,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     solvers, variants = a.solvers.split(","), list(VARIANTS)
     budgets = [int(b) for b in a.budgets.split(",")]
-    command = "python benchmarks/error_grid.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.error_grid " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.rewrite:
         rows = json.load(open(a.rewrite))
         write(a.out, rows, variants, a.note_command or command, a.seconds or float("nan"), a.note)

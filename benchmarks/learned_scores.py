@@ -11,8 +11,8 @@
 
 Run::
 
-    python benchmarks/learned_scores.py gmm [--steps 6000]
-    python benchmarks/learned_scores.py digits [--train --steps 4500]
+    python -m benchmarks.learned_scores gmm [--steps 6000]
+    python -m benchmarks.learned_scores digits [--train --steps 4500]
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import jax
 import numpy as np
 
 from jaxode_diffusion.analysis.plotting import save_png
-from jaxode_diffusion.training.data import load_digits
+from jaxode_diffusion.analysis.score_errors import score_error
 from jaxode_diffusion.models import as_score_fn, build_model
+from jaxode_diffusion.models.mixture import GaussianMixture
 from jaxode_diffusion.processes import VPLinear
 from jaxode_diffusion.sampling.core import sample
-from jaxode_diffusion.analysis.score_errors import score_error
-from jaxode_diffusion.models.mixture import GaussianMixture
 from jaxode_diffusion.training import TrainConfig, load_run, train
+from jaxode_diffusion.training.data import load_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def run_gmm(args) -> None:
             )
         )
     print(f"\n## Learned score on the 8-Gaussian ring (d=2)\n\nMachine: {machine()}")
-    print(f"Command: python benchmarks/learned_scores.py gmm --steps {args.steps}\n")
+    print(f"Command: python -m benchmarks.learned_scores gmm --steps {args.steps}\n")
     print(
         f"Training: MLP width 256 depth 3, {cfg.steps} steps, batch 256, VP-linear, eps-prediction, "
         f"{train_s:.0f} s wall.\n"
@@ -176,7 +176,7 @@ def run_digits(args) -> None:
     pred = clf.predict(flat(x))
     print(f"\n## Digits (8x8) U-Net\n\nMachine: {machine()}")
     print(
-        "Command: python benchmarks/learned_scores.py digits"
+        "Command: python -m benchmarks.learned_scores digits"
         + (f" --train --steps {args.steps}" if args.train else "")
     )
     print(

@@ -15,7 +15,7 @@ Networks: the package's MLP trained briefly on the 8-Gaussian ring (d = 2), and,
 MLP on d = 64 and a U-Net on 8x8x1 with random weights (output layers randomised: the packaged
 models start with a zero output layer, which would hide the network).
 
-Run: ``python benchmarks/mixed_precision.py [--train-steps 1500] [--repeats 5] [--out benchmarks/results/mixed_precision.md]``
+Run: ``python -m benchmarks.mixed_precision [--train-steps 1500] [--repeats 5] [--out benchmarks/results/mixed_precision.md]``
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import time_interleaved  # benchmarks/_timing.py (the script's folder is on sys.path)
 from flax import nnx
 
 import jaxode_diffusion as jd
+from benchmarks.common import time_interleaved
 from jaxode_diffusion.models import MLP, UNet, as_score_fn
 
 

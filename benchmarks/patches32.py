@@ -23,8 +23,8 @@ Two phases (both in one command by default):
 
 Usage::
 
-    python benchmarks/patches32.py                       # train (<= 8 CPU-minutes) + eval + report
-    python benchmarks/patches32.py --phase eval          # re-evaluate an existing run
+    python -m benchmarks.patches32                       # train (<= 8 CPU-minutes) + eval + report
+    python -m benchmarks.patches32 --phase eval          # re-evaluate an existing run
 """
 
 from __future__ import annotations
@@ -246,9 +246,9 @@ def eval_phase(args) -> dict:
     from flax import nnx
 
     from jaxode_diffusion import sample
-    from jaxode_diffusion.training.data import load_dataset
     from jaxode_diffusion.models import build_model
     from jaxode_diffusion.training import load_run
+    from jaxode_diffusion.training.data import load_dataset
 
     t_start = time.perf_counter()
     score, run_cfg = load_run(args.run)
@@ -321,10 +321,10 @@ def regularity_phase(args) -> dict:
     """Weighted profiles sigma^2 ||D s||_2 and sigma^3 ||D^2 s||_op of the trained score at noised
     held-out patches and along RK4 probability-flow trajectories, matrix-free, plus the estimator's
     spread over random starts."""
-    from jaxode_diffusion.training.data import load_dataset
     from jaxode_diffusion.analysis.regularity import jacobian_norm, second_derivative_norm
     from jaxode_diffusion.analysis.regularity import profile as regularity_profile
     from jaxode_diffusion.training import load_run
+    from jaxode_diffusion.training.data import load_dataset
 
     t0 = time.perf_counter()
     score, run_cfg = load_run(args.run)
@@ -386,7 +386,7 @@ def _train_line(tr, ev) -> str:
     return (f"{what}: {tr['steps']} steps (of a {tr['scheduled_steps']}-step cosine schedule), batch "
             f"{tr['batch_size']}, AdamW lr {tr['lr']}, EMA {tr.get('ema_decay', 0.99)}, data `{tr.get('data', ev.get('data'))}`; "
             f"{tr['train_cpu_seconds']:.0f} CPU-seconds, {tr['train_seconds']:.0f} s wall-clock on one pinned core of "
-            f"the shared CPU; last training loss {tr['final_train_loss']:.4f}. Command: `{tr.get('command', 'python benchmarks/patches32.py')}`.")
+            f"the shared CPU; last training loss {tr['final_train_loss']:.4f}. Command: `{tr.get('command', 'python -m benchmarks.patches32')}`.")
 
 
 def _short(tr) -> str:

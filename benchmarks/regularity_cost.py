@@ -14,8 +14,8 @@ A dense path whose tensor alone exceeds ``--budget-gb`` is reported as infeasibl
 
 Usage::
 
-    python benchmarks/regularity_cost.py                      # writes benchmarks/results/regularity_cost.md
-    python benchmarks/regularity_cost.py --dims 16 64 --repeats 5
+    python -m benchmarks.regularity_cost                      # writes benchmarks/results/regularity_cost.md
+    python -m benchmarks.regularity_cost --dims 16 64 --repeats 5
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ steps, it reports, measured in one run on one machine:
 * ours / diffrax = sampler time / ``diffrax.diffeqsolve`` time on the same tableau (converted
   with ``diffrax_solver``) and the same grid (``StepTo``).
 
-Run: ``python benchmarks/solver_overhead.py [--repeats 20] [--out benchmarks/results/solver_overhead.md]``
+Run: ``python -m benchmarks.solver_overhead [--repeats 20] [--out benchmarks/results/solver_overhead.md]``
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import platform
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from _timing import time_interleaved  # benchmarks/_timing.py (the script's folder is on sys.path)
 from flax import nnx
 
 import jaxode_diffusion as jd
+from benchmarks.common import time_interleaved
 from jaxode_diffusion.analysis.diffrax_drivers import diffrax_fixed_step
 
 
@@ -95,7 +95,7 @@ def main(argv=None):
     lines = [
         f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
         f"JAX {jax.__version__} on {dev.platform} ({dev.device_kind}); date {datetime.date.today()}; "
-        f"command: `python benchmarks/solver_overhead.py --repeats {args.repeats}`",
+        f"command: `python -m benchmarks.solver_overhead --repeats {args.repeats}`",
         "",
         f"RK4 (x-t form, uniform grid), MLP score, batch {args.batch}, d = {args.dim}, float32; "
         "median of repeats.",

@@ -6,7 +6,7 @@ clip + AdamW, EMA) after warm-up, for:
 * MLP, d = 2 and d = 64, batch 256;
 * U-Net, digits 8x8x1 and random 32x32x3, batch 64.
 
-Run: ``python benchmarks/training_throughput.py [--steps 30]``; prints a markdown table.
+Run: ``python -m benchmarks.training_throughput [--steps 30]``; prints a markdown table.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxode_diffusion.training.data import load_digits
 from jaxode_diffusion.models import build_model
 from jaxode_diffusion.processes import VPLinear
 from jaxode_diffusion.training import TrainConfig, dsm_loss, make_optimizer, model_config_for
+from jaxode_diffusion.training.data import load_digits
 
 
 def bench(name, kind, data, batch, steps, config):
@@ -99,7 +99,7 @@ def main(argv=None):
         f"CPU count {os.cpu_count()}, JAX {jax.__version__} on {dev.platform} ({dev.device_kind}); "
         f"date {datetime.date.today().isoformat()}"
     )
-    print("Command: python benchmarks/training_throughput.py --steps", args.steps)
+    print("Command: python -m benchmarks.training_throughput --steps", args.steps)
     print()
     print("| model | batch | params | compile (s) | steps/s | examples/s |")
     print("|---|---:|---:|---:|---:|---:|")

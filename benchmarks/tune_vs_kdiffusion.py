@@ -37,13 +37,13 @@ initial states.
 k-diffusion: every sampler of ``accuracy_vs_nfe.KDIFF`` with NFE <= 10 (euler, heun, dpm_2,
 lms(4), dpmpp_2s_ancestral(eta=0), dpmpp_2m, dpmpp_3m_sde(eta=0)) on Karras and exponential
 (log-SNR) grids, plus dpm_fast on its own grid, run by ``accuracy_vs_nfe.k_diffusion_rows`` with the
-exact torch denoiser of ``tests/_kdiffusion.py`` (``x / alpha`` in ``sigma / alpha``); its VP grid
+exact torch denoiser of ``benchmarks/common.py`` (``x / alpha`` in ``sigma / alpha``); its VP grid
 (``get_sigmas_vp``) is VPLinear's and is not used for these schedules. A consistency column runs
 k-diffusion's dpmpp_2m with 1000 steps: it must agree with the reference to its discretisation
 error (second order: ~1e-5), which checks the mapping of each schedule to k-diffusion's convention.
 
 Run (one core; about 25 min with the defaults, about 40 min as recorded):
-``taskset -c 0 python benchmarks/tune_vs_kdiffusion.py --batch 512 --max-seconds 300 --error-grids``
+``taskset -c 0 python -m benchmarks.tune_vs_kdiffusion --batch 512 --max-seconds 300 --error-grids``
 (writes ``benchmarks/results/tune_vs_kdiffusion.md``; ``--problems`` picks a subset by name;
 ``--error-grids`` runs ``tune(..., error_grids=True)``, which the recorded run uses).
 """
@@ -59,9 +59,9 @@ import shlex
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# Sets the XLA flag (before jax is imported) and x64; holds the k-diffusion side.
-import accuracy_vs_nfe as avn  # noqa: E402
+# Sets the XLA flag (before jax is imported) and x64; holds the k-diffusion rows.
+from benchmarks import accuracy_vs_nfe as avn  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 # isort: split
 import jax  # noqa: E402
@@ -70,6 +70,7 @@ import numpy as np  # noqa: E402
 
 import jaxode_diffusion as jd  # noqa: E402
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve  # noqa: E402
+from jaxode_diffusion.analysis.distances import rmse  # noqa: E402
 from jaxode_diffusion.sampling.core import make_times, solve  # noqa: E402
 from jaxode_diffusion.tuning.tuner import tune  # noqa: E402
 
@@ -111,10 +112,6 @@ PROBLEMS = {
 }
 
 
-def rmse(x, ref):
-    return avn.rmse(x, ref)
-
-
 def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=False, calib=None, learn_probe=0):
     make_process, d, k, seed, scale, min_var, max_var = spec
     process = make_process()
@@ -129,7 +126,7 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
     log(f"{name}: references in {time.time() - t0:.0f} s")
 
     # k-diffusion on the held-back and the fresh batch (the same initial states as ours).
-    den = avn._kdiffusion.mixture_denoiser(gm.weights, gm.means, gm.covs)
+    den = common.mixture_denoiser(gm.weights, gm.means, gm.covs)
     t0 = time.time()
     k_held = avn.k_diffusion_rows(den, process, x_held, ref_held, d, [NFE], t_end=t_end)
     k_fresh = avn.k_diffusion_rows(den, process, x_fresh, ref_fresh, d, [NFE], t_end=t_end)
@@ -149,9 +146,9 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
         return solve(sf, process, x, jnp.asarray(ts), jd.get_solver(solver), throw=False).samples
 
     x_t_held = run(t.ts, t.solver, x_held)
-    held = rmse(x_t_held, ref_held)  # recomputed against this script's reference
+    held = float(rmse(x_t_held, ref_held))  # recomputed against this script's reference
     x_t = run(t.ts, t.solver, x_fresh)
-    fresh = rmse(x_t, ref_fresh)
+    fresh = float(rmse(x_t, ref_fresh))
     fresh_median = float(jnp.median(jnp.linalg.norm(x_t - ref_fresh, axis=1)))
     learned = []
     for c in t.candidates:
@@ -172,7 +169,7 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
             ts0 = make_times(process, num_steps=t.num_steps, t_start=t1, t_end=t_end, grid=start)
         else:  # an error grid: its times are in the candidates table
             ts0 = next(c["ts"] for c in t.candidates if (c["solver"], c["grid"]) == (t.solver, start))
-        row["fresh_start"] = rmse(run(ts0, t.solver, x_fresh), ref_fresh)
+        row["fresh_start"] = float(rmse(run(ts0, t.solver, x_fresh), ref_fresh))
     # Median per-sample error of the best k-diffusion sampler on the fresh batch (robust to outliers).
     row["k_fresh_median"] = float(np.median(k_errors(den, process, x_fresh, ref_fresh, t_end, k_min_fresh)))
     # Mode flips: trajectories that end at another component than the reference (the most probable component
@@ -203,11 +200,11 @@ def k_errors(den, process, x, ref, t_end, row, samples=False):
     (and the samples first if ``samples``)."""
     import torch
 
-    ks = avn._kdiffusion.load_sampling()
+    ks = common.load_sampling()
     t1 = float(process.default_t_start)
     r_max, r_min = float(process.rho(t1)), float(process.rho(t_end))
     n = row["steps"]
-    with avn._kdiffusion.torch_float64():
+    with common.torch_float64():
         xk = torch.tensor(np.asarray(x, np.float64) / float(process.alpha(t1)))
         if row["solver"] == "k:dpm_fast":
             y = ks.sample_dpm_fast(den, xk, r_min, r_max, row["nfe"], disable=True)
@@ -217,7 +214,7 @@ def k_errors(den, process, x, ref, t_end, row, samples=False):
                    else ks.get_sigmas_karras(n + 1, r_min, r_max, rho=7.0))[:-1]
             y = getattr(ks, fn)(den, xk, sig, disable=True, **kw)
     x_k = jnp.asarray(y.numpy() * float(process.alpha(t_end)))
-    assert abs(rmse(x_k, ref) - row["rmse"]) <= 1e-9 * max(1.0, row["rmse"])  # the same run as the row
+    assert abs(float(rmse(x_k, ref)) - row["rmse"]) <= 1e-9 * max(1.0, row["rmse"])  # the same run as the row
     err = np.asarray(jnp.linalg.norm((x_k - ref).reshape(x_k.shape[0], -1), axis=1))
     return (x_k, err) if samples else err
 
@@ -255,13 +252,13 @@ def consistency(den, process, x, ref, t_end):
     """k-diffusion's dpmpp_2m with 1000 steps on the log-SNR grid: checks the schedule mapping."""
     import torch
 
-    ks = avn._kdiffusion.load_sampling()
+    ks = common.load_sampling()
     t1 = float(process.default_t_start)
     r_max, r_min = float(process.rho(t1)), float(process.rho(t_end))
-    with avn._kdiffusion.torch_float64():
+    with common.torch_float64():
         y = ks.sample_dpmpp_2m(den, torch.tensor(np.asarray(x, np.float64) / float(process.alpha(t1))),
                                ks.get_sigmas_exponential(1001, r_min, r_max)[:-1], disable=True)
-    return rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref)
+    return float(rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref))
 
 
 def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, error_grids=False, calib=None,
@@ -281,7 +278,7 @@ def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, erro
         "# tune (NFE 10) vs the best k-diffusion sampler on unseen mixtures and schedules", "",
         f"Machine: {platform.machine()} {cpu}, {os.cpu_count()} CPUs (run pinned to one core), JAX "
         f"{jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, k-diffusion "
-        f"{avn._kdiffusion.K_DIFFUSION_VERSION}; float64; date {datetime.date.today()}; "
+        f"{common.K_DIFFUSION_VERSION}; float64; date {datetime.date.today()}; "
         f"total {seconds:.0f} s.", "",
         f"Command: `{command}`" if quote else f"Command: {command}", "",
         f"Batches: calibration ({calib or batch}, fits learned grids), held-back ({batch}; `tune` scores candidates and "
@@ -398,7 +395,7 @@ def main(argv=None):
         rows = sorted((r for q in parts for r in q["rows"]), key=lambda r: order.index(r["name"]))
         command = " ; ".join(f"`{q['command']}` ({q['seconds']:.0f} s)" for q in parts)
         write_report(args.out, rows, f"{len(parts)} processes, one core each: {command}; merged with "
-                     f"`python benchmarks/tune_vs_kdiffusion.py --merge ...`", sum(q["seconds"] for q in parts),
+                     f"`python -m benchmarks.tune_vs_kdiffusion --merge ...`", sum(q["seconds"] for q in parts),
                      quote=False, **settings[0])
         print(f"wrote {args.out}")
         return
@@ -415,7 +412,7 @@ def main(argv=None):
         raise SystemExit('k-diffusion is needed: pip install -e ".[bench]" && '
                          'pip install --no-deps "k-diffusion==0.1.1.post1"')
     log(f"device: {jax.devices()[0]}")
-    command = "python benchmarks/tune_vs_kdiffusion.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.tune_vs_kdiffusion " + shlex.join(sys.argv[1:] if argv is None else argv)
     settings = {k: getattr(args, k) for k in SETTINGS}
     rows = []
     for name in names:

@@ -3,15 +3,10 @@
 import json
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from jaxode_diffusion.training.data import default_gmm  # noqa: E402
-from jaxode_diffusion.processes import VPLinear  # noqa: E402
 from jaxode_diffusion.analysis.regularity import (
     AUTO_EXACT_MAX_DIM,
     RegularityProfile,
@@ -21,8 +16,10 @@ from jaxode_diffusion.analysis.regularity import (
     profile,
     second_derivative_norm,
 )
-from jaxode_diffusion.analysis.regularity.kernels import dense_d2_operator  # noqa: E402
-from jaxode_diffusion.models.mixture import GaussianMixture  # noqa: E402
+from jaxode_diffusion.analysis.regularity.kernels import dense_d2_operator
+from jaxode_diffusion.models.mixture import GaussianMixture
+from jaxode_diffusion.processes import VPLinear
+from jaxode_diffusion.training.data import default_gmm
 
 VP = VPLinear()
 TIMES = (0.1, 0.4, 0.8)

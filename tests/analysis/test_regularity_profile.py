@@ -1,6 +1,6 @@
 """The typed regularity profile: JSON schema round trip, named lookups, plotting and the study's verdict.
 
-Built by hand (no estimators run), so these checks are fast; ``tests/test_regularity.py`` checks
+Built by hand (no estimators run), so these checks are fast; ``tests/analysis/test_regularity.py`` checks
 the numbers a real :func:`~jaxode_diffusion.analysis.regularity.profile` produces.
 """
 

@@ -1,26 +1,26 @@
-"""benchmarks/device_suite.py runs end to end on CPU with --tiny and writes its table (issue 12)."""
+"""benchmarks/device_suite.py runs end to end on CPU with --tiny and writes its table."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_device_suite_tiny_writes_table(tmp_path):
     out = tmp_path / "suite.md"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     # One device, as on a single accelerator; the session's compile flags (conftest).
     env["XLA_FLAGS"] = os.environ.get("JAXODE_TEST_COMPILE_FLAGS", "")
     env.pop("JAX_ENABLE_X64", None)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "device_suite.py"), "--tiny", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.device_suite", "--tiny", "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
-    assert "CPU tiny settings" in text and "Command: `python benchmarks/device_suite.py --tiny`" in text
+    assert "CPU tiny settings" in text and "Command: `python -m benchmarks.device_suite --tiny`" in text
     assert "Device: cpu" in text and "No GPU/TPU was available" in text
     rows = [line for line in text.splitlines() if line.startswith("| float32") or line.startswith("| bfloat16")]
     # 2 dtypes x 3 solvers (one NFE in tiny mode), each with a positive time and overhead.

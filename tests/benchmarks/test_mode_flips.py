@@ -1,8 +1,5 @@
-"""The mode-flip diagnostics of benchmarks/tune_vs_kdiffusion.py (issue 14): which component an end point
+"""The mode-flip diagnostics of benchmarks/tune_vs_kdiffusion.py: which component an end point
 belongs to, and the step count a solver needs to keep a trajectory in its component."""
-
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,10 +7,8 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
+from benchmarks import tune_vs_kdiffusion as tk  # torch and k-diffusion are test dependencies
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import tune_vs_kdiffusion as tk  # noqa: E402  (torch and k-diffusion are test dependencies)
 
 
 def _mixture(key, diagonal=False):

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.tuning.autogrid import choose_grid
-from jaxode_diffusion.training.data import unnormalize
 from jaxode_diffusion.analysis.distances import rmse
 from jaxode_diffusion.sampling.core import make_times, solve
 from jaxode_diffusion.training import TrainConfig, load_run, train
+from jaxode_diffusion.training.data import unnormalize
+from jaxode_diffusion.tuning.autogrid import choose_grid
 
 # One per exponential form (RK in x0-lambda, eps-rho, ou-exp) and one per code path of the
 # DPM-Solver / UniPC family (singlestep DPM-Solver-2, multistep DPM-Solver++ 2M, predictor-corrector
@@ -101,7 +101,7 @@ def test_cli_sample_defaults_measure_cache_and_reuse_the_grid(trained, tmp_path)
 def test_cli_sample_error_grids_passes_the_option_caches_and_reuses_the_times(trained, tmp_path, capsys,
                                                                              monkeypatch):
     """``sample --error-grids``: the CLI asks choose_grid for error grids, caches the chosen error grid's
-    times under its own key and samples on them (choose_grid itself: tests/test_error_grid.py)."""
+    times under its own key and samples on them (choose_grid itself: tests/tuning/test_error_grids.py)."""
     import jaxode_diffusion.tuning.autogrid as autogrid
     from jaxode_diffusion.cli.app import main
 

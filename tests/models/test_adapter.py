@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 from jaxode_diffusion import EDM, GaussianMixture, RectifiedFlow, VPLinear
-from jaxode_diffusion.sampling import core as S
 from jaxode_diffusion.models import MLP, NetworkScore, ScoreModel, as_score_fn, network_from_score
+from jaxode_diffusion.processes import DiscreteVP
 from jaxode_diffusion.processes.parameterizations import (
     KINDS,
     TIME_INPUTS,
@@ -22,7 +22,7 @@ from jaxode_diffusion.processes.parameterizations import (
     from_model_time,
     to_model_time,
 )
-from jaxode_diffusion.processes import DiscreteVP
+from jaxode_diffusion.sampling import core as S
 
 N = 1000
 GM = GaussianMixture(

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from jaxode_diffusion import EDM, GaussianMixture, VPLinear
-from jaxode_diffusion.sampling import core as S
 from jaxode_diffusion.models.guidance import (
     ClassifierFreeGuidance,
     classifier_free_guidance,
     dynamic_thresholding,
 )
 from jaxode_diffusion.processes.parameterizations import to_x0
+from jaxode_diffusion.sampling import core as S
 
 K = 3
 GM = GaussianMixture(

@@ -17,8 +17,8 @@ from jaxode_diffusion.models import (
     build_model,
     preconditioning,
 )
-from jaxode_diffusion.processes.parameterizations import KINDS
 from jaxode_diffusion.processes import EDM, VPLinear
+from jaxode_diffusion.processes.parameterizations import KINDS
 from jaxode_diffusion.sampling.core import sample
 
 

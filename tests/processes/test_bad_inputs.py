@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.sampling.grids import grid_is_valid, make_grid, validate_grid
 from jaxode_diffusion.processes import (
     EDM,
     VE,
@@ -18,6 +17,7 @@ from jaxode_diffusion.processes import (
     VPCosine,
     VPLinear,
 )
+from jaxode_diffusion.sampling.grids import grid_is_valid, make_grid, validate_grid
 from jaxode_diffusion.solvers.tableaux import ButcherTableau
 
 NAN, INF = float("nan"), float("inf")

@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ALL_PROCESSES
 
 import jaxode_diffusion as jd
+from tests.helpers import ALL_PROCESSES
 
 
 def _fd(fn, t, h=1e-6):

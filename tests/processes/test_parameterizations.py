@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxode_diffusion.processes import parameterizations as P
 from jaxode_diffusion.processes import EDM, VE, RectifiedFlow, SubVP, VPCosine, VPLinear
+from jaxode_diffusion.processes import parameterizations as P
 
 PROCESSES = [VPLinear(), VPCosine(), SubVP(), VE(), EDM(), RectifiedFlow()]
 IDS = ["vp_linear", "vp_cosine", "subvp", "ve", "edm", "rectified_flow"]

@@ -3,10 +3,10 @@
 
 import jax.numpy as jnp
 import pytest
-from helpers import ALL_PROCESSES
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.processes import DiscreteVP
+from tests.helpers import ALL_PROCESSES
 
 PROCESSES = (*ALL_PROCESSES, DiscreteVP.ddpm_linear(), DiscreteVP.from_alphas_cumprod([1.0, 0.9, 0.5, 0.1]))
 

@@ -1,7 +1,7 @@
-"""Worker for tests/test_distributed.py: one process of a (multi-)process run on CPU devices.
+"""Worker for tests/sampling/test_distributed.py: one process of a (multi-)process run on CPU devices.
 
-    python tests/distributed_worker.py OUT.npz --mode single            # 1 process, all its devices
-    python tests/distributed_worker.py OUT.npz --mode multi --process-id I --num-processes N --port P
+    python tests/sampling/distributed_worker.py OUT.npz --mode single            # 1 process, all its devices
+    python tests/sampling/distributed_worker.py OUT.npz --mode multi --process-id I --num-processes N --port P
 
 XLA_FLAGS (the number of CPU devices) is set by the caller. Writes, from process 0 only:
 samples of a random-init MLP score (dpmpp_2m, 6 steps; each process holds its slice of the
@@ -40,8 +40,8 @@ def main() -> int:
     from flax import nnx
 
     from jaxode_diffusion import VPLinear
-    from jaxode_diffusion.sampling.distributed import sample_multiprocess
     from jaxode_diffusion.models import ScoreModel, build_model
+    from jaxode_diffusion.sampling.distributed import sample_multiprocess
     from jaxode_diffusion.training import TrainConfig, train
 
     t0 = time.time()

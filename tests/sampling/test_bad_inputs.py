@@ -1,7 +1,7 @@
 """Bad inputs to ``solve`` / ``sample`` / ``make_times``: each a clear error naming the argument.
 
-Part of the reliability suite (with tests/test_bad_inputs_core.py for processes, tableaux and
-grids, and tests/test_bad_inputs_training_cli.py for training, checkpoints and the CLI).
+Part of the reliability suite (with tests/processes/test_bad_inputs.py for processes, tableaux and
+grids, and tests/training/test_bad_inputs.py for training, checkpoints and the CLI).
 """
 
 import jax

@@ -3,6 +3,7 @@
 import pytest
 
 import jaxode_diffusion as jd
+from jaxode_diffusion.sampling.core import get_solver, solver_names
 from jaxode_diffusion.sampling.defaults import (
     DEFAULT_SOLVER,
     FORM_GRIDS,
@@ -10,7 +11,6 @@ from jaxode_diffusion.sampling.defaults import (
     SOLVER_GRIDS,
     default_grid_for,
 )
-from jaxode_diffusion.sampling.core import get_solver, solver_names
 
 
 def test_table_keys_are_canonical_solver_names_and_values_are_grids():

@@ -1,7 +1,7 @@
 """Sharded sampling and data-parallel training: 8 CPU devices in one process, and two processes
 of 4 CPU devices each on localhost, against the one-device result (issue 12).
 
-Each configuration runs in fresh subprocesses (tests/distributed_worker.py) so that the device
+Each configuration runs in fresh subprocesses (tests/sampling/distributed_worker.py) so that the device
 count and float32 are set before JAX starts, independently of this process's conftest.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-ROOT = WORKER.parents[1]
+ROOT = WORKER.parents[2]
 TIMEOUT = 240  # seconds per subprocess: a hung coordinator fails the test instead of hanging it
 
 

@@ -1,9 +1,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ALL_PROCESSES
 
 import jaxode_diffusion as jd
+from tests.helpers import ALL_PROCESSES
 
 
 @pytest.mark.parametrize("process", ALL_PROCESSES, ids=lambda p: type(p).__name__)

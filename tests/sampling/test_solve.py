@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ALL_FORMS, ALL_TABLEAUX, mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.analysis.convergence import convergence_study, fit_order
@@ -13,6 +12,7 @@ from jaxode_diffusion.analysis.diffrax_drivers import (
     diffrax_fixed_step,
     reference_solve,
 )
+from tests.helpers import ALL_FORMS, ALL_TABLEAUX, mixture_problem, order_problem, rel_err
 
 # Empirical orders. Each tableau runs at step counts b * 2^k (b chosen per order so the errors
 # span ~1e-3 .. 1e-11); the order is the slope of the finest pair whose errors both stay above

@@ -12,19 +12,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import mixture_problem, order_problem
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.sampling import core as S
 from jaxode_diffusion.analysis.convergence import convergence_study
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
+from jaxode_diffusion.sampling import core as S
 from jaxode_diffusion.solvers.exponential import EDMHeun, ExponentialSinglestep
 from jaxode_diffusion.solvers.multistep import ExponentialMultistep
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta
+from tests.helpers import mixture_problem, order_problem
 
 NAMED = tuple(n for n in jd.solver_names() if n not in jd.solvers.tableaux.names())
 # Every named method, and every tableau in one form (the whole tableau x form product is covered
-# by tests/test_sampling.py's order tests), the forms taken in turn.
+# by tests/sampling/test_solve.py's order tests), the forms taken in turn.
 CONTRACT = NAMED + tuple(
     f"{jd.solvers.FORM_NAMES[i % len(jd.solvers.FORM_NAMES)]}:{t}" for i, t in enumerate(jd.solvers.tableaux.names())
 )
@@ -50,7 +50,7 @@ def problem():
 
 
 # float32 for every entry; float64 for the named methods (the tableau entries run in float64 in every
-# form in tests/test_sampling.py's order tests; the NFE formula does not depend on the dtype).
+# form in tests/sampling/test_solve.py's order tests; the NFE formula does not depend on the dtype).
 DTYPE_CASES = [(n, jnp.float32) for n in CONTRACT] + [(n, jnp.float64) for n in NAMED]
 
 
@@ -236,7 +236,7 @@ def test_remat_gradient_memory_does_not_grow_with_steps():
     assert remat[1] <= 1.5 * remat[0], remat
 
 
-# Solvers never order-tested elsewhere (tests/test_exponential.py covers the rest); the step
+# Solvers never order-tested elsewhere (tests/solvers/test_exponential.py covers the rest); the step
 # pairs are the most asymptotic measured for each (errors above the float64 floor).
 EXTRA_ORDER_CASES = [
     ("ddim", (64, 128)),

@@ -7,14 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import mixture_problem, order_problem, rel_err
 
 import jaxode_diffusion as jd
-from jaxode_diffusion.sampling import core as sampling
 from jaxode_diffusion.analysis.convergence import convergence_study
 from jaxode_diffusion.analysis.diffrax_drivers import reference_solve
+from jaxode_diffusion.sampling import core as sampling
 from jaxode_diffusion.solvers.adaptive import dpm_solver_adaptive
 from jaxode_diffusion.solvers.phi import phi, phis
+from tests.helpers import mixture_problem, order_problem, rel_err
 
 T_END = 1e-3
 ERROR_FLOOR = 1e-9
@@ -62,7 +62,7 @@ def test_phi_rejects_bad_index():
 
 
 # ---------------------------------------------------------------------------------------------
-# Empirical orders (protocol of tests/test_sampling.py) and NFE counts.
+# Empirical orders (protocol of tests/sampling/test_solve.py) and NFE counts.
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def problem():

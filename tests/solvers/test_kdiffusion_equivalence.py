@@ -2,7 +2,7 @@
 
 Identical problem for both: the EDM process (``alpha = 1``, ``sigma = t``), a 3-component
 Gaussian mixture in ``d = 3`` with full covariances, its exact denoiser written independently in
-torch (``tests/_kdiffusion.py``) for k-diffusion and the package's exact mixture score for this
+torch (``benchmarks/common.py``) for k-diffusion and the package's exact mixture score for this
 package, identical ``x_init`` (exact draws of ``p_80``), Karras sigmas ``80 -> 0.002`` (10 steps;
 both grids are checked equal first), float64 on both sides (torch's default dtype switched to
 float64 while k-diffusion runs, JAX with x64).
@@ -30,14 +30,14 @@ torch runs take well under a second.
 
 import math
 
-import _kdiffusion as K  # noqa: E402
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch  # noqa: E402  (in the test extra: torch==2.13.0, the CPU build)
+import torch  # (in the test extra: torch==2.13.0, the CPU build)
 
 import jaxode_diffusion as jd
+from benchmarks import common as K
 from jaxode_diffusion.solvers.exponential import EDMHeun
 
 if not K.available():  # a failure, not a skip: a lost install step must not hide these tests

@@ -56,8 +56,8 @@ def test_fit_exponent_recovers_slope_with_interval():
 def test_adversarial_perturbation_keeps_size_and_raises_tv():
     import jax
 
-    from jaxode_diffusion.study.run import _adversarial, make_config
     from jaxode_diffusion.analysis.theory import make_perturbed_score, measure_score_error
+    from jaxode_diffusion.study.run import _adversarial, make_config
 
     gm, vp = GaussianMixture.ring(4), VPLinear()
     cfg = make_config("quick", floor_solver="x-t:heun", floor_steps=4, adv_steps=3, adv_samples=48)
@@ -71,7 +71,7 @@ def test_adversarial_perturbation_keeps_size_and_raises_tv():
     assert np.all(np.isfinite(adv.perturbation_bounds()))
 
 
-# The section-1 order rule (estimate_order / extend_until_asymptotic) is tested in tests/test_study_slopes.py.
+# The section-1 order rule (estimate_order / extend_until_asymptotic) is tested in tests/analysis/test_convergence_order.py.
 
 
 def test_study_only_dimension_raises_saturated_step_counts(tmp_path):

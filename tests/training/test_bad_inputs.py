@@ -21,7 +21,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from helpers import tree_equal
 
 from jaxode_diffusion.cli.app import main as cli_main
 from jaxode_diffusion.training import (
@@ -37,6 +36,7 @@ from jaxode_diffusion.training import (
     verify_checkpoint,
 )
 from jaxode_diffusion.training import checkpoint as ckpt
+from tests.helpers import tree_equal
 
 TINY = dict(
     data="eight_gaussians",

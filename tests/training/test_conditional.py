@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxode_diffusion.training.data import dataset_labels, from_array
+from jaxode_diffusion.analysis.regularity import bind_cond, directional_second_derivative, jacobian_norm
 from jaxode_diffusion.models import MLP, as_score_fn, build_model
 from jaxode_diffusion.processes import VPLinear
-from jaxode_diffusion.analysis.regularity import bind_cond, directional_second_derivative, jacobian_norm
 from jaxode_diffusion.training import TrainConfig, drop_labels, load_run, train
+from jaxode_diffusion.training.data import dataset_labels, from_array
 
 
 def test_drop_labels_rate():

@@ -9,15 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import tree_equal
 
-from jaxode_diffusion.cli.models import main as cli_main
-from jaxode_diffusion.training.data import load_dataset, load_npy, make_toy
-from jaxode_diffusion.models import as_score_fn, build_model
-from jaxode_diffusion.processes import VPLinear
 from jaxode_diffusion.analysis.score_errors import score_error
+from jaxode_diffusion.cli.models import main as cli_main
+from jaxode_diffusion.models import as_score_fn, build_model
 from jaxode_diffusion.models.mixture import GaussianMixture
+from jaxode_diffusion.processes import VPLinear
 from jaxode_diffusion.training import TrainConfig, dsm_loss, latest_step, load_run, train
+from jaxode_diffusion.training.data import load_dataset, load_npy, make_toy
+from tests.helpers import tree_equal
 
 TINY = dict(
     data="eight_gaussians",

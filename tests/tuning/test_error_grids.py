@@ -8,8 +8,8 @@ import pytest
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.analysis.distances import rmse
-from jaxode_diffusion.tuning.error_grids import error_grid, local_error_costs, min_cost_path
 from jaxode_diffusion.sampling.core import make_times, solve
+from jaxode_diffusion.tuning.error_grids import error_grid, local_error_costs, min_cost_path
 
 
 @pytest.mark.parametrize("max_ratio", [None, 1.0, 1.5, 2.0])

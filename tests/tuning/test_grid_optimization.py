@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import order_problem
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.tuning.grid_optimization import (
@@ -16,6 +15,7 @@ from jaxode_diffusion.tuning.grid_optimization import (
     load_grid,
     optimize_grid,
 )
+from tests.helpers import order_problem
 
 
 @pytest.fixture(scope="module")

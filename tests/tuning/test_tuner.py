@@ -158,8 +158,8 @@ def test_bad_arguments():
 
 def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch, capsys):
     from jaxode_diffusion.cli.app import main
-    from jaxode_diffusion.training.data import unnormalize
     from jaxode_diffusion.training import TrainConfig, load_run, train
+    from jaxode_diffusion.training.data import unnormalize
 
     run = tmp_path / "run"
     train(TrainConfig(steps=10, out_dir=str(run), data="eight_gaussians", batch_size=32, width=16, depth=1,

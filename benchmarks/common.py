@@ -1,4 +1,8 @@
-"""k-diffusion's samplers without its package ``__init__``, and an exact mixture denoiser in torch.
+"""Code shared by the benchmark scripts and the tests: k-diffusion's samplers without its package
+``__init__``, an exact mixture denoiser in torch, and interleaved timing.
+
+Imported as ``benchmarks.common`` (the scripts run as ``python -m benchmarks.NAME`` from the
+repository root; pytest puts the root on ``sys.path``). Importing it loads neither torch nor jax.
 
 ``k_diffusion/__init__.py`` imports its whole training stack (models, CLIP evaluation, wandb,
 torchvision, ...). The deterministic samplers need only ``k_diffusion/sampling.py`` and the one
@@ -11,7 +15,9 @@ torch, scipy (``sample_lms`` integrates its coefficients with ``scipy.integrate.
 torchdiffeq, torchsde, safetensors and Pillow must be installed (the ``test`` extra; k-diffusion
 itself goes in with ``pip install --no-deps "k-diffusion==0.1.1.post1"``).
 
-Used by ``tests/test_reference_equivalence.py`` and ``benchmarks/accuracy_vs_nfe.py``.
+Used by ``tests/solvers/test_kdiffusion_equivalence.py``, ``benchmarks/accuracy_vs_nfe.py`` and
+``benchmarks/tune_vs_kdiffusion.py`` (k-diffusion), and by the timing benchmarks
+(:func:`time_interleaved`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import time
 import types
 
 K_DIFFUSION_VERSION = "0.1.1.post1"
@@ -132,3 +139,21 @@ def mixture_denoiser(weights, means, covs):
         return (resp[..., None] * post).sum(1)
 
     return denoise
+
+
+def time_interleaved(fns, repeats: int) -> list[float]:
+    """Median wall time of each function, after one compiling / warm-up call each, timed
+    round-robin so that drift in the machine's load affects all of them alike (the benchmarks
+    report ratios of these times)."""
+    import jax  # here, not at the top: scripts set XLA_FLAGS before jax is first imported
+    import numpy as np
+
+    for fn in fns:
+        jax.block_until_ready(fn())
+    times = [[] for _ in fns]
+    for _ in range(int(repeats)):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[i].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
