@@ -42,7 +42,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxode_diffusion.utils.outputs import ensure_output_dir, os_error, write_json_atomic
+from jaxode_diffusion.utils.outputs import dumps_json, ensure_output_dir, os_error, write_json_atomic
 
 __all__ = [
     "CHECKPOINT_SUBDIR",
@@ -540,7 +540,7 @@ class RunLock:
             return None
 
     def _create(self) -> None:
-        data = json.dumps(self._owner_record(), indent=2).encode()
+        data = dumps_json(self._owner_record(), indent=2).encode()
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         try:
             os.write(fd, data)

@@ -4,6 +4,22 @@ Reproducibility contract: the minibatch and the noise of step ``s`` are pure fun
 ``(seed, s)`` (``fold_in(key(seed), s)``), so a run resumed from a checkpoint at step ``K``
 computes exactly the same steps ``K+1..N`` as an uninterrupted run and ends with identical
 parameters (same machine, same XLA program).
+
+Data parallelism (``TrainConfig.data_parallel``): every minibatch is split over all devices
+(``jax.devices()``, across processes after ``jax.distributed.initialize()``) on a 1-D mesh,
+parameters and data replicated, gradients reduced by XLA: the same result as one device up to
+rounding, and the same checkpoint format.
+
+Gaussian skip (``TrainConfig.gaussian_skip``): :class:`~jaxode_diffusion.models.GaussianResidual`
+wraps the MLP / U-Net, with the training data's mean and covariance eigendecomposition fitted
+once (:func:`~jaxode_diffusion.models.fit_gaussian`, float64, a ``d x d`` fit) and frozen (saved in
+checkpoints, excluded from the optimiser); at initialisation the model *is* the Gaussian fit.
+With ``gaussian_input="wiener"`` the residual network sees the fit's posterior mean and learns the
+non-Gaussian structure of high-variance directions (such as natural patches' mean colour).
+
+:func:`train` runs in named steps: prepare the run (data, model, optimiser), find the state to
+start from (fresh or the newest intact checkpoint), compile the steps (replicated when
+data-parallel), then loop under the run directory's lock.
 """
 
 from __future__ import annotations
@@ -123,11 +139,10 @@ class TrainConfig:
         data: ``gmm``, a toy name, ``digits`` or a ``.npy`` path (see :func:`load_dataset`).
         out_dir: run directory for checkpoints and ``config.json`` (``None``: no checkpoints).
         steps: total optimisation steps (also the cosine schedule's horizon).
-        batch_size: minibatch size.
-        lr: peak learning rate (after linear warmup; cosine decay to ``lr / 100``).
+        batch_size, lr: minibatch size; peak learning rate (after linear warmup; cosine decay
+            to ``lr / 100``).
         warmup_steps: linear warmup length (``None``: ``min(1000, steps // 20)``).
-        weight_decay: AdamW decoupled weight decay.
-        grad_clip: global-norm gradient clipping threshold.
+        weight_decay, grad_clip: AdamW decoupled weight decay; global-norm clipping threshold.
         ema_decay: EMA decay (with the usual ``(1+s)/(10+s)`` warm-up for short runs).
         seed: seeds initialisation, minibatches and noise.
         process: built-in process name (``vp_linear``, ``vp_cosine``, ``subvp``, ``ve``, ``edm``,
@@ -139,24 +154,14 @@ class TrainConfig:
         channels: U-Net base channels.
         patch_size: U-Net space-to-depth block (``2``: the CPU-sized 32x32x3 configuration,
             :data:`~jaxode_diffusion.models.unet.UNET_PATCHES32`); ``1`` is off.
-        data_parallel: split every minibatch over all devices (``jax.devices()``, across
-            processes after ``jax.distributed.initialize()``) on a 1-D mesh, parameters and data
-            replicated, gradients reduced by XLA; same result as one device up to rounding, same
-            checkpoint format. ``batch_size`` must be a multiple of the device count.
-        gaussian_skip: the network learns the residual of the training data's Gaussian
-            (linear) denoiser: :class:`~jaxode_diffusion.models.GaussianResidual` around the
-            MLP / U-Net, its mean and covariance eigendecomposition fitted to the training data
-            once (:func:`~jaxode_diffusion.models.fit_gaussian`, float64) and frozen (saved in
-            checkpoints, excluded from the optimiser). At initialisation the model *is* the
-            Gaussian fit. Needs ``precondition=True``; the fit is ``d x d`` (``d <= 8192``).
+        data_parallel: split every minibatch over all devices (see the module docstring);
+            ``batch_size`` must be a multiple of the device count.
+        gaussian_skip: the network learns the residual of the training data's Gaussian (linear)
+            denoiser (see the module docstring). Needs ``precondition=True``; ``d <= 8192``.
         gaussian_input: what the residual network of ``gaussian_skip`` sees: ``"noisy"``
-            (``c_in x``, the default) or ``"wiener"`` (the Gaussian fit's posterior mean; the
-            network then learns the non-Gaussian structure of high-variance directions, such as
-            natural patches' mean colour, within a few hundred steps; see
-            :class:`~jaxode_diffusion.models.GaussianResidual`).
-        time_sampling: ``uniform`` or ``log_snr_uniform``.
-        weighting: ``eps``, ``x0``, ``snr``, ``edm``, ``score`` or ``gaussian`` (relative to the
-            Gaussian fit's error at each noise level; needs ``gaussian_skip``).
+            (``c_in x``, the default) or ``"wiener"`` (the Gaussian fit's posterior mean).
+        time_sampling, weighting: ``uniform`` or ``log_snr_uniform``; ``eps``, ``x0``, ``snr``, ``edm``,
+            ``score`` or ``gaussian`` (relative to the Gaussian fit's error; needs ``gaussian_skip``).
         conditional: train a class-conditional model on the dataset's labels (``digits``, or
             ``from_array(x, labels=y)``); the network gets ``num_classes`` and a null class.
         p_uncond: label-dropout probability of conditional training (classifier-free guidance
@@ -166,8 +171,7 @@ class TrainConfig:
         log_every: refresh the progress bar's loss every this many steps.
         n_train, n_heldout, dim: sizes of generated data (``dim`` for ``gmm``).
         resume: continue from the latest checkpoint in ``out_dir``.
-        progress: show a tqdm progress bar.
-        max_to_keep: checkpoints kept on disk.
+        progress, max_to_keep: show a tqdm progress bar; checkpoints kept on disk.
     """
 
     data: str = "checkerboard"
@@ -596,12 +600,102 @@ def train(
         raise ValueError(f"stop_at must be None or an integer >= 0 (a step count), got {stop_at!r}.")
     # Checked before any work: a file in the way or an unwritable location is reported at once.
     run_dir = ckpt.prepare_run_dir(config.out_dir) if config.out_dir else None
+    run, state = _prepare_run(config, data)
+    existing, corrupt_steps = None, []
+    if run_dir is not None:
+        existing, corrupt_steps, state = _start_state(run_dir, config, state)
+    program, state = _compile_program(config, run, state)
+    end = config.steps if stop_at is None else min(int(stop_at), config.steps)
+    final, history = _train_with_run_dir(config, run, program, state, end, run_dir, existing, corrupt_steps,
+                                         callback)
+    return TrainResult(
+        params=final.params,
+        ema_params=final.ema,
+        graphdef=run.graphdef,
+        model_config=run.model_cfg,
+        process=run.process,
+        config=config,
+        meta=run.ds.meta,
+        history=history,
+        step=final.step,
+        out_dir=config.out_dir,
+    )
+
+
+@dataclass
+class _Run:
+    """What a run trains: the data, the process, the model (description and graph) and the optimiser.
+
+    ``labels`` holds the extra (train, held-out) step arguments of a conditional run (empty otherwise).
+    """
+
+    ds: Dataset
+    process: ForwardProcess
+    sigma_data: float
+    labels: tuple
+    num_classes: int | None
+    model_cfg: dict[str, Any]
+    graphdef: Any
+    tx: optax.GradientTransformation
+
+
+@dataclass
+class _State:
+    """The training state a checkpoint holds: parameters, EMA, optimiser state, key and step."""
+
+    params: Any
+    ema: Any
+    opt_state: Any
+    base_key: Any
+    step: int
+
+    def checkpoint_tree(self, step) -> dict[str, Any]:
+        return dict(
+            params=self.params,
+            ema=self.ema,
+            opt_state=self.opt_state,
+            step=jnp.asarray(step, jnp.int32),
+            key=jax.random.key_data(self.base_key),
+        )
+
+
+@dataclass
+class _Program:
+    """The compiled steps and their device inputs (replicated over ``mesh`` when data-parallel)."""
+
+    train_step: Callable
+    eval_loss: Callable
+    train_x: Any
+    held_x: Any
+    labels: tuple
+    mesh: Any
+
+
+@dataclass
+class _Progress:
+    """Loop bookkeeping: the history, the progress bar and its postfix, the steps whose finiteness
+    has not been checked yet (step, device flag), and the last checkpoint written."""
+
+    last_saved: int | None
+    pbar: Any = None
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    postfix: dict[str, str] = dataclasses.field(default_factory=dict)
+    unchecked: list[tuple[int, jax.Array]] = dataclasses.field(default_factory=list)
+
+    def record(self, step: int, name: str, label: str, value: float) -> None:
+        self.history.append({"step": step, name: value})
+        self.postfix[label] = f"{value:.4f}"
+        self.pbar.set_postfix(self.postfix)
+
+
+def _prepare_run(config: TrainConfig, data) -> tuple[_Run, _State]:
+    """Load and check the data, build the model (Gaussian fit included) and the optimiser."""
     ds = _get_data(config, data)
     check_finite(ds.train, "training data")
     check_finite(ds.heldout, "held-out data")
     process = get_process(config.process)
     sigma_data = float(ds.meta.get("sigma_data", 1.0))
-    labels, num_classes = ((), ()), None  # extra (train, held-out) step arguments of a conditional run
+    labels, num_classes = ((), ()), None
     if config.conditional:
         y_train, y_held, num_classes = dataset_labels(ds)
         labels = ((jnp.asarray(y_train),), (jnp.asarray(y_held[:2048]),))
@@ -611,51 +705,48 @@ def train(
         from jaxode_diffusion.models import fit_gaussian
 
         model.set_statistics(*fit_gaussian(ds.train))
-    model_cfg = model.config
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
     tx = _optimizer_cached(config)
     opt_state = tx.init(params)
     ema = jax.tree.map(jnp.copy, params)
-    base_key = jax.random.key(config.seed)
-    start = 0
+    run = _Run(ds, process, sigma_data, labels, num_classes, model.config, graphdef, tx)
+    return run, _State(params, ema, opt_state, jax.random.key(config.seed), 0)
 
-    manager = lock = None
-    corrupt_steps: list[int] = []
-    if run_dir is not None:
-        out = run_dir
-        existing = ckpt.latest_step(out)
-        if config.resume:
-            if existing is None:
-                raise ValueError(
-                    f"resume=True but no checkpoint in {os.fspath(ckpt.checkpoint_dir(out))!r}; "
-                    "drop --resume to start a new run there, or point --out at the interrupted run."
-                )
-            target = dict(
-                params=params,
-                ema=ema,
-                opt_state=opt_state,
-                step=jnp.zeros((), jnp.int32),
-                key=jax.random.key_data(base_key),
-            )
-            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), target)
-            # The newest checkpoint that passes its checksum (a warning names any corrupt newer one).
-            restored, saved_cfg, _, corrupt_steps = ckpt.restore_newest_intact(out, abstract)
-            _check_resume_compatible(saved_cfg, config, out)
-            params, ema, opt_state = restored["params"], restored["ema"], restored["opt_state"]
-            start = int(restored["step"])
-            base_key = jax.random.wrap_key_data(restored["key"])
-        elif existing is not None:
+
+def _start_state(run_dir: Path, config: TrainConfig, fresh: _State) -> tuple[int | None, list[int], _State]:
+    """``(latest step found, corrupt newer steps, the state to start from)``: the newest intact
+    checkpoint on ``resume``, else ``fresh`` (refusing a directory that already holds checkpoints)."""
+    existing = ckpt.latest_step(run_dir)
+    if not config.resume:
+        if existing is not None:
             raise ValueError(
-                f"{os.fspath(out)!r} already holds checkpoints (latest step {existing}); pass --resume "
+                f"{os.fspath(run_dir)!r} already holds checkpoints (latest step {existing}); pass --resume "
                 "(resume=True) to continue that run, or choose a new --out directory."
             )
+        return existing, [], fresh
+    if existing is None:
+        raise ValueError(
+            f"resume=True but no checkpoint in {os.fspath(ckpt.checkpoint_dir(run_dir))!r}; "
+            "drop --resume to start a new run there, or point --out at the interrupted run."
+        )
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), fresh.checkpoint_tree(0))
+    # The newest checkpoint that passes its checksum (a warning names any corrupt newer one).
+    restored, saved_cfg, _, corrupt_steps = ckpt.restore_newest_intact(run_dir, abstract)
+    _check_resume_compatible(saved_cfg, config, run_dir)
+    state = _State(restored["params"], restored["ema"], restored["opt_state"],
+                   jax.random.wrap_key_data(restored["key"]), int(restored["step"]))
+    return existing, corrupt_steps, state
 
-    train_x = jnp.asarray(ds.train)
-    held_x = jnp.asarray(ds.heldout[:2048])
-    loss_kw = dict(time_sampling=config.time_sampling, weighting=config.weighting, sigma_data=sigma_data)
+
+def _compile_program(config: TrainConfig, run: _Run, state: _State) -> tuple[_Program, _State]:
+    """The compiled train/eval steps and the device arrays (replicated with the state when data-parallel)."""
+    train_x = jnp.asarray(run.ds.train)
+    held_x = jnp.asarray(run.ds.heldout[:2048])
+    labels = run.labels
+    loss_kw = dict(time_sampling=config.time_sampling, weighting=config.weighting, sigma_data=run.sigma_data)
     if config.conditional:
-        loss_kw.update(p_uncond=float(config.p_uncond), null_id=int(num_classes))
+        loss_kw.update(p_uncond=float(config.p_uncond), null_id=int(run.num_classes))
     mesh = None
     if config.data_parallel:
         mesh = batch_mesh()
@@ -665,66 +756,31 @@ def train(
                 "devices with data_parallel=True; change batch_size or set data_parallel=False."
             )
         params, opt_state, ema, train_x, held_x, labels = replicate(
-            (params, opt_state, ema, train_x, held_x, labels), mesh
+            (state.params, state.opt_state, state.ema, train_x, held_x, labels), mesh
         )
-    train_step, eval_loss = _compiled_steps(graphdef, process, tx, config, loss_kw, mesh)
+        state = dataclasses.replace(state, params=params, opt_state=opt_state, ema=ema)
+    train_step, eval_loss = _compiled_steps(run.graphdef, run.process, run.tx, config, loss_kw, mesh)
+    return _Program(train_step, eval_loss, train_x, held_x, labels, mesh), state
 
-    eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
-    end = config.steps if stop_at is None else min(int(stop_at), config.steps)
-    history: list[dict[str, float]] = []
-    postfix: dict[str, str] = {}
-    # (step, device flag) of the steps whose finiteness has not been checked yet, and the last
-    # checkpoint written (for the divergence message).
-    unchecked: list[tuple[int, jax.Array]] = []
-    last_saved = start if run_dir is not None and start > 0 else None
-    pbar = None
+
+def _train_with_run_dir(config, run: _Run, program: _Program, state: _State, end: int, run_dir, existing,
+                        corrupt_steps, callback) -> tuple[_State, list[dict[str, float]]]:
+    """Run the loop under the run directory's lock (when there is one); always close the progress
+    bar, finish the checkpoint writes and release the lock."""
+    progress = _Progress(last_saved=state.step if run_dir is not None and state.step > 0 else None)
+    manager = lock = None
     try:
         if run_dir is not None:
             # Everything that writes to the run directory happens under its lock (one writer);
             # claimed before the progress bar so a refusal is the only thing printed.
-            lock, manager = _claim_run_dir(
-                run_dir, existing, corrupt_steps, config, _run_config(config, model_cfg, ds.meta, start)
-            )
-        pbar = tqdm(
-            total=config.steps, initial=start, disable=not config.progress, desc="train", dynamic_ncols=True
-        )
-        for s in range(start, end):
-            params, opt_state, ema, loss, finite = train_step(
-                params, opt_state, ema, jnp.int32(s), base_key, train_x, *labels[0]
-            )
-            done = s + 1
-            unchecked.append((done, finite))
-            if callback is not None:
-                callback(done, loss)
-            if done % config.log_every == 0 or done == end:
-                _raise_if_diverged(unchecked, config, last_saved)  # one host sync per log interval
-                lv = float(loss)
-                history.append(dict(step=done, loss=lv))
-                postfix["loss"] = f"{lv:.4f}"
-                pbar.set_postfix(postfix)
-            pbar.update(1)
-            if config.eval_every and (done % config.eval_every == 0 or done == end):
-                hv = float(eval_loss(ema, eval_key, held_x, *labels[1]))
-                history.append(dict(step=done, heldout_loss=hv))
-                postfix["heldout"] = f"{hv:.4f}"
-                pbar.set_postfix(postfix)
-            if manager is not None and ((config.ckpt_every and done % config.ckpt_every == 0) or done == end):
-                state_tree = dict(
-                    params=params,
-                    ema=ema,
-                    opt_state=opt_state,
-                    step=jnp.asarray(done, jnp.int32),
-                    key=jax.random.key_data(base_key),
-                )
-                _raise_if_diverged(unchecked, config, last_saved)  # never checkpoint non-finite state
-                if mesh is not None:  # replicated -> host arrays: the single-device checkpoint format
-                    state_tree = jax.device_get(state_tree)
-                ckpt.save_checkpoint(manager, done, state_tree, _run_config(config, model_cfg, ds.meta, done))
-                last_saved = done
-        _raise_if_diverged(unchecked, config, last_saved)
+            run_cfg = _run_config(config, run.model_cfg, run.ds.meta, state.step)
+            lock, manager = _claim_run_dir(run_dir, existing, corrupt_steps, config, run_cfg)
+        progress.pbar = tqdm(total=config.steps, initial=state.step, disable=not config.progress,
+                             desc="train", dynamic_ncols=True)
+        return _loop(config, run, program, state, end, manager, callback, progress), progress.history
     finally:
-        if pbar is not None:
-            pbar.close()
+        if progress.pbar is not None:
+            progress.pbar.close()
         if manager is not None:
             try:
                 manager.wait_until_finished()
@@ -733,18 +789,40 @@ def train(
                 lock.release()
         elif lock is not None:
             lock.release()
-    return TrainResult(
-        params=params,
-        ema_params=ema,
-        graphdef=graphdef,
-        model_config=model_cfg,
-        process=process,
-        config=config,
-        meta=ds.meta,
-        history=history,
-        step=max(end, start),
-        out_dir=config.out_dir,
-    )
+
+
+def _loop(config, run: _Run, program: _Program, state: _State, end: int, manager, callback,
+          progress: _Progress) -> _State:
+    """Steps ``state.step + 1 .. end``: log, evaluate and checkpoint on schedule; the final state."""
+    eval_key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
+    params, opt_state, ema, base_key = state.params, state.opt_state, state.ema, state.base_key
+    for s in range(state.step, end):
+        params, opt_state, ema, loss, finite = program.train_step(
+            params, opt_state, ema, jnp.int32(s), base_key, program.train_x, *program.labels[0]
+        )
+        done = s + 1
+        progress.unchecked.append((done, finite))
+        if callback is not None:
+            callback(done, loss)
+        if done % config.log_every == 0 or done == end:
+            # One host sync per log interval.
+            _raise_if_diverged(progress.unchecked, config, progress.last_saved)
+            progress.record(done, "loss", "loss", float(loss))
+        progress.pbar.update(1)
+        if config.eval_every and (done % config.eval_every == 0 or done == end):
+            hv = float(program.eval_loss(ema, eval_key, program.held_x, *program.labels[1]))
+            progress.record(done, "heldout_loss", "heldout", hv)
+        if manager is not None and ((config.ckpt_every and done % config.ckpt_every == 0) or done == end):
+            state_tree = _State(params, ema, opt_state, base_key, done).checkpoint_tree(done)
+            # Never checkpoint a non-finite state.
+            _raise_if_diverged(progress.unchecked, config, progress.last_saved)
+            if program.mesh is not None:  # replicated -> host arrays: the single-device checkpoint format
+                state_tree = jax.device_get(state_tree)
+            run_cfg = _run_config(config, run.model_cfg, run.ds.meta, done)
+            ckpt.save_checkpoint(manager, done, state_tree, run_cfg)
+            progress.last_saved = done
+    _raise_if_diverged(progress.unchecked, config, progress.last_saved)
+    return _State(params, ema, opt_state, base_key, max(end, state.step))
 
 
 def load_run(run_dir: str | os.PathLike, *, ema: bool = True, step: int | None = None):
