@@ -50,3 +50,31 @@ os.environ.setdefault("JAXODE_NOTEBOOK_QUICK", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+import pytest  # noqa: E402
+
+_REGISTRY_MODULES = ("jaxode_diffusion.solvers.registry", "jaxode_diffusion.solvers.tableaux")
+
+
+@pytest.fixture(autouse=True)
+def _restore_solver_registries():
+    """Every test and doctest leaves the solver and tableau registries as it found them.
+
+    ``register_solver`` and ``tableaux.register`` add to module-level dicts; a name registered by
+    one test (or doctest) would otherwise show up in ``solver_names()`` / ``tableaux.names()`` of
+    every later test in the same worker (tune's default scan included), so results would depend
+    on the order. Each module-level dict of the two registry modules is copied before the test
+    and restored in place after it (in place: other modules hold references to the same dicts).
+    """
+    import importlib
+
+    saved = []
+    for name in _REGISTRY_MODULES:
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if type(value) is dict and not attr.startswith("__"):
+                saved.append((value, dict(value)))
+    yield
+    for live, copy in saved:
+        live.clear()
+        live.update(copy)
