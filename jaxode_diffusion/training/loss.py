@@ -54,8 +54,8 @@ _MIN_SNR_GAMMA = 5.0  # Hang et al. 2023 recommend gamma = 5
 
 # XLA:CPU (jaxlib 0.10) miscompiles a YNNPACK reduce fusion whose dot has a uniform constant
 # operand (folded to broadcast(scalar)): ``jit(lambda h: (h @ jnp.full((32, 768), 0.1)).sum(1))``
-# returns garbage/NaN once the dot output has >= 4096 elements (measured: (8, 512) and (16, 256)
-# fail, (8, 256) and (4, 768) pass). A package network's zero-initialised output layer is such an
+# returns garbage/NaN once the dot output has >= 4096 elements (the shapes tried are listed in
+# benchmarks/README.md). A package network's zero-initialised output layer is such an
 # operand when an untrained model is captured in a jitted closure (a compile-time constant).
 _YNN_MIN_ELEMENTS = 4096
 _YNN_FLAG = "xla_cpu_experimental_ynn_fusion_type"

@@ -310,8 +310,8 @@ def dense_d2_operator(tensor, key, tol, num_iters, num_restarts):
     d = tensor.shape[0]
     tensor = 0.5 * (tensor + jnp.swapaxes(tensor, 1, 2))
     unfolded = jnp.swapaxes(tensor, 0, 1).reshape(d, d * d)
-    # Leading left singular vectors via the d x d Gram matrix (an SVD of the d x d^2 unfolding
-    # costs ~1 s at d = 64 on CPU; this eigh costs ~1 ms).
+    # Leading left singular vectors via the d x d Gram matrix: far cheaper than an SVD of the
+    # d x d^2 unfolding (timings in benchmarks/README.md).
     hosvd = jnp.linalg.eigh(unfolded @ unfolded.T)[1][:, ::-1][:, : min(d, 4)].T
     draws = jax.random.normal(key, (num_restarts, d), tensor.dtype)
     fallback = jnp.ones((d,), tensor.dtype) / math.sqrt(d)
