@@ -407,6 +407,17 @@ def _select(pb: _Problem, fit: _Fit, seconds_so_far: float) -> LearnedSolver:
         seconds=seconds_so_far + time.monotonic() - started, note=note)
 
 
+def _check_numbers(steps, learning_rate, patience, max_seconds) -> None:
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps={steps!r}: the number of Adam iterations must be an integer >= 1.")
+    if not (isinstance(learning_rate, int | float) and learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ValueError(f"learning_rate={learning_rate!r} must be a finite number > 0 (0.02 is the default).")
+    if patience is not None and (isinstance(patience, bool) or int(patience) != patience or patience < 1):
+        raise ValueError(f"patience={patience!r} must be a positive integer or None (no early stopping).")
+    if max_seconds is not None and not max_seconds >= 0:
+        raise ValueError(f"max_seconds={max_seconds!r} must be >= 0 (or None: no time limit).")
+
+
 def learn_solver(
     score_fn,
     process: ForwardProcess,
@@ -445,20 +456,19 @@ def learn_solver(
         base: a name from :func:`~jaxode_diffusion.solvers.learned.learnable_bases`, or a
             :class:`~jaxode_diffusion.tuning.tuner.TunedSampler` (its solver and grid are the start).
         order, history: see :func:`~jaxode_diffusion.solvers.learned.learned_start`.
-        grid: start grid: a name, an array, or ``None`` (the base's default grid).
-        t_start, t_end: the range of a named grid (process defaults).
+        grid, t_start, t_end: start grid (a name, an array, ``None``: the base's default grid) and
+            the range of a named grid (process defaults).
         heldout_x_init: picks the iterate (default: ``process.prior_sample(key or PRNGKey(1), ...)``).
         fresh_x_init: only for reporting ``fresh_error`` (unbiased).
         steps, learning_rate, patience: Adam iterations, step size, and the iterations without a
             held-back improvement after which fitting stops (``None``: never).
-        learn_times: also fit the grid (``False``: coefficients only).
-        max_seconds: stop iterating after this long (at least one iteration runs).
-        reference, heldout_reference: teacher end points of the calibration / held-back draws.
-        rtol: tolerance of the teacher (default ``1e-10`` in float64, ``1e-6`` in float32).
+        learn_times, max_seconds: also fit the grid (``False``: coefficients only); stop iterating
+            after this long (at least one iteration runs).
+        reference, heldout_reference, rtol: teacher end points of the calibration / held-back draws
+            (default: solved with tolerance ``rtol``, ``1e-10`` in float64, ``1e-6`` in float32).
         remat: memory-bounded gradients (:func:`~jaxode_diffusion.solve`'s ``remat``).
 
-    Returns:
-        A :class:`LearnedSolver`.
+    Returns a :class:`LearnedSolver`.
 
     Raises:
         ValueError: a base that cannot be learned, ``nfe`` too small for the family, a bad ``order``
@@ -474,14 +484,7 @@ def learn_solver(
         (True, 5)
     """
     started = time.monotonic()
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps={steps!r}: the number of Adam iterations must be an integer >= 1.")
-    if not (isinstance(learning_rate, int | float) and learning_rate > 0 and math.isfinite(learning_rate)):
-        raise ValueError(f"learning_rate={learning_rate!r} must be a finite number > 0 (0.02 is the default).")
-    if patience is not None and (isinstance(patience, bool) or int(patience) != patience or patience < 1):
-        raise ValueError(f"patience={patience!r} must be a positive integer or None (no early stopping).")
-    if max_seconds is not None and not max_seconds >= 0:
-        raise ValueError(f"max_seconds={max_seconds!r} must be >= 0 (or None: no time limit).")
+    _check_numbers(steps, learning_rate, patience, max_seconds)
     pb = _prepare(score_fn, process, calib_x_init, nfe=nfe, base=base, order=order, history=history, grid=grid,
                   t_start=t_start, t_end=t_end, heldout_x_init=heldout_x_init, fresh_x_init=fresh_x_init,
                   key=key, reference=reference, heldout_reference=heldout_reference, rtol=rtol)
