@@ -280,7 +280,7 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
     x_sel = ref_sel = None
     for name in opt_solvers if variants else ():
         _, nfe_of = OURS[name]
-        # NFE 10 (the target) for every listed solver; NFE 20 for the first one only.
+        # NFE 10 (the headline budget) for every listed solver; NFE 20 for the first one only.
         for nfe in [b for b in budgets if b == 10 or (b == 20 and name == opt_solvers[0])]:
             n = steps_for(nfe_of, nfe)
             if n is None or n < 2:

@@ -1,4 +1,4 @@
-"""Acceptance measurements for learned scores (issue 3).
+"""Acceptance measurements for learned scores.
 
 1. ``gmm``: an MLP trained on the 8-Gaussian ring (d=2) for a CPU time budget; reports the
    time-averaged score error eps_score^2 of the trained and the untrained model, and the sliced

@@ -1,6 +1,6 @@
 """``tune`` at NFE 10 vs the best k-diffusion sampler, on mixtures and schedules never tuned on.
 
-The "done when" check of issue 14: on Gaussian-mixture problems and schedules that neither the
+The acceptance check of ``tune``: on Gaussian-mixture problems and schedules that neither the
 defaults nor ``tune`` were developed on, ``tune(..., nfe=10)`` should reach at most half the
 end-point error of the best k-diffusion sampler on the same problem and held-back ``x_init``,
 and its learned grids should never be worse than their starting grids on held-back samples.

@@ -1,4 +1,4 @@
-"""Issue 14, "done when": with every default, ``jaxode-diffusion sample --checkpoint DIR --solver S
+"""With every default, ``jaxode-diffusion sample --checkpoint DIR --solver S
 --steps N`` is within the accuracy of the best named grid for the solver, on a trained 2-D model.
 
 The CLI's default grid is measured on the model (``--grid auto``: ``autogrid.choose_grid`` on 64

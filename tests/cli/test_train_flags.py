@@ -1,4 +1,4 @@
-"""CLI wiring of issue 12: the stripes patch sets and ``train --gaussian-skip``."""
+"""CLI wiring of the stripes patch sets and ``train --gaussian-skip``."""
 
 import argparse
 import json

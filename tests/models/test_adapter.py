@@ -1,5 +1,5 @@
 """The network adapter: every prediction kind x every time input, every network type, traced
-parameters, mixed precision, and the errors of bad conventions (issue 11)."""
+parameters, mixed precision, and the errors of bad conventions."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""GaussianResidual's Wiener input, the ``gaussian`` DSM weighting and an MLP around image data (issue 12)."""
+"""GaussianResidual's Wiener input, the ``gaussian`` DSM weighting and an MLP around image data."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Classifier-free guidance and dynamic thresholding (issue 11): the convention
+"""Classifier-free guidance and dynamic thresholding: the convention
 s_w = s(null) + w (s(c) - s(null)), one batched network call, traced scale and class, errors."""
 
 import equinox as eqx

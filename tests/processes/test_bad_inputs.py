@@ -1,4 +1,4 @@
-"""Bad inputs to processes, tableaux and grids (issue 10 findings 4, 5, 6, 9; issue 11 tables):
+"""Bad inputs to processes, tableaux, grids and discrete tables:
 each raises ValueError whose message names the argument (and usually the value and the fix)."""
 
 import jax
@@ -67,7 +67,7 @@ CASES = [
     ),
     ("custom_t_max_string", lambda: ForwardProcess.from_alpha_sigma(jnp.cos, jnp.sin, t_max="1"), r"`t_max`"),
     ("custom_t_of_lambda", lambda: ForwardProcess.from_alpha_sigma(jnp.cos, jnp.sin, t_of_lambda_fn=3), "t_of_lambda_fn"),
-    # -- discrete tables (issue 11) ---------------------------------------------------------
+    # -- discrete tables ---------------------------------------------------------------------
     ("ac_nan", lambda: DiscreteVP.from_alphas_cumprod(np.where(np.arange(10) == 3, NAN, AC)), r"alphas_cumprod\[3\] = nan"),
     ("ac_increasing", lambda: DiscreteVP.from_alphas_cumprod(AC[::-1]), r"alphas_cumprod.*decreasing.*\[::-1\]"),
     ("ac_repeated", lambda: DiscreteVP.from_alphas_cumprod([0.9, 0.8, 0.8, 0.1]), r"alphas_cumprod\[1\] = 0\.8"),

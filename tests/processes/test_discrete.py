@@ -1,4 +1,4 @@
-"""Discrete DDPM tables as continuous processes (issue 11): DiscreteVP against DPM-Solver's
+"""Discrete DDPM tables as continuous processes: DiscreteVP against DPM-Solver's
 NoiseScheduleVP('discrete') formulas, the built-in tables, tracing, and solver orders."""
 
 import math

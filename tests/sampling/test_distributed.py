@@ -1,5 +1,5 @@
 """Sharded sampling and data-parallel training: 8 CPU devices in one process, and two processes
-of 4 CPU devices each on localhost, against the one-device result (issue 12).
+of 4 CPU devices each on localhost, against the one-device result.
 
 Each configuration runs in fresh subprocesses (tests/sampling/distributed_worker.py) so that the device
 count and float32 are set before JAX starts, independently of this process's conftest.

@@ -1,4 +1,4 @@
-"""Reliability of training, checkpoints and the CLI (issue 10): bad inputs and injected faults.
+"""Reliability of training, checkpoints and the CLI: bad inputs and injected faults.
 
 Every bad input must raise the stated exception type (or exit 2 with one line on stderr) with a
 message that names the argument; every fault (flipped bytes, two writers, a stale lock, divergent

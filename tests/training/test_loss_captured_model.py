@@ -1,7 +1,7 @@
-"""Issue 12 (patches32 eval, "untrained network" DSM = inf): XLA:CPU's YNNPACK reduce fusion
-miscompiles a dot with a uniform constant operand, which is what an untrained network's zero
-output layer becomes when the model is captured in a jitted closure. dsm_loss now refuses that
-case with a ValueError naming the cause and the fix; the state-as-argument path is finite."""
+"""dsm_loss and a model captured in a jitted closure: XLA:CPU's YNNPACK reduce fusion miscompiles
+a dot with a uniform constant operand (an untrained network's zero output layer, once the model is
+a constant of the program), which made the DSM loss inf. dsm_loss refuses that case with a
+ValueError naming the cause and the fix; the state-as-argument path is finite."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Natural-image patches from scikit-learn's bundled photographs (issue 12)."""
+"""Natural-image patches from scikit-learn's bundled photographs."""
 
 import json
 
