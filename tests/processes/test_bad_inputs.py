@@ -1,12 +1,14 @@
-"""Bad inputs to processes, tableaux, grids and discrete tables:
-each raises ValueError whose message names the argument (and usually the value and the fix)."""
+"""Bad inputs to processes (built-in, user schedules, discrete tables, times out of range): each
+raises ValueError whose message names the argument (and usually the value and the fix).
+
+The same contract for tableaux is in tests/solvers/test_bad_tableaux.py, for grids in
+tests/sampling/test_bad_grids.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxode_diffusion as jd
 from jaxode_diffusion.processes import (
     EDM,
     VE,
@@ -17,15 +19,13 @@ from jaxode_diffusion.processes import (
     VPCosine,
     VPLinear,
 )
-from jaxode_diffusion.sampling.grids import grid_is_valid, make_grid, validate_grid
-from jaxode_diffusion.solvers.tableaux import ButcherTableau
 
 NAN, INF = float("nan"), float("inf")
 AC = np.cumprod(1 - np.linspace(1e-4, 0.02, 10))  # a valid 10-entry alphas_cumprod table
 
 # (id, thunk, regex the message must match: the argument's name, often the value)
 CASES = [
-    # -- built-in processes (finding 5) -----------------------------------------------------
+    # -- built-in processes -----------------------------------------------------------------
     ("ve_min_gt_max", lambda: VE(sigma_min=50.0, sigma_max=0.01), r"sigma_min=50\.0 >= sigma_max=0\.01"),
     ("ve_min_zero", lambda: VE(sigma_min=0.0), r"`sigma_min` must be > 0, got sigma_min=0\.0"),
     ("ve_min_negative", lambda: VE(sigma_min=-1.0), r"sigma_min=-1\.0"),
@@ -83,41 +83,10 @@ CASES = [
     ("discrete_neither", lambda: DiscreteVP(), r"`alphas_cumprod` or `betas`"),
     ("discrete_n_bool", lambda: DiscreteVP.ddpm_linear(num_train_timesteps=True), r"num_train_timesteps.*True"),
     ("cosine_max_beta_1", lambda: DiscreteVP.cosine(max_beta=1.0), r"`max_beta` must be < 1"),
-    # -- times outside the range where the coefficients are finite (finding 6) --------------
+    # -- times outside the range where the coefficients are finite ---------------------------
     ("vp_t_end_zero_check", lambda: VPLinear().check_times(0.0, "t_end"), r"t_end=0\.0 .*\(0\.0, 1\.0\].*sigma"),
     ("edm_t_end_zero_check", lambda: EDM().check_times(0.0, "t_end"), r"t_end=0\.0 .*EDM"),
     ("t_nan_check", lambda: VE().check_times(jnp.array([0.5, NAN]), "ts"), r"ts\[1\]=nan"),
-    ("grid_t_end_zero", lambda: make_grid("uniform", VPLinear(), 4, 1.0, 0.0), r"t_end=0\.0"),
-    ("grid_t_start_high", lambda: make_grid("uniform", VPLinear(), 4, 2.0, 0.1), r"t_start=2\.0"),
-    ("grid_t_start_nan", lambda: make_grid("uniform", VPLinear(), 4, NAN, 0.1), r"t_start must be finite"),
-    ("grid_reversed", lambda: make_grid("uniform", VPLinear(), 4, 0.1, 0.5), r"t_start=0\.1 must be larger than t_end"),
-    ("grid_discrete_below", lambda: make_grid("uniform", DiscreteVP.ddpm_linear(), 4, 1.0, 1e-4), r"t_end=0\.0001"),
-    ("sample_t_end_zero", lambda: jd.sample(lambda x, t: -x, VPLinear(), jnp.zeros((2, 2)), num_steps=2, t_end=0.0), r"t_end"),
-    # -- tableaux (finding 4) ---------------------------------------------------------------
-    ("tab_b_sum", lambda: ButcherTableau(a=[[0, 0], [1, 0]], b=[0.5, 0.4]), r"sum\(b\) = 0\.9.*order is 0.*allow_inconsistent=True"),
-    ("tab_c_above_one", lambda: ButcherTableau(a=[[0, 0], [2, 0]], b=[0.5, 0.5]), r"c\[1\] = 2\.0.*allow_inconsistent"),
-    ("tab_c_negative", lambda: ButcherTableau(a=[[0, 0], [-1, 0]], b=[0.5, 0.5]), r"c\[1\] = -1\.0.*order"),
-    ("tab_b_error_sum", lambda: ButcherTableau(a=[[0, 0], [1, 0]], b=[0.5, 0.5], b_error=[0.5, 0.4]), r"sum\(b_error\).*allow_inconsistent"),
-    ("tab_from_lower_b_sum", lambda: ButcherTableau.from_lower([[1.0]], b=[1.0, 1.0]), r"sum\(b\) = 2\.0.*allow_inconsistent"),
-    ("tab_flag_not_bool", lambda: ButcherTableau(a=[[0]], b=[1.0], allow_inconsistent="yes"), r"`allow_inconsistent`"),
-    # -- grids (finding 9) ------------------------------------------------------------------
-    ("edm_tiny_exponent", lambda: make_grid("edm:1e-9", VPLinear(), 10, 1.0, 1e-3), r"grid='edm:1e-9'.*invalid grid.*edm:7"),
-    ("edm_zero_exponent", lambda: make_grid("edm:0", VPLinear(), 10, 1.0, 1e-3), r"grid='edm:0'.*> 0"),
-    ("edm_nan_exponent", lambda: make_grid("edm:nan", VPLinear(), 10, 1.0, 1e-3), r"grid='edm:nan'"),
-    ("edm_word_exponent", lambda: make_grid("edm:seven", VPLinear(), 10, 1.0, 1e-3), r"grid='edm:seven'.*number"),
-    ("uniform_with_param", lambda: make_grid("uniform:3", VPLinear(), 10, 1.0, 1e-3), r"grid='uniform:3'"),
-    ("num_steps_true", lambda: make_grid("uniform", VPLinear(), True, 1.0, 1e-3), r"num_steps=True is a bool"),
-    ("num_steps_float", lambda: make_grid("uniform", VPLinear(), 2.5, 1.0, 1e-3), r"num_steps must be a positive integer.*2\.5"),
-    ("num_steps_whole_float", lambda: make_grid("uniform", VPLinear(), 4.0, 1.0, 1e-3), r"num_steps.*int\(4\.0\)"),
-    ("num_steps_zero", lambda: make_grid("uniform", VPLinear(), 0, 1.0, 1e-3), r"num_steps=0"),
-    ("num_steps_negative", lambda: make_grid("uniform", VPLinear(), -3, 1.0, 1e-3), r"num_steps=-3"),
-    ("num_steps_string", lambda: make_grid("uniform", VPLinear(), "10", 1.0, 1e-3), r"num_steps.*'10'"),
-    ("sample_num_steps_true", lambda: jd.sample(lambda x, t: -x, VPLinear(), jnp.zeros((2, 2)), num_steps=True), r"num_steps"),
-    ("user_grid_nan", lambda: validate_grid(jnp.array([1.0, NAN, 0.1]), VPLinear()), r"grid\[1\] = nan"),
-    ("user_grid_zero", lambda: validate_grid(jnp.array([1.0, 0.5, 0.0]), VPLinear()), r"grid must lie in .*\(0\.0, 1\.0\]"),
-    ("user_grid_2d", lambda: validate_grid(jnp.ones((2, 2)), VPLinear()), r"grid must be a 1-D array"),
-    ("user_grid_repeated", lambda: validate_grid(jnp.array([1.0, 0.5, 0.5]), VPLinear(), name="t_grid"), r"t_grid must be strictly monotone"),
-    ("grid_is_valid_2d", lambda: grid_is_valid(jnp.ones((2, 2)), VPLinear()), r"grid must be a 1-D array"),
 ]
 
 
@@ -130,34 +99,6 @@ def test_bad_input_is_a_clear_value_error(thunk, match):
 def test_enough_cases():
     assert len(CASES) >= 30
     assert len({c[0] for c in CASES}) == len(CASES)
-
-
-def test_grid_checked_under_jit_when_end_points_are_static():
-    # Named grids with concrete end points are built eagerly, so a NaN grid is refused even
-    # inside jit (it would otherwise reach the solver as a tracer).
-    @jax.jit
-    def f(x):
-        return x * make_grid("edm:1e-9", VPLinear(), 10, 1.0, 1e-3)[0]
-
-    with pytest.raises(ValueError, match="invalid grid"):
-        f(1.0)
-
-
-def test_grid_is_valid_traced():
-    vp = VPLinear()
-    check = jax.jit(lambda ts: grid_is_valid(ts, vp))
-    assert bool(check(jnp.array([1.0, 0.5, 1e-3])))
-    assert not bool(check(jnp.array([1.0, 0.5, 0.0])))  # t = 0: singular
-    assert not bool(check(jnp.array([1.0, 1.0, 0.1])))  # not strictly decreasing
-    assert not bool(check(jnp.array([1.0, NAN, 0.1])))
-    assert not bool(check(jnp.array([1.5, 0.5, 0.1])))  # beyond t_max
-    assert bool(jax.jit(lambda ts: grid_is_valid(ts, VE()))(jnp.array([1.0, 0.0])))  # VE: 0 is fine
-
-
-def test_opt_in_flag_accepts_inconsistent_tableau():
-    tab = ButcherTableau(a=[[0, 0], [2, 0]], b=[0.5, 0.4], allow_inconsistent=True)
-    assert tab.order == 0 and tab.c.tolist() == [0.0, 2.0]
-    assert ButcherTableau.from_lower([[1.0]], b=[1.0, 1.0], allow_inconsistent=True).order == 0
 
 
 def test_parameters_traced_inside_jit_are_not_checked():
