@@ -1,10 +1,9 @@
 """The named grid that suits *your* model: measured on a small pilot batch, not read from a table.
 
 Which named grid (``uniform``, ``log_snr``, ``edm``, ``quadratic``) is best for a solver depends on
-the model and the step count: over ten trained 2-D networks the table default
-(:func:`~jaxode_diffusion.sampling.defaults.default_grid_for`) was within 1.3x of the best named grid on only
-22-100% of the cases depending on the solver, and up to 25x worse on one
-(``benchmarks/results/defaults.md``). :func:`choose_grid` measures instead: it solves a pilot batch
+the model and the step count, and the table default
+(:func:`~jaxode_diffusion.sampling.defaults.default_grid_for`) can be far from the best (measurements:
+``benchmarks/README.md``). :func:`choose_grid` measures instead: it solves a pilot batch
 with the solver on every candidate grid at the requested number of steps and compares the end
 points with a tight solve of the same batch (RK4 in the exponential ``x0-lambda`` form on many
 log-SNR steps, its own error estimated by halving the steps and required to be well below the

@@ -21,14 +21,11 @@ the asymptotic regime, which is why a measured cost is used rather than ``h^{p+1
 derivative). Multistep solvers' single steps from the teacher are their first (start-up) step; the
 cost solver can be set separately (``cost_solver``).
 
-Measured on trained 2-D networks it was not developed on (``benchmarks/error_grid.py``,
-``benchmarks/results/error_grid.md``, 5-10 NFE, unipc_bh2_2 / dpmpp_2m / dpmpp_3m / x0-lambda:heun):
-an error grid *alone* is no better than the named grids (the unconstrained dynamic-programming grid
-is often much worse at 10 steps, where the multistep solvers stop lowering their order in the final
-steps and a long last step after short ones breaks their extrapolation). What wins is ranking the
-error grids together with the named grids on the pilot batch:
-:func:`~jaxode_diffusion.tuning.autogrid.choose_grid` with ``error_grids=True`` (60 cases: lower RMSE than
-the named-grid choice in 37, the same in 18, higher in 5, worst 1.45x; geometric mean 0.79x).
+An error grid is a candidate, not a default: rank the error grids together with the named grids
+on a pilot batch (:func:`~jaxode_diffusion.tuning.autogrid.choose_grid` with ``error_grids=True``).
+A multistep solver extrapolates from its previous steps, which single-step costs do not see, so an
+unconstrained least-error path (short steps, then a long one) can suit it badly; ``max_ratio``
+limits that. Measurements: ``benchmarks/README.md`` (``benchmarks/error_grid.py``).
 
 Cost: one teacher solve of ``num_pilot`` draws (``4 * K * teacher_substeps`` evaluations) and
 ``K (K + 1) / 2`` single steps of the cost solver on the same batch.
@@ -175,8 +172,8 @@ def min_cost_path(costs, num_steps, *, max_ratio=None):
         max_ratio: if given (``>= 1``), consecutive steps may differ in length (in nodes) by at most
             this factor either way. Multistep solvers extrapolate from the previous step, with
             weights that grow with the step ratio; their single-step costs do not see that, and
-            unconstrained paths that follow a few short steps with a long one ruined them at 10 NFE
-            (``benchmarks/results/error_grid.md``). Exact, by dynamic programming over
+            unconstrained paths that follow a few short steps with a long one can ruin them
+            (``benchmarks/README.md``). Exact, by dynamic programming over
             (previous node, node) pairs: ``O(N K^3)``.
 
     Returns:
@@ -200,52 +197,64 @@ def min_cost_path(costs, num_steps, *, max_ratio=None):
         raise ValueError(f"num_steps={n} is more than the {k} candidate intervals; use more nodes (num_nodes).")
     if max_ratio is not None and not (math.isfinite(max_ratio) and max_ratio >= 1.0):
         raise ValueError(f"max_ratio={max_ratio!r}: need a finite number >= 1 (e.g. 2.0), or None for no limit.")
-    if max_ratio is None:
-        best = np.full(k + 1, np.inf)
-        best[0] = 0.0
-        back = np.zeros((n + 1, k + 1), np.int64)
-        for m in range(1, n + 1):
-            tot = best[:, None] + c  # tot[i, j]: reach i in m - 1 steps, then step i -> j
-            back[m] = np.argmin(tot, axis=0)
-            best = tot[back[m], np.arange(k + 1)]
-        total = float(best[k])
-        nodes = [k]
-        for m in range(n, 0, -1):
-            nodes.append(int(back[m, nodes[-1]]))
-    else:
-        idx = np.arange(k + 1)
-        span = idx[None, :] - idx[:, None]  # span[i, j] = j - i
-        # ok[a, b]: a step of b nodes may follow one of a nodes.
-        lens = np.arange(k + 1, dtype=np.float64)
-        ok = (lens[None, :] <= max_ratio * lens[:, None] + 1e-12) & (lens[:, None] <= max_ratio * lens[None, :] + 1e-12)
-        pen = np.where(ok, 0.0, np.inf)
-        # best[i, j]: least cost of m steps from node 0 whose last step is i -> j.
-        best = np.full((k + 1, k + 1), np.inf)
-        best[0, 1:] = c[0, 1:]
-        backs = []
-        for _ in range(2, n + 1):
-            new = np.full((k + 1, k + 1), np.inf)
-            arg = np.zeros((k + 1, k + 1), np.int64)
-            for j in range(1, k):
-                # tot[i, l] = best[i, j] + pen[j - i, l - j] + c[j, l] over i < j < l.
-                a = np.clip(span[:j, j], 0, k)
-                b = np.clip(span[j, :], 0, k)
-                tot = best[:j, j][:, None] + pen[a][:, b]
-                arg[j] = np.argmin(tot, axis=0)
-                new[j] = tot[arg[j], idx] + c[j]
-            new[:, : 1] = np.inf
-            backs.append(arg)
-            best = new
-        i_last = int(np.argmin(best[:, k]))
-        total = float(best[i_last, k])
-        nodes = [k, i_last]
-        for arg in reversed(backs):
-            nodes.append(int(arg[nodes[-1], nodes[-2]]))
+    nodes, total = _path_any_ratio(c, n) if max_ratio is None else _path_limited_ratio(c, n, max_ratio)
     if not math.isfinite(total):
         raise ValueError(f"min_cost_path: no finite {n}-step path (every path has a non-finite step"
                          f"{' or breaks max_ratio' if max_ratio is not None else ''}); try another solver, "
                          "more steps or more nodes.")
     return tuple(nodes[::-1]), total
+
+
+def _path_any_ratio(c, n):
+    """``(nodes from the last back to 0, total)`` of the least-cost ``n``-step path: ``O(N K^2)``."""
+    k = c.shape[0] - 1
+    best = np.full(k + 1, np.inf)
+    best[0] = 0.0
+    back = np.zeros((n + 1, k + 1), np.int64)
+    for m in range(1, n + 1):
+        tot = best[:, None] + c  # tot[i, j]: reach i in m - 1 steps, then step i -> j
+        back[m] = np.argmin(tot, axis=0)
+        best = tot[back[m], np.arange(k + 1)]
+    total = float(best[k])
+    nodes = [k]
+    for m in range(n, 0, -1):
+        nodes.append(int(back[m, nodes[-1]]))
+    return nodes, total
+
+
+def _path_limited_ratio(c, n, max_ratio):
+    """As :func:`_path_any_ratio` with consecutive step lengths within ``max_ratio`` of each other,
+    by dynamic programming over (previous node, node) pairs: ``O(N K^3)``."""
+    k = c.shape[0] - 1
+    idx = np.arange(k + 1)
+    span = idx[None, :] - idx[:, None]  # span[i, j] = j - i
+    # ok[a, b]: a step of b nodes may follow one of a nodes.
+    lens = np.arange(k + 1, dtype=np.float64)
+    ok = (lens[None, :] <= max_ratio * lens[:, None] + 1e-12) & (lens[:, None] <= max_ratio * lens[None, :] + 1e-12)
+    pen = np.where(ok, 0.0, np.inf)
+    # best[i, j]: least cost of m steps from node 0 whose last step is i -> j.
+    best = np.full((k + 1, k + 1), np.inf)
+    best[0, 1:] = c[0, 1:]
+    backs = []
+    for _ in range(2, n + 1):
+        new = np.full((k + 1, k + 1), np.inf)
+        arg = np.zeros((k + 1, k + 1), np.int64)
+        for j in range(1, k):
+            # tot[i, l] = best[i, j] + pen[j - i, l - j] + c[j, l] over i < j < l.
+            a = np.clip(span[:j, j], 0, k)
+            b = np.clip(span[j, :], 0, k)
+            tot = best[:j, j][:, None] + pen[a][:, b]
+            arg[j] = np.argmin(tot, axis=0)
+            new[j] = tot[arg[j], idx] + c[j]
+        new[:, : 1] = np.inf
+        backs.append(arg)
+        best = new
+    i_last = int(np.argmin(best[:, k]))
+    total = float(best[i_last, k])
+    nodes = [k, i_last]
+    for arg in reversed(backs):
+        nodes.append(int(arg[nodes[-1], nodes[-2]]))
+    return nodes, total
 
 
 def error_grid(score_fn, process, x_pilot, solver, num_steps, *, t_start=None, t_end=None, num_nodes=None,

@@ -208,6 +208,9 @@ def load_grid(path: str | os.PathLike, process: ForwardProcess | None = None) ->
         ValueError: unreadable or incomplete file, times not strictly decreasing / not finite /
             not ``num_steps + 1`` of them, or a process mismatch.
 
+    Losses that were not finite are ``null`` in the file (bare ``NaN`` in earlier releases' files);
+    both load as NaN.
+
     Example:
         >>> g = load_grid("grid.json")          # doctest: +SKIP
         >>> sample(score_fn, VPLinear(), x, solver=g.solver, grid=g.ts)  # doctest: +SKIP
@@ -243,7 +246,17 @@ def load_grid(path: str | os.PathLike, process: ForwardProcess | None = None) ->
     fields = {f.name for f in dataclasses.fields(OptimizedGrid)}
     kw = {k: v for k, v in d.items() if k in fields}
     kw["ts"] = ts
+    # Non-finite numbers are null in strict JSON (earlier releases wrote bare NaN, which loads as is).
+    for name in ("calibration_loss", "initial_calibration_loss"):
+        kw[name] = _nan_if_none(kw[name])
+    for name in ("history", "selection_history"):
+        if isinstance(kw.get(name), list):
+            kw[name] = [_nan_if_none(v) for v in kw[name]]
     return OptimizedGrid(**kw)
+
+
+def _nan_if_none(v):
+    return float("nan") if v is None else v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,104 +344,41 @@ def _update(phi, opt_state, theta0, bound, reg, lr, t_se, solver, sf, proc, x, r
 
 
 def optimize_grid(
-    score_fn,
-    process: ForwardProcess,
-    calib_x_init,
-    *,
-    solver,
-    num_steps: int,
-    t_start=None,
-    t_end=None,
-    init_grid="log_snr",
-    reference=None,
-    steps: int = 200,
-    learning_rate: float = 0.02,
-    selection_x_init=None,
-    selection_reference=None,
-    holdout_fraction: float = 0.25,
-    patience: int | None = 60,
-    regularization: float = 0.0,
-    max_step_change: float | None = None,
-    on_nonfinite: str = "stop",
-    validation_x_init=None,
-    validation_reference=None,
-    key=None,
-    validate: bool = True,
+    score_fn, process: ForwardProcess, calib_x_init, *, solver, num_steps: int, t_start=None, t_end=None,
+    init_grid="log_snr", reference=None, steps: int = 200, learning_rate: float = 0.02, selection_x_init=None,
+    selection_reference=None, holdout_fraction: float = 0.25, patience: int | None = 60,
+    regularization: float = 0.0, max_step_change: float | None = None, on_nonfinite: str = "stop",
+    validation_x_init=None, validation_reference=None, key=None, validate: bool = True,
     max_seconds: float | None = None,
 ) -> OptimizedGrid:
-    """Learn the interior times of an ``num_steps`` grid for ``solver`` by Adam.
+    """Learn the interior times of a ``num_steps`` grid for ``solver`` by Adam (see the module docstring).
 
-    Minimises ``log mean_b ||x_b(grid) - x_ref_b||^2`` (plus an optional penalty
-    ``regularization * ||theta - theta_0||^2 / N`` pulling the log-SNR step logits toward the
-    starting grid's) over the *fitted* calibration samples, where ``x_b(grid)`` is the
-    jit-compiled sampler's end point and ``x_ref`` a tight reference solve. The iterate returned
-    is chosen on **held-back** samples the gradient never sees: ``selection_x_init`` when given,
-    else the first ``holdout_fraction`` of ``calib_x_init``. The starting grid is iterate 0, so the
-    result is never worse than the start on the held-back samples; when no iterate beats it, the
-    starting grid itself is returned and ``improved`` is ``False`` (with a note saying so).
-    Optimisation stops early when the held-back error has not improved for ``patience``
-    iterations.
-
-    Why held-back selection: end-point RMSE is dominated by the few trajectories passing near a
-    boundary between modes, so a grid fitted to one batch can overfit it. What it does and does not
-    fix (benchmarks/results/accuracy_vs_nfe.md, d = 16, unipc_bh2_3, 128 calibration samples of
-    which 32 held back, errors on a third batch of 128): NFE 10, held-out RMSE 0.278 -> 0.066; NFE
-    20, the held-back RMSE falls 0.045 -> 0.0052 and the median error 0.019 -> 0.0039, yet the
-    held-out RMSE rises 0.052 -> 0.36 (one trajectory of the third batch, unlike any in the first
-    two, lands elsewhere). The trust region ``max_step_change=2`` prevents that (NFE 20: 0.052 ->
-    0.048) at a price where learning helps (NFE 10: 0.278 -> 0.108); ``max_step_change=4`` gives
-    0.404 and 0.073, so it is off by default (same problem and batches; the benchmark's
-    ``--variants 2``). ``regularization=0.3`` changed nothing measurable (0.066 / 0.335).
-
-    Calibration batch size: with 32 samples (8 held back) the selection kept the starting grid in
-    the test problem (the 24 fitted samples overfit). At d >= 8 the fitted RMSE keeps falling
-    while the held-back one stalls: the fit follows the few mode-switching trajectories of its own
-    batch. Measured with separate calibration and held-back batches of B each (``selection_x_init``),
-    unipc_bh2_3 at 10 steps from ``log_snr``, 100 steps, RMSE on a fresh batch of 1024 (start ->
-    learned; mixtures of 4-6 anisotropic components, seeds 2402-2405): VE d = 8, B = 128 0.390 ->
-    0.352, B = 256 0.355, B = 512 0.275 (``learning_rate`` 0.02) / 0.186 (0.05); EDM d = 16,
-    B = 128 0.704 -> 0.684 (0.02) / 0.704 (0.05: start kept), B = 512 0.481 (0.05, median per-sample
-    error 0.33 -> 0.079); SubVP d = 8, B = 128 0.523 -> 0.494, B = 512 0.346 (0.05). Use a few
-    hundred, 512 at d >= 8, where the model allows it. Fitting the mean error instead of the RMSE
-    (less weight on those trajectories) did not help (VE d = 8, B = 128: 0.349), nor did a cosine
-    decay of the learning rate to 0.1x (B = 512: 0.195 VE, 0.394 SubVP).
+    Minimises ``log mean_b ||x_b(grid) - x_ref_b||^2`` (plus ``regularization * ||theta - theta_0||^2 / N``
+    on the log-SNR step logits) over the fitted calibration samples; the iterate returned is the best on
+    held-back samples the gradient never sees, the starting grid included (``improved`` says whether an
+    iterate beat it). Measurements behind the defaults and batch sizes: benchmarks/README.md.
 
     Args:
-        score_fn, process: as for :func:`~jaxode_diffusion.sample`.
-        calib_x_init: ``(B, ...)`` calibration initial states at ``t_start``.
-        solver: any solver spec (``"dpmpp_2m"``, ``"x0-lambda:heun"``, ...).
-        num_steps: steps of the grid (``>= 2``; a 1-step grid has no interior point).
-        t_start, t_end: the range (process defaults).
-        init_grid: a named grid or an array to start from.
-        reference: reference end points of ``calib_x_init`` (default :func:`reference_solve`).
-        steps: maximum Adam iterations; ``learning_rate``: Adam's step on the logits.
-        selection_x_init, selection_reference: held-back initial states (and their reference)
-            used only to choose the iterate; when given, the whole calibration batch is fitted.
-        holdout_fraction: share of ``calib_x_init`` held back for selection when
-            ``selection_x_init`` is not given (at least 2 samples must remain on each side).
-        patience: stop after this many iterations without a held-back improvement (``None``:
-            run all ``steps``).
-        regularization: weight of the quadratic pull toward the starting grid's logits (0: off).
-        max_step_change: a trust region: each log-SNR step may shrink or grow by at most this factor
-            relative to the starting grid (``None``: unbounded).
-        on_nonfinite: what to do when a loss or gradient is NaN/inf: ``"stop"`` (stop, keep the
-            best iterate so far, warn, record the iteration in ``nonfinite_iteration``) or
-            ``"raise"`` (:class:`NonFiniteGridLossError`). Gradients are never silently zeroed.
-        validation_x_init, validation_reference: a third, independent batch only for reporting
-            ``validation_error`` (never used to fit or select). Without it a batch is drawn from
-            ``process.prior_sample(key or PRNGKey(0), ...)`` unless ``validate=False``.
-        max_seconds: stop iterating once this many seconds have passed (checked after each
-            iteration, so at least one runs; ``None``: no limit). The best iterate so far is kept.
+        score_fn, process: as for :func:`~jaxode_diffusion.sample`; ``solver``: any solver spec.
+        calib_x_init: ``(B, ...)`` calibration initial states at ``t_start`` (a few hundred; 512 at d >= 8).
+        num_steps: steps of the grid (``>= 2``); ``t_start, t_end``: the range (process defaults).
+        init_grid: a named grid or an array to start from; ``reference``: end points of ``calib_x_init``.
+        steps, learning_rate: maximum Adam iterations and Adam's step on the logits.
+        selection_x_init, selection_reference: held-back states (and reference) that only choose the
+            iterate; without them the first ``holdout_fraction`` of ``calib_x_init`` is held back.
+        patience: stop after this many iterations without a held-back improvement (``None``: never).
+        max_step_change: trust region: a log-SNR step may shrink or grow by at most this factor.
+        on_nonfinite: ``"stop"`` (keep the best iterate, warn, set ``nonfinite_iteration``) or ``"raise"``.
+        validation_x_init, validation_reference, key, validate: a third batch only for reporting
+            ``validation_error`` (default: drawn from ``key or PRNGKey(0)`` unless ``validate=False``).
+        max_seconds: stop iterating after this long (at least one iteration runs; ``None``: no limit).
 
     Returns:
-        :class:`OptimizedGrid` with calibration, held-back (selection) and validation errors of
-        the initial and the returned grid.
+        :class:`OptimizedGrid` with calibration, held-back and validation errors, start and result.
 
     Raises:
-        ValueError: ``num_steps < 2``, ``steps < 1``, a non-positive learning rate, a bad
-            ``holdout_fraction``/``patience``/``on_nonfinite``, or a held-back / validation batch
-            identical to the calibration batch.
-        NonFiniteGridLossError: with ``on_nonfinite="raise"``.
+        ValueError: a bad argument, or a held-back / validation batch equal to the calibration batch.
+        NonFiniteGridLossError: a NaN/inf loss or gradient with ``on_nonfinite="raise"``.
 
     Example:
         >>> import jax
@@ -439,6 +389,82 @@ def optimize_grid(
         >>> g.ts.shape, g.selection_error <= g.initial_selection_error
         ((6,), True)
     """
+    _check_optimize_args(num_steps, steps, learning_rate, patience, max_step_change, regularization,
+                         on_nonfinite, max_seconds)
+    x_cal = jnp.asarray(calib_x_init)
+    t_start = process.default_t_start if t_start is None else float(t_start)
+    t_end = process.default_t_end if t_end is None else float(t_end)
+    solver_obj = get_solver(solver)
+    solver_name = solver if isinstance(solver, str) else solver_obj.name
+    start = _start_grid(process, num_steps, t_start, t_end, init_grid, x_cal.dtype)
+    if reference is None:
+        reference = reference_solve(score_fn, process, x_cal, t_start=start.t_start, t_end=start.t_end)
+    split = _split_batches(score_fn, process, x_cal, reference, selection_x_init, selection_reference,
+                           holdout_fraction, start)
+    x_val, validation_reference = _validation_batch(score_fn, process, x_cal, validation_x_init,
+                                                    validation_reference, key, validate, start)
+    problem = _Problem(score_fn, process, solver_obj, solver_name, int(num_steps), start, split, x_val,
+                       validation_reference)
+    obj = _Objective.build(process, problem, regularization, learning_rate, max_step_change)
+    loop = _adam_loop(problem, obj, steps=steps, learning_rate=learning_rate, patience=patience,
+                      on_nonfinite=on_nonfinite, max_seconds=max_seconds)
+    return _result(problem, obj, loop)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps of optimize_grid(): validate, prepare, loop, select.
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _StartGrid:
+    """The starting grid (in the batch's dtype), its range and its name (``"array"`` for times)."""
+
+    ts: jax.Array
+    t_start: float
+    t_end: float
+    name: str
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The fitted samples and the held-back (selection) samples, with their reference end points."""
+
+    x_fit: jax.Array
+    ref_fit: jax.Array
+    x_sel: jax.Array
+    ref_sel: jax.Array
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What is optimised: model, solver, step count, starting grid and the three batches."""
+
+    score_fn: Any
+    process: ForwardProcess
+    solver: Any
+    solver_name: str
+    num_steps: int
+    start: _StartGrid
+    split: _Split
+    x_val: jax.Array | None
+    ref_val: jax.Array | None
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """The outcome of the Adam loop: the best iterate (0: the start) and the losses along the way."""
+
+    best_theta: jax.Array
+    best_iteration: int
+    best_selection: float  # log MSE on the held-back samples
+    initial_selection: float
+    history: list
+    selection_history: list
+    iterations: int
+    nonfinite_iteration: int | None
+
+
+def _check_optimize_args(num_steps, steps, learning_rate, patience, max_step_change, regularization,
+                         on_nonfinite, max_seconds) -> None:
     if int(num_steps) != num_steps or num_steps < 2:
         raise ValueError(f"num_steps={num_steps!r}: need an integer >= 2 (a grid with interior points).")
     if int(steps) != steps or steps < 1:
@@ -455,12 +481,9 @@ def optimize_grid(
         raise ValueError(f"on_nonfinite={on_nonfinite!r}: choose 'stop' or 'raise'.")
     if max_seconds is not None and not max_seconds >= 0:
         raise ValueError(f"max_seconds={max_seconds!r} must be >= 0 (or None: no time limit).")
-    x_cal = jnp.asarray(calib_x_init)
-    dt = x_cal.dtype
-    t_start = process.default_t_start if t_start is None else float(t_start)
-    t_end = process.default_t_end if t_end is None else float(t_end)
-    solver_obj = get_solver(solver)
-    solver_name = solver if isinstance(solver, str) else solver_obj.name
+
+
+def _start_grid(process, num_steps, t_start, t_end, init_grid, dt) -> _StartGrid:
     if isinstance(init_grid, str):
         ts0 = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=init_grid)
         init_name = init_grid
@@ -470,134 +493,175 @@ def optimize_grid(
             raise ValueError(f"init_grid has {ts0.shape[0] - 1} steps but num_steps={num_steps}.")
         t_start, t_end = float(ts0[0]), float(ts0[-1])
         init_name = "array"
-    ts0 = ts0.astype(dt)
-    if reference is None:
-        reference = reference_solve(score_fn, process, x_cal, t_start=t_start, t_end=t_end)
+    return _StartGrid(ts0.astype(dt), t_start, t_end, init_name)
 
-    def _same(a):
-        return a.shape == x_cal.shape and bool(jnp.all(a == x_cal))
 
-    # The fitted and the held-back (selection) samples.
+def _same(a, x_cal) -> bool:
+    return a.shape == x_cal.shape and bool(jnp.all(a == x_cal))
+
+
+def _split_batches(score_fn, process, x_cal, reference, selection_x_init, selection_reference,
+                   holdout_fraction, start: _StartGrid) -> _Split:
+    """The fitted and the held-back (selection) samples."""
     b = x_cal.shape[0]
     if selection_x_init is not None:
-        x_sel = jnp.asarray(selection_x_init, dt)
-        if _same(x_sel):
+        x_sel = jnp.asarray(selection_x_init, x_cal.dtype)
+        if _same(x_sel, x_cal):
             raise ValueError("selection_x_init equals the calibration batch; pass held-back samples.")
         if selection_reference is None:
-            selection_reference = reference_solve(score_fn, process, x_sel, t_start=t_start, t_end=t_end)
-        x_fit, ref_fit, ref_sel = x_cal, reference, jnp.asarray(selection_reference)
-    else:
-        if not 0.0 < holdout_fraction < 1.0:
-            raise ValueError(
-                f"holdout_fraction={holdout_fraction!r} must lie in (0, 1) (or pass selection_x_init)."
-            )
-        n_sel = int(round(b * holdout_fraction))
-        if n_sel < 2 or b - n_sel < 2:
-            raise ValueError(
-                f"calib_x_init has {b} samples: holding back holdout_fraction={holdout_fraction} leaves "
-                f"{n_sel} held-back and {b - n_sel} fitted; need >= 2 of each (use a larger batch, "
-                "a few hundred is advisable, or pass selection_x_init)."
-            )
-        x_sel, ref_sel = x_cal[:n_sel], reference[:n_sel]
-        x_fit, ref_fit = x_cal[n_sel:], reference[n_sel:]
+            selection_reference = reference_solve(score_fn, process, x_sel, t_start=start.t_start,
+                                                  t_end=start.t_end)
+        return _Split(x_cal, reference, x_sel, jnp.asarray(selection_reference))
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(
+            f"holdout_fraction={holdout_fraction!r} must lie in (0, 1) (or pass selection_x_init)."
+        )
+    n_sel = int(round(b * holdout_fraction))
+    if n_sel < 2 or b - n_sel < 2:
+        raise ValueError(
+            f"calib_x_init has {b} samples: holding back holdout_fraction={holdout_fraction} leaves "
+            f"{n_sel} held-back and {b - n_sel} fitted; need >= 2 of each (use a larger batch, "
+            "a few hundred is advisable, or pass selection_x_init)."
+        )
+    return _Split(x_cal[n_sel:], reference[n_sel:], x_cal[:n_sel], reference[:n_sel])
 
-    x_val = None
-    if validation_x_init is not None or validate:
-        if validation_x_init is None:
-            k = jax.random.PRNGKey(0) if key is None else key
-            validation_x_init = process.prior_sample(k, x_cal.shape, t_start, dtype=dt)
-        x_val = jnp.asarray(validation_x_init, dt)
-        if _same(x_val):
-            raise ValueError("validation_x_init equals the calibration batch; pass held-out samples.")
-        if validation_reference is None:
-            validation_reference = reference_solve(score_fn, process, x_val, t_start=t_start, t_end=t_end)
 
-    theta0 = jnp.asarray(_logits_of_grid(process, ts0), dt)
-    reg = jnp.asarray(float(regularization) / max(1, int(num_steps)), dt)
-    lr = jnp.asarray(learning_rate, dt)
-    t_se = jnp.asarray([t_start, t_end], dt)
-    opt = optax.adam(learning_rate)  # for init only: the jitted update rebuilds it from the traced lr
+def _validation_batch(score_fn, process, x_cal, validation_x_init, validation_reference, key, validate,
+                      start: _StartGrid):
+    """``(x_val, reference)`` of the batch that only reports ``validation_error``, or ``(None, None)``."""
+    if validation_x_init is None and not validate:
+        return None, validation_reference
+    if validation_x_init is None:
+        k = jax.random.PRNGKey(0) if key is None else key
+        validation_x_init = process.prior_sample(k, x_cal.shape, start.t_start, dtype=x_cal.dtype)
+    x_val = jnp.asarray(validation_x_init, x_cal.dtype)
+    if _same(x_val, x_cal):
+        raise ValueError("validation_x_init equals the calibration batch; pass held-out samples.")
+    if validation_reference is None:
+        validation_reference = reference_solve(score_fn, process, x_val, t_start=start.t_start,
+                                               t_end=start.t_end)
+    return x_val, validation_reference
 
-    bound = jnp.asarray(math.inf if max_step_change is None else math.log(max_step_change) / 2, dt)
 
-    def update(phi, opt_state, sf, proc, x, ref):
-        return _update(phi, opt_state, theta0, bound, reg, lr, t_se, _Static(solver_obj), sf, proc, x, ref)
+@dataclass(frozen=True)
+class _Objective:
+    """The traced constants of the loss (start logits, trust region, penalty, learning rate, range)
+    and the solver, bound once: :func:`_update` and :func:`_mse_log` compile once per solver."""
 
-    def sel_loss(phi, sf, proc, x, ref):
-        return _mse_log(phi, theta0, bound, t_se, _Static(solver_obj), sf, proc, x, ref)
+    theta0: jax.Array
+    bound: jax.Array
+    reg: jax.Array
+    lr: jax.Array
+    t_se: jax.Array
+    solver: _Static
 
+    @classmethod
+    def build(cls, process, problem: _Problem, regularization, learning_rate, max_step_change) -> _Objective:
+        dt = problem.start.ts.dtype
+        theta0 = jnp.asarray(_logits_of_grid(process, problem.start.ts), dt)
+        reg = jnp.asarray(float(regularization) / max(1, problem.num_steps), dt)
+        bound = jnp.asarray(math.inf if max_step_change is None else math.log(max_step_change) / 2, dt)
+        return cls(theta0, bound, reg, jnp.asarray(learning_rate, dt),
+                   jnp.asarray([problem.start.t_start, problem.start.t_end], dt), _Static(problem.solver))
+
+    def update(self, phi, opt_state, sf, proc, x, ref):
+        return _update(phi, opt_state, self.theta0, self.bound, self.reg, self.lr, self.t_se, self.solver,
+                       sf, proc, x, ref)
+
+    def selection_loss(self, phi, sf, proc, x, ref) -> float:
+        return float(_mse_log(phi, self.theta0, self.bound, self.t_se, self.solver, sf, proc, x, ref))
+
+    def grid(self, process, phi, t_start, t_end):
+        return grid_from_logits(process, _logits(phi, self.theta0, self.bound), t_start, t_end)
+
+
+def _adam_loop(p: _Problem, obj: _Objective, *, steps, learning_rate, patience, on_nonfinite,
+               max_seconds) -> _Loop:
+    """Adam on the fitted samples; after each step the held-back loss picks the best iterate so far.
+    Stops after ``steps``, ``patience`` iterations without improvement, ``max_seconds``, or at a
+    non-finite loss or gradient (warning, or :class:`NonFiniteGridLossError`)."""
+    sf, proc, s = p.score_fn, p.process, p.split
     started = time.monotonic()
-    theta = jnp.zeros_like(theta0)  # the optimised variable phi; logits = _logits(phi, theta0, bound)
-    opt_state = opt.init(theta)
+    theta = jnp.zeros_like(obj.theta0)  # the optimised variable phi; logits = _logits(phi, theta0, bound)
+    opt_state = optax.adam(learning_rate).init(theta)  # init only: the jitted update uses the traced lr
     history: list[float] = []
     selection_history: list[float] = []
-    best_sel = float(sel_loss(theta, score_fn, process, x_sel, ref_sel))
+    best_sel = obj.selection_loss(theta, sf, proc, s.x_sel, s.ref_sel)
     initial_sel = best_sel
     best_theta, best_it, since = theta, 0, 0
     nonfinite_it = None
     stopped_at = 0
     for it in range(int(steps)):
-        new_theta, new_state, loss, ok = update(theta, opt_state, score_fn, process, x_fit, ref_fit)
+        new_theta, new_state, loss, ok = obj.update(theta, opt_state, sf, proc, s.x_fit, s.ref_fit)
         loss = float(loss)
         history.append(math.exp(0.5 * loss) if np.isfinite(loss) else float("nan"))
         stopped_at = it + 1
         if not bool(ok):
-            msg = (f"optimize_grid({solver_name}, num_steps={num_steps}): non-finite loss or gradient at "
+            msg = (f"optimize_grid({p.solver_name}, num_steps={p.num_steps}): non-finite loss or gradient at "
                    f"iteration {it} (loss {loss!r}); ")
             if on_nonfinite == "raise":
                 raise NonFiniteGridLossError(msg + "lower learning_rate, use float64, or pass "
                                              "on_nonfinite='stop'.")
             warnings.warn(msg + f"stopped there, keeping the best iterate ({best_it}).", RuntimeWarning,
-                          stacklevel=2)
+                          stacklevel=3)
             nonfinite_it = it
             break
         theta, opt_state = new_theta, new_state
-        s = float(sel_loss(theta, score_fn, process, x_sel, ref_sel))
-        selection_history.append(math.exp(0.5 * s) if np.isfinite(s) else float("nan"))
-        if np.isfinite(s) and s < best_sel:
-            best_sel, best_theta, best_it, since = s, theta, it + 1, 0
+        sel = obj.selection_loss(theta, sf, proc, s.x_sel, s.ref_sel)
+        selection_history.append(math.exp(0.5 * sel) if np.isfinite(sel) else float("nan"))
+        if np.isfinite(sel) and sel < best_sel:
+            best_sel, best_theta, best_it, since = sel, theta, it + 1, 0
         else:
             since += 1
         if patience is not None and since >= patience:
             break
         if max_seconds is not None and time.monotonic() - started > max_seconds:
             break
-    improved = best_it > 0
+    return _Loop(best_theta, best_it, best_sel, initial_sel, history, selection_history, stopped_at,
+                 nonfinite_it)
+
+
+def _result(p: _Problem, obj: _Objective, loop: _Loop) -> OptimizedGrid:
+    """The chosen grid (the best iterate, or the start if none beat it) with its errors and a note."""
+    start = p.start
+    rmse_initial, rmse_best = math.exp(0.5 * loop.initial_selection), math.exp(0.5 * loop.best_selection)
+    improved = loop.best_iteration > 0
     if improved:
-        ts_best = grid_from_logits(process, _logits(best_theta, theta0, bound), t_start, t_end)
-        note = (f"iterate {best_it} of {stopped_at}: held-back RMSE {math.exp(0.5 * initial_sel):.4g} -> "
-                f"{math.exp(0.5 * best_sel):.4g}")
+        ts_best = obj.grid(p.process, loop.best_theta, start.t_start, start.t_end)
+        note = (f"iterate {loop.best_iteration} of {loop.iterations}: held-back RMSE {rmse_initial:.4g} -> "
+                f"{rmse_best:.4g}")
     else:
-        ts_best = ts0
-        note = (f"no iterate beat the starting grid {init_name!r} on the held-back samples "
-                f"(RMSE {math.exp(0.5 * initial_sel):.4g}); returning the starting grid")
-    if nonfinite_it is not None:
-        note += f"; stopped at a non-finite loss/gradient at iteration {nonfinite_it}"
+        ts_best = start.ts
+        note = (f"no iterate beat the starting grid {start.name!r} on the held-back samples "
+                f"(RMSE {rmse_initial:.4g}); returning the starting grid")
+    if loop.nonfinite_iteration is not None:
+        note += f"; stopped at a non-finite loss/gradient at iteration {loop.nonfinite_iteration}"
     ts_np = np.asarray(ts_best, dtype=np.float64)
     # Rounding of t(lambda) cannot break monotonicity unless two lambdas coincide; check anyway.
     if not np.all(np.diff(ts_np) < 0):
         raise ValueError("the optimised grid collapsed (two equal times); lower learning_rate or steps.")
 
     def ev(x, ts, ref):
-        return evaluate_grid(score_fn, process, x, ts, solver=solver_obj, reference=ref)
+        return evaluate_grid(p.score_fn, p.process, x, ts, solver=p.solver, reference=ref)
 
+    s = p.split
     return OptimizedGrid(
         ts=ts_np,
-        solver=solver_name,
-        num_steps=int(num_steps),
-        process=process_spec(process),
-        init_grid=init_name,
-        calibration_loss=ev(x_fit, ts_best, ref_fit),
-        initial_calibration_loss=ev(x_fit, ts0, ref_fit),
-        validation_error=None if x_val is None else ev(x_val, ts_best, validation_reference),
-        initial_validation_error=None if x_val is None else ev(x_val, ts0, validation_reference),
-        history=history,
-        selection_error=math.exp(0.5 * best_sel),
-        initial_selection_error=math.exp(0.5 * initial_sel),
-        selection_history=selection_history,
+        solver=p.solver_name,
+        num_steps=p.num_steps,
+        process=process_spec(p.process),
+        init_grid=start.name,
+        calibration_loss=ev(s.x_fit, ts_best, s.ref_fit),
+        initial_calibration_loss=ev(s.x_fit, start.ts, s.ref_fit),
+        validation_error=None if p.x_val is None else ev(p.x_val, ts_best, p.ref_val),
+        initial_validation_error=None if p.x_val is None else ev(p.x_val, start.ts, p.ref_val),
+        history=loop.history,
+        selection_error=rmse_best,
+        initial_selection_error=rmse_initial,
+        selection_history=loop.selection_history,
         improved=improved,
-        best_iteration=best_it,
-        iterations=stopped_at,
-        nonfinite_iteration=nonfinite_it,
+        best_iteration=loop.best_iteration,
+        iterations=loop.iterations,
+        nonfinite_iteration=loop.nonfinite_iteration,
         note=note,
     )

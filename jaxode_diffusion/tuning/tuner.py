@@ -23,10 +23,20 @@ The held-back errors are what the winner is chosen by, so the winner's own held-
 optimistic estimate; score it on a fresh batch (:func:`~jaxode_diffusion.tuning.grid_optimization.
 evaluate_grid`) when an unbiased number matters.
 
+Learned grids run best solver first, each with all the time left (it stops earlier by patience
+or ``learn_steps`` and leaves the rest to the next). With ``learn_probe > learn_top`` they are
+chosen by successive halving: the ``learn_probe`` best solvers each learn for ``probe_steps``
+iterations, and the ``learn_top`` best of those (held-back error) continue from their best
+iterate up to ``learn_steps`` in all, since the solver whose grid learns best is often not the best
+on fixed grids.
+
 Every evaluation of a solver at one step count is one compiled program; the grids reuse it (the
 grid is a traced array), so the cost is about (number of solvers) compilations plus the learned
-grids' gradient steps. ``max_seconds`` bounds the whole run (candidates not reached are listed as
-skipped).
+grids' gradient steps (up to ``learn_top x learn_steps``, with probes up to ``learn_probe x
+probe_steps`` more) and one compilation of the gradient per learned grid. ``max_seconds`` bounds
+the whole run (candidates not reached are listed as skipped); the fixed-grid scan stops at
+``(1 - learn_share) * max_seconds``, keeping the rest for the learned grids, where most of the gain
+is.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -137,20 +148,14 @@ class TunedSampler:
         """Write JSON to ``path`` atomically; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, _jsonable(self.to_dict()), sort_keys=False)
+        write_json_atomic(path, self.to_dict(), sort_keys=False)
         return path
 
 
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)  # "nan" / "inf": JSON has no such numbers
-    if isinstance(v, np.generic):
-        return _jsonable(v.item())
-    return v
+def _error_value(v) -> float:
+    """A saved error as a float: ``null`` (strict JSON) and the strings ``"nan"`` / ``"inf"`` (files of
+    earlier releases) are non-finite numbers."""
+    return float("nan") if v is None else float(v)
 
 
 def load_tuned(path: str | os.PathLike, process: ForwardProcess | None = None) -> TunedSampler:
@@ -162,6 +167,8 @@ def load_tuned(path: str | os.PathLike, process: ForwardProcess | None = None) -
 
     Raises:
         ValueError: unreadable or not a tuned-sampler file, bad times, or a process mismatch.
+
+    Non-finite errors are ``null`` in the file (earlier releases wrote ``"nan"``); both load as NaN.
 
     Example:
         >>> t = load_tuned("tuned.json")                                     # doctest: +SKIP
@@ -193,8 +200,16 @@ def load_tuned(path: str | os.PathLike, process: ForwardProcess | None = None) -
                          "pass the matching process or re-tune.")
     kw = {k: v for k, v in d.items() if k in fields}
     kw["ts"] = ts
-    kw["heldout_error"] = float(kw["heldout_error"])
+    kw["heldout_error"] = _error_value(kw["heldout_error"])
+    kw["candidates"] = [_candidate_from_json(c) for c in kw.get("candidates", [])]
     return TunedSampler(**kw)
+
+
+def _candidate_from_json(c):
+    if not isinstance(c, dict):
+        return c
+    errors = ("heldout_error", "start_heldout_error")
+    return {k: (_error_value(v) if k in errors else v) for k, v in c.items()}
 
 
 def _run(score_fn, process, x, ts, solver):
@@ -274,149 +289,37 @@ def _error_grid_rows(score_fn, process, x_cal, ranked, top, pilot, t_start, t_en
 
 
 def tune(
-    score_fn,
-    process: ForwardProcess,
-    calib_x_init,
-    *,
-    nfe: int,
-    heldout_x_init=None,
-    key=None,
-    solvers=None,
-    grids=GRID_NAMES,
-    form_tableaux=DEFAULT_FORM_TABLEAUX,
-    learn_top: int = 3,
-    learn_probe: int = 0,
-    probe_steps: int = 20,
-    learn_steps: int = 100,
-    learning_rate: float = 0.05,
-    patience: int = 30,
-    t_start=None,
-    t_end=None,
-    rtol: float | None = None,
-    max_seconds: float | None = None,
-    learn_share: float = 0.5,
-    error_grids: bool = False,
-    error_grid_pilot: int = 128,
-    progress: bool = True,
+    score_fn, process: ForwardProcess, calib_x_init, *, nfe: int, heldout_x_init=None, key=None, solvers=None,
+    grids=GRID_NAMES, form_tableaux=DEFAULT_FORM_TABLEAUX, learn_top: int = 3, learn_probe: int = 0,
+    probe_steps: int = 20, learn_steps: int = 100, learning_rate: float = 0.05, patience: int = 30,
+    t_start=None, t_end=None, rtol: float | None = None, max_seconds: float | None = None,
+    learn_share: float = 0.5, error_grids: bool = False, error_grid_pilot: int = 128, progress: bool = True,
 ) -> TunedSampler:
     """Find the best solver and time grid for ``score_fn`` within ``nfe`` score evaluations.
 
-    Every solver in ``solvers`` (default: all registered names, plus ``form_tableaux``) runs on
-    every grid in ``grids`` at the largest step count whose NFE fits ``nfe``; each is scored by
-    the end-point RMSE ``sqrt(mean_b ||x_b - x_ref_b||^2)`` on the held-back batch against a
-    tight reference solve. With ``error_grids=True`` the ``max(1, learn_top)`` best solvers also get
-    their error grids as candidates, scored the same way. Then grids are learned from each solver's
-    best grid (named or error grid) with
-    :func:`~jaxode_diffusion.tuning.grid_optimization.optimize_grid`: fitted on the calibration batch, the
-    iterate chosen on the held-back batch (so a learned grid is never worse than its start
-    there), for the ``learn_top`` best solvers (distinct, at least 2 steps); with ``learn_probe >
-    learn_top`` by successive halving instead: the ``learn_probe`` best solvers get ``probe_steps``
-    iterations each, and the ``learn_top`` best of those probes continue from their best iterate up to
-    ``learn_steps`` in all. The candidate with the lowest held-back error wins.
-
-    Batch sizes: 512 samples in each batch at d >= 8 (a few hundred at d = 2, where 128 did well).
-    A calibration batch larger than the held-back one is allowed (the CLI's ``--calib-batch``), but
-    4x did not help consistently. Calibration 512 -> 2048, held-back 512, NFE 10, RMSE on a fresh
-    batch of 1024: on four mixtures the benchmark does not use (the winning solver's grid learned from
-    its best named grid, no time limit) EDM d = 8 0.550 -> 0.510, VPLinear d = 16 0.497 -> 0.400,
-    VE d = 16 0.533 -> 0.415, a cubic-log-SNR VP d = 8 0.441 -> 0.447 (8192 did no better); on the
-    benchmark's six (``max_seconds=300``, benchmarks/results/tune_vs_kdiffusion_calib2048.md vs
-    the 600 s run with 512) the fresh ratio to the best k-diffusion sampler went
-    0.378 / 0.442 / 0.656 / 0.305 / 0.605 / 0.313 -> 0.376 / 0.495 / 0.516 / 0.363 / 0.550 / 0.422
-    (mean 0.450 -> 0.454) and the held-back ratio was <= 0.5 on 4 of 6 instead of 5. With exact
-    mixture scores on one CPU core a gradient step costs about the same at 2048 as at 512 (the
-    reference solve 15 s instead of 8 at d = 16); with a network it grows with the batch.
-    At d >= 8 the RMSE is dominated by the ~1 % of trajectories that end in another mode than the
-    reference: a batch of 128 holds none or a few of them, so a learned grid fits those few (its
-    calibration RMSE falls 4x while the held-back one stalls) and the held-back error is
-    optimistic (benchmarks/results/tune_vs_kdiffusion.md with 128: held-back 0.039 vs 0.71 on a
-    fresh batch of 1024 for EDM d = 16). Measured on mixtures that the benchmark does not use
-    (unipc_bh2_3, 10 steps, learned from ``log_snr``, RMSE on a fresh batch of 1024, start ->
-    learned; ``learning_rate`` 0.02 with B = 128, 0.05 with 256 and 512): VE d = 8 0.390 -> 0.352
-    with B = 128, 0.319 with 256, 0.186 with 512; EDM d = 16 0.704 -> 0.684 with 128 (0.05: start
-    kept), 0.481 with 512; SubVP d = 8 0.523 -> 0.494 with 128, 0.346 with 512
-    (:func:`~jaxode_diffusion.tuning.grid_optimization.optimize_grid` lists the runs). A batch of 512
-    costs about 4x per gradient step; the compilations, which dominate the scan, are the same.
-    On the benchmark's six unseen problems (benchmarks/README.md, the run without error grids) calibrating
-    on 512 instead of 128 (with this learning rate and time allocation) took the fresh-batch RMSE
-    ratio to the best k-diffusion sampler from a mean 0.60 to 0.45 (<= 0.5 on 4 of 6, was 3).
-    The run costs two reference solves, one compilation per solver, and up to
-    ``learn_top x learn_steps`` gradient steps (with probes, up to ``learn_probe x probe_steps`` more),
-    plus one compilation of the gradient per learned grid (tens of seconds on one CPU core).
+    The steps (scan, error grids, learned grids, held-back choice) are the module docstring's;
+    measurements behind the defaults and batch sizes: benchmarks/README.md.
 
     Args:
         score_fn, process: as for :func:`~jaxode_diffusion.sample`.
-        calib_x_init: ``(B, *event_shape)`` initial states at ``t_start`` used to fit learned grids.
+        calib_x_init: ``(B, *event_shape)`` initial states at ``t_start`` that learned grids fit.
         nfe: the budget of score evaluations per sample (``>= 1``).
-        heldout_x_init: the held-back batch that scores every candidate (default: drawn from
-            ``process.prior_sample(key or PRNGKey(1), calib_x_init.shape)``); must differ from the
-            calibration batch.
-        solvers: solver specs to try (default: :func:`~jaxode_diffusion.sampling.solver_names`
-            plus ``form_tableaux``).
-        grids: named grids to try.
-        learn_top: how many solvers' learned grids run to ``learn_steps`` (0: no learned grids).
-        learn_probe, probe_steps: how many of the best solvers (on fixed grids) get a learned grid,
-            and the iterations of each before all but the ``learn_top`` best (on the held-back batch)
-            stop; ``learn_probe <= learn_top``: no probes, the ``learn_top`` best solvers learn for
-            ``learn_steps`` each. The solver whose grid learns best is often not the best on fixed
-            grids: with ``learn_top=6`` (no probes) on two mixtures the benchmark does not use (batches
-            of 512, NFE 10, no time limit), VPLinear d = 16's winner became dpmpp_3m on a grid learned
-            from ``quadratic`` (held-back 0.150, fresh batch of 1024 0.416) instead of the best of the first
-            three, deis_ab3 (0.204, fresh 0.497); dpmpp_3m was the 4th-best solver on fixed grids. On EDM
-            d = 8 the winner stayed the same. That took 323-326 s instead of about 150-170. With
-            ``learn_probe=6, probe_steps=20`` (278-289 s): VPLinear d = 16 found the same winner, but on
-            EDM d = 8 the probe cut dpmpp_3m (0.593 after 20 iterations; 0.480 after 100), and the winner
-            was unipc_bh1_3 (held-back 0.547 instead of 0.480, fresh 0.539 instead of 0.550). On the
-            benchmark's six problems (``max_seconds=600``, benchmarks/results/tune_vs_kdiffusion_probe.md)
-            it did worse than the same run without probes: fresh-batch ratio to the best k-diffusion sampler
-            <= 0.5 on 3 of 6 instead of 4 (mean 0.493 vs 0.450). So off by default (``learn_probe=0``).
-        learn_steps, learning_rate, patience: :func:`optimize_grid`'s ``steps``,
-            ``learning_rate`` and ``patience``. The rate 0.05 (optimize_grid's default is 0.02)
-            measured better with batches of 512: fresh RMSE 0.186 vs 0.275 (VE d = 8), and
-            0.319 vs 0.355 with 256; with 128 neither helped on EDM d = 16.
-        t_start, t_end: the sampling range (process defaults).
-        rtol: tolerance of the reference solves (default ``1e-10`` in float64, ``1e-6`` in float32).
-        max_seconds: stop trying new candidates after this many seconds (``None``: no limit). With
-            512-draw batches at d = 2-16 on one CPU core, 300 s cuts the scan short; with 600 s every
-            run of benchmarks/tune_vs_kdiffusion.py ended by itself (patience or ``learn_steps``) after
-            199-447 s, with the same winners as at 300 s on 5 of 6 problems
-            (benchmarks/results/tune_vs_kdiffusion_600s.md).
-        learn_share: with ``max_seconds`` and ``learn_top > 0``, the share of ``max_seconds``
-            kept for the learned grids: the fixed-grid scan stops at ``(1 - learn_share) *
-            max_seconds`` (solvers in :data:`SCAN_PRIORITY` order first). Learned grids are where
-            most of the gain is (benchmarks/results/tune_vs_kdiffusion.md); without the reserve a
-            slow or shared machine spent the whole budget on the scan and learned no grid. The
-            learned grids then run best solver first, each with all the time left (so the best
-            one gets its ``learn_steps``; the others what remains): with 512 samples, d = 8, on a
-            shared core, the scan took 133 s (149 runs, mostly compilation) and each learned
-            grid's first iteration 45 s, so splitting 40 % of 240 s three ways left each grid a
-            single iteration.
-        error_grids: also try grids placed by the model's measured local error
-            (:func:`~jaxode_diffusion.tuning.error_grids.error_grid_candidates`: GITS-style least-total-error paths
-            and their equidistribution, from a teacher trajectory of calibration draws) for the
-            ``max(1, learn_top)`` best solvers of the scan, at each one's step count; they are scored on the
-            held-back batch with the named grids (rows ``error``, ``error:r2``, ``error-proxy:r2``,
-            ``equidistributed``, with their ``ts``), and a learned grid starts from its solver's best grid
-            of all. Off by default: measured on mixtures the benchmark does not use (15 solvers, batches of
-            512, no time limit, NFE 10, RMSE on a fresh batch of 1024, off -> on), it changed the winner on
-            one of four: VPLinear d = 16, deis_ab3's equidistributed grid 0.234 vs its best named 0.263 on
-            the held-back batch, learned from it 0.208 (from the named grid 0.204), fresh 0.497 -> 0.479; on
-            a user VP schedule with cubic log-SNR (d = 8), EDM d = 8 and VE d = 16 every error grid was
-            1.3x-70x worse than the best named grid of its solver on the held-back batch, so nothing changed
-            but the time: one teacher solve, and an 820-step cost matrix per solver and per proxy solver
-            (shared between solvers), about 45 CPU-s for three solvers at d = 16 with 128 pilot draws (28
-            for the first), taken from the learned grids' share of ``max_seconds``. On the benchmark's six
-            unseen problems (benchmarks/results/tune_vs_kdiffusion.md, run with it on; ``max_seconds=300``)
-            the held-back ratio to the best k-diffusion sampler went 0.343 -> 0.119 on VPCosine d = 2
-            (unipc_bh2_2's ``error`` grid 0.149 vs ``log_snr`` 0.161, learned from it 0.025 vs 0.073; fresh
-            0.428 -> 0.281), 0.594 -> 0.628 on the user VP d = 16 (the winner's grid, learned third, got the
-            time left: 10 iterations instead of 65), 0.096 -> 0.117 on RectifiedFlow d = 2 (another solver
-            set reached the learned phase), and stayed the same on the other three.
-        error_grid_pilot: how many calibration draws (the first ones) build the error grids.
+        heldout_x_init: the held-back batch that scores every candidate (default: drawn with
+            ``key or PRNGKey(1)``); must differ from the calibration batch.
+        solvers, grids: what to scan (default: every registered solver plus ``form_tableaux``).
+        learn_top: how many of the best distinct solvers learn a grid (0: none).
+        learn_probe, probe_steps: with ``learn_probe > learn_top``, that many solvers first learn for
+            ``probe_steps`` iterations and the ``learn_top`` best continue (successive halving).
+        learn_steps, learning_rate, patience: :func:`optimize_grid`'s steps, learning_rate, patience.
+        t_start, t_end, rtol: the range (process defaults) and the reference solves' tolerance.
+        max_seconds: time limit (``None``: none); the scan stops at ``(1 - learn_share)`` of it (solvers
+            in :data:`SCAN_PRIORITY` order first), leaving the rest to the learned grids, best first.
+        error_grids, error_grid_pilot: also score the error grids of the ``max(1, learn_top)`` best
+            solvers, built from the first ``error_grid_pilot`` calibration draws.
         progress: show a tqdm progress bar.
 
     Returns:
-        :class:`TunedSampler`.
+        :class:`TunedSampler` (its held-back error chose it, so that error is optimistic).
 
     Raises:
         ValueError: a bad budget or batch, a held-back batch equal to the calibration batch, an
@@ -424,23 +327,99 @@ def tune(
 
     Example:
         >>> import jax
-        >>> from jaxode_diffusion import GaussianMixture, VPLinear, sample
+        >>> from jaxode_diffusion import GaussianMixture, VPLinear
         >>> gm, vp = GaussianMixture.ring(4), VPLinear()
-        >>> sf = gm.score_fn(vp)
         >>> x_cal = vp.prior_sample(jax.random.PRNGKey(0), (32, 2))
-        >>> t = tune(sf, vp, x_cal, nfe=6, solvers=["ddim", "dpmpp_2m"], learn_top=0, progress=False)
-        >>> x = sample(sf, vp, x_cal, solver=t.solver, grid=t.ts, num_steps=None)
+        >>> t = tune(gm.score_fn(vp), vp, x_cal, nfe=6, solvers=["ddim", "dpmpp_2m"], learn_top=0,
+        ...          progress=False)
         >>> t.nfe <= 6
         True
     """
     from tqdm.auto import tqdm
 
-    from jaxode_diffusion.sampling.core import get_solver, make_times
-
     t0 = time.time()
+    nfe = _check_tune_args(nfe, learn_top, learn_probe, probe_steps, learn_share, error_grid_pilot)
+    batches = _prepare_batches(process, calib_x_init, heldout_x_init, key, t_start, t_end)
+    grids, resolved = _resolve_candidates(process, batches, grids, solvers, form_tableaux)
+    problem = _Problem.build(score_fn, process, batches, rtol)
+    plan = _LearnPlan(top=learn_top, pool=max(learn_top, learn_probe) if learn_top else 0,
+                      probe_steps=probe_steps, steps=learn_steps, learning_rate=learning_rate,
+                      patience=patience)
+    clock = _Clock(t0, max_seconds, None if max_seconds is None
+                   else max_seconds * (1.0 - (learn_share if learn_top else 0.0)))
+    bar = tqdm(total=len(resolved) * len(grids) + plan.pool, desc=f"tune NFE {nfe}", disable=not progress,
+               leave=False)
+    candidates: list[dict] = []
+    for spec, solver in resolved:
+        candidates += _scan_solver(spec, solver, nfe, grids, problem, clock, bar)
+    ranked = _ranked(candidates)
+    if error_grids:
+        candidates += _error_grid_rows(score_fn, process, batches.x_cal, ranked, max(1, learn_top),
+                                       error_grid_pilot, batches.t_start, batches.t_end, batches.dt,
+                                       evaluate_ts=problem.score, out_of_time=clock.out_of_time)
+        ranked = _ranked(candidates)
+    candidates += _learned_rows(ranked, plan, problem, clock, bar)
+    bar.close()
+    return _select_winner(candidates, nfe, process, batches, t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps of tune(): validate, prepare, scan, learn, select.
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Batches:
+    """The calibration and held-back initial states, their dtype and the sampling range."""
+
+    x_cal: jax.Array
+    x_held: jax.Array
+    dt: object
+    t_start: float
+    t_end: float
+
+
+@dataclass(frozen=True)
+class _LearnPlan:
+    """How many solvers learn a grid (``pool``; ``top`` of them to the end) and with what settings."""
+
+    top: int
+    pool: int
+    probe_steps: int
+    steps: int
+    learning_rate: float
+    patience: int
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """The time limits of a run: all of it (``max_seconds``) and the fixed-grid scan's share."""
+
+    t0: float
+    max_seconds: float | None
+    scan_seconds: float | None
+
+    def out_of_time(self) -> bool:
+        return self.max_seconds is not None and time.time() - self.t0 > self.max_seconds
+
+    def scan_out_of_time(self) -> bool:
+        return self.scan_seconds is not None and time.time() - self.t0 > self.scan_seconds
+
+    def left(self) -> float | None:
+        return None if self.max_seconds is None else max(0.0, self.max_seconds - (time.time() - self.t0))
+
+
+@dataclass(frozen=True)
+class _FirstRun:
+    """A solver's run on the first grid at the largest step count whose NFE fits the budget."""
+
+    num_steps: int
+    ts: jax.Array
+    error: float
+    nfe: int
+
+
+def _check_tune_args(nfe, learn_top, learn_probe, probe_steps, learn_share, pilot) -> int:
     if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
         raise ValueError(f"nfe={nfe!r}: the budget must be a positive integer number of score evaluations.")
-    nfe = int(nfe)
     if int(learn_top) != learn_top or learn_top < 0:
         raise ValueError(f"learn_top={learn_top!r} must be an integer >= 0.")
     if int(learn_probe) != learn_probe or learn_probe < 0:
@@ -451,10 +430,13 @@ def tune(
     if not 0.0 <= learn_share < 1.0:
         raise ValueError(f"learn_share={learn_share!r} must lie in [0, 1): the share of max_seconds kept for "
                          "learned grids (0.5 is the default).")
-    pilot = error_grid_pilot
     if isinstance(pilot, bool) or int(pilot) != pilot or pilot < 2:
         raise ValueError(f"error_grid_pilot={pilot!r} must be an integer >= 2 (draws of the calibration "
                          "batch the error grids are built from; 128 is the default).")
+    return int(nfe)
+
+
+def _prepare_batches(process, calib_x_init, heldout_x_init, key, t_start, t_end) -> _Batches:
     x_cal = jnp.asarray(calib_x_init)
     if x_cal.ndim < 2 or x_cal.shape[0] < 2 or not jnp.issubdtype(x_cal.dtype, jnp.floating):
         raise ValueError(f"calib_x_init must be a float batch (B >= 2, *event_shape); got {x_cal.shape} "
@@ -472,147 +454,176 @@ def tune(
                          "they must match.")
     if x_held.shape == x_cal.shape and bool(jnp.all(x_held == x_cal)):
         raise ValueError("heldout_x_init equals calib_x_init; pass a separate held-back batch.")
+    return _Batches(x_cal, x_held, dt, t_start, t_end)
+
+
+def _resolve_candidates(process, b: _Batches, grids, solvers, form_tableaux):
+    """``(grids, [(spec, solver)])``: the named grids checked and the solver specs resolved (a
+    ``ValueError`` names an unknown grid or solver)."""
+    from jaxode_diffusion.sampling.core import get_solver, make_times
+
     grids = tuple(grids)
     for g in grids:
-        make_times(process, num_steps=2, t_start=t_start, t_end=t_end, grid=g)  # names the bad grid
+        make_times(process, num_steps=2, t_start=b.t_start, t_end=b.t_end, grid=g)  # names the bad grid
     specs = list(solvers) if solvers is not None else _default_solvers(form_tableaux)
     resolved = []
     for s in specs:
         resolved.append((s, get_solver(s)))  # ValueError names an unknown solver
+    return grids, resolved
 
-    tol = rtol if rtol is not None else (1e-10 if dt == jnp.float64 else 1e-6)
-    ref_cal = reference_solve(score_fn, process, x_cal, t_start=t_start, t_end=t_end, rtol=tol, atol=tol)
-    ref_held = reference_solve(score_fn, process, x_held, t_start=t_start, t_end=t_end, rtol=tol, atol=tol)
 
-    candidates: list[dict] = []
-    n_learned = max(learn_top, learn_probe) if learn_top else 0
-    bar = tqdm(total=len(resolved) * len(grids) + n_learned, desc=f"tune NFE {nfe}", disable=not progress,
-               leave=False)
+@dataclass(frozen=True)
+class _Problem:
+    """The model, the batches and their tight reference solves: what every candidate is scored on."""
 
-    def out_of_time() -> bool:
-        return max_seconds is not None and time.time() - t0 > max_seconds
+    score_fn: Any
+    process: ForwardProcess
+    b: _Batches
+    ref_cal: jax.Array
+    ref_held: jax.Array
 
-    scan_seconds = None if max_seconds is None else max_seconds * (1.0 - (learn_share if learn_top else 0.0))
+    @classmethod
+    def build(cls, score_fn, process, b: _Batches, rtol) -> _Problem:
+        tol = rtol if rtol is not None else (1e-10 if b.dt == jnp.float64 else 1e-6)
+        span = dict(t_start=b.t_start, t_end=b.t_end, rtol=tol, atol=tol)
+        ref_cal = reference_solve(score_fn, process, b.x_cal, **span)
+        ref_held = reference_solve(score_fn, process, b.x_held, **span)
+        return cls(score_fn, process, b, ref_cal, ref_held)
 
-    def scan_out_of_time() -> bool:
-        return scan_seconds is not None and time.time() - t0 > scan_seconds
+    def score(self, solver, ts) -> tuple[float, int]:
+        """``(held-back RMSE, nfe)`` of ``solver`` on the times ``ts``."""
+        x, used = _run(self.score_fn, self.process, self.b.x_held, jnp.asarray(ts, self.b.dt), solver)
+        return float(rmse(x, self.ref_held)), used
 
-    def _score(solver, ts):
-        x, used = _run(score_fn, process, x_held, jnp.asarray(ts, dt), solver)
-        return float(rmse(x, ref_held)), used
+    def evaluate(self, solver, n, grid):
+        """``(ts, held-back RMSE, nfe)`` of ``solver`` on the named ``grid`` with ``n`` steps."""
+        from jaxode_diffusion.sampling.core import make_times
 
-    def evaluate(spec, solver, n, g):
-        ts = make_times(process, num_steps=n, t_start=t_start, t_end=t_end, grid=g).astype(dt)
-        err, used = _score(solver, ts)
+        ts = make_times(self.process, num_steps=n, t_start=self.b.t_start, t_end=self.b.t_end, grid=grid)
+        ts = ts.astype(self.b.dt)
+        err, used = self.score(solver, ts)
         return ts, err, used
 
-    for spec, solver in resolved:
-        # Largest n with NFE(n) <= budget: start from budget / stages, correct by the actual count.
-        stages = max(1, len(getattr(solver, "stage_fractions", (0,))))
-        n = max(1, nfe // stages)
-        first = None
-        while n >= 1:
-            if scan_out_of_time():
-                break
-            ts, err, used = evaluate(spec, solver, n, grids[0])
-            per_step = used / n
-            if used > nfe:
-                n -= 1
-                continue
-            if used + per_step <= nfe and first is None:
-                # The stage count underestimated the budget (e.g. multistep: 1 per step).
-                n_try = n + int((nfe - used) // max(per_step, 1e-9))
-                ts2, err2, used2 = evaluate(spec, solver, n_try, grids[0]) if n_try > n else (ts, err, used)
-                if used2 <= nfe:
-                    n, ts, err, used = n_try, ts2, err2, used2
-            first = (n, ts, err, used)
-            break
-        if first is None:
-            status = ("skipped: out of time" if scan_out_of_time()
-                      else f"skipped: one step needs more than {nfe} NFE")
-            for g in grids:
-                candidates.append(dict(solver=spec, grid=g, num_steps=None, nfe=None,
-                                       heldout_error=float("nan"),
-                                       status=status))
-            bar.update(len(grids))
+    def learn(self, c: dict, init, steps: int, plan: _LearnPlan, clock: _Clock):
+        """:func:`optimize_grid` for candidate ``c`` from the grid ``init``, fitted on the calibration
+        batch and selected on the held-back one, within the time left."""
+        return optimize_grid(self.score_fn, self.process, self.b.x_cal, solver=c["solver"],
+                             num_steps=c["num_steps"], init_grid=init, reference=self.ref_cal, steps=steps,
+                             learning_rate=plan.learning_rate, patience=plan.patience,
+                             selection_x_init=self.b.x_held, selection_reference=self.ref_held,
+                             validate=False, max_seconds=clock.left())
+
+
+def _fit_budget(solver, nfe: int, grid: str, problem: _Problem, clock: _Clock) -> _FirstRun | None:
+    """The run at the largest step count whose NFE fits ``nfe``, or ``None`` (out of scan time, or
+    one step is over budget)."""
+    # Start from budget / stages and correct by the actual count.
+    stages = max(1, len(getattr(solver, "stage_fractions", (0,))))
+    n = max(1, nfe // stages)
+    while n >= 1:
+        if clock.scan_out_of_time():
+            return None
+        ts, err, used = problem.evaluate(solver, n, grid)
+        per_step = used / n
+        if used > nfe:
+            n -= 1
             continue
-        n, ts, err, used = first
-        rows = [(grids[0], ts, err)]
-        bar.update(1)
-        for g in grids[1:]:
-            if scan_out_of_time():
-                candidates.append(dict(solver=spec, grid=g, num_steps=n, nfe=used, heldout_error=float("nan"),
-                                       status="skipped: out of time"))
-            else:
-                ts_g, err_g, _ = evaluate(spec, solver, n, g)
-                rows.append((g, ts_g, err_g))
-            bar.update(1)
-        for g, ts_g, err_g in rows:
-            candidates.append(dict(solver=spec, grid=g, num_steps=n, nfe=used, heldout_error=err_g,
-                                   status="ok" if math.isfinite(err_g) else "non-finite samples",
-                                   ts=np.asarray(ts_g, np.float64)))
-        bar.set_postfix_str(f"{spec}: {min(r[2] for r in rows):.3g}")
+        if used + per_step <= nfe:
+            # The stage count underestimated the budget (e.g. multistep: 1 per step).
+            n_try = n + int((nfe - used) // max(per_step, 1e-9))
+            ts2, err2, used2 = problem.evaluate(solver, n_try, grid) if n_try > n else (ts, err, used)
+            if used2 <= nfe:
+                n, ts, err, used = n_try, ts2, err2, used2
+        return _FirstRun(n, ts, err, used)
+    return None
 
-    def finite(c):
-        return isinstance(c["heldout_error"], float) and math.isfinite(c["heldout_error"])
 
-    ranked = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
-    if error_grids:
-        candidates += _error_grid_rows(score_fn, process, x_cal, ranked, max(1, learn_top), error_grid_pilot,
-                                       t_start, t_end, dt, evaluate_ts=_score,
-                                       out_of_time=out_of_time)
-        ranked = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
-    # Learned grids for the best few distinct solvers, each from its best grid (named or error grid).
-    # With learn_probe > learn_top: every one of the learn_probe best solvers first gets probe_steps
-    # iterations, then the learn_top best of them (by held-back error) continue from their best iterate
-    # (the solver that learns best is often not the best on fixed grids).
-    pool = _best_per_solver(ranked, n_learned)
-    probing = len(pool) > learn_top
-
-    def learn(c, init, steps):
-        left = None if max_seconds is None else max(0.0, max_seconds - (time.time() - t0))
-        return optimize_grid(score_fn, process, x_cal, solver=c["solver"], num_steps=c["num_steps"],
-                             init_grid=init, reference=ref_cal, steps=steps, learning_rate=learning_rate,
-                             patience=patience, selection_x_init=x_held, selection_reference=ref_held,
-                             validate=False, max_seconds=left)
-
-    runs = []  # (candidate, [optimize_grid results, in order])
-    for c in pool:
-        # Best solver first, with all the time left (it stops earlier by patience or learn_steps and
-        # leaves the rest to the next): the learned grid of the best fixed-grid solver usually wins,
-        # and a gradient's compilation alone can take tens of seconds on one core, so an equal split
-        # left every grid one or two iterations. At least one iteration always runs.
-        if out_of_time():
-            candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
-                                   nfe=c["nfe"], heldout_error=float("nan"), status="skipped: out of time"))
+def _scan_solver(spec, solver, nfe: int, grids, problem: _Problem, clock: _Clock, bar) -> list[dict]:
+    """One solver on every named grid at its largest step count within budget: its candidate rows."""
+    first = _fit_budget(solver, nfe, grids[0], problem, clock)
+    if first is None:
+        status = ("skipped: out of time" if clock.scan_out_of_time()
+                  else f"skipped: one step needs more than {nfe} NFE")
+        bar.update(len(grids))
+        return [dict(solver=spec, grid=g, num_steps=None, nfe=None, heldout_error=float("nan"), status=status)
+                for g in grids]
+    n, used = first.num_steps, first.nfe
+    out, runs = [], [(grids[0], first.ts, first.error)]
+    bar.update(1)
+    for g in grids[1:]:
+        if clock.scan_out_of_time():
+            out.append(dict(solver=spec, grid=g, num_steps=n, nfe=used, heldout_error=float("nan"),
+                            status="skipped: out of time"))
         else:
-            og = learn(c, c["ts"], min(probe_steps, learn_steps) if probing else learn_steps)
+            ts_g, err_g, _ = problem.evaluate(solver, n, g)
+            runs.append((g, ts_g, err_g))
+        bar.update(1)
+    for g, ts_g, err_g in runs:
+        out.append(dict(solver=spec, grid=g, num_steps=n, nfe=used, heldout_error=err_g,
+                        status="ok" if math.isfinite(err_g) else "non-finite samples",
+                        ts=np.asarray(ts_g, np.float64)))
+    bar.set_postfix_str(f"{spec}: {min(r[2] for r in runs):.3g}")
+    return out
+
+
+def _finite(c: dict) -> bool:
+    return isinstance(c["heldout_error"], float) and math.isfinite(c["heldout_error"])
+
+
+def _ranked(candidates) -> list[dict]:
+    """The candidates with a finite held-back error, best first."""
+    return sorted([c for c in candidates if _finite(c)], key=lambda c: c["heldout_error"])
+
+
+def _learned_rows(ranked, plan: _LearnPlan, problem: _Problem, clock: _Clock, bar) -> list[dict]:
+    """Learned grids for the best few distinct solvers, each from its best grid (named or error grid).
+
+    Best solver first, with all the time left (it stops earlier by patience or ``steps`` and leaves
+    the rest to the next; at least one iteration always runs). With ``pool > top`` every solver of
+    the pool first gets ``probe_steps`` iterations, then the ``top`` best of them (held-back error)
+    continue from their best iterate: the solver that learns best is often not the best on fixed
+    grids.
+    """
+    pool = _best_per_solver(ranked, plan.pool)
+    probing = len(pool) > plan.top
+    rows, runs = [], []  # runs: (candidate, [optimize_grid results, in order])
+    for c in pool:
+        if clock.out_of_time():
+            rows.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
+                             nfe=c["nfe"], heldout_error=float("nan"), status="skipped: out of time"))
+        else:
+            og = problem.learn(c, c["ts"], min(plan.probe_steps, plan.steps) if probing else plan.steps, plan,
+                               clock)
             runs.append((c, [og]))
             bar.set_postfix_str(f"learned {c['solver']}: {og.initial_selection_error:.3g} -> "
                                 f"{og.selection_error:.3g}")
         bar.update(1)
-    if probing:  # the learn_top best probes continue (those that stopped by patience are done)
-        for c, ogs in sorted(runs, key=lambda r: r[1][-1].selection_error)[:learn_top]:
+    if probing:  # the best probes continue (those that stopped by patience are done)
+        for c, ogs in sorted(runs, key=lambda r: r[1][-1].selection_error)[:plan.top]:
             og = ogs[-1]
-            more = learn_steps - og.iterations
-            if more > 0 and og.iterations == probe_steps and og.nonfinite_iteration is None and not out_of_time():
-                ogs.append(learn(c, og.ts, more))
+            more = plan.steps - og.iterations
+            if more > 0 and og.iterations == plan.probe_steps and og.nonfinite_iteration is None \
+                    and not clock.out_of_time():
+                ogs.append(problem.learn(c, og.ts, more, plan, clock))
     for c, ogs in runs:
         first, last = ogs[0], ogs[-1]
         improved = last.selection_error < first.initial_selection_error
-        candidates.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
-                               nfe=c["nfe"], heldout_error=float(last.selection_error),
-                               status="ok" if improved else "ok (no iterate beat the start: start kept)",
-                               start_heldout_error=float(first.initial_selection_error),
-                               iterations=sum(o.iterations for o in ogs), ts=np.asarray(last.ts, np.float64)))
-    bar.close()
+        rows.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
+                         nfe=c["nfe"], heldout_error=float(last.selection_error),
+                         status="ok" if improved else "ok (no iterate beat the start: start kept)",
+                         start_heldout_error=float(first.initial_selection_error),
+                         iterations=sum(o.iterations for o in ogs), ts=np.asarray(last.ts, np.float64)))
+    return rows
 
-    ok = sorted([c for c in candidates if finite(c)], key=lambda c: c["heldout_error"])
+
+def _select_winner(candidates, nfe: int, process, b: _Batches, t0: float) -> TunedSampler:
+    """The candidate with the lowest held-back error, with every candidate as its record."""
+    ok = _ranked(candidates)
     if not ok:
         raise ValueError(f"nfe={nfe}: no candidate fits the budget with finite samples "
                          f"({len(candidates)} tried); raise nfe or check the score function.")
     best = ok[0]
-    rest = [c for c in candidates if not finite(c)]
+    rest = [c for c in candidates if not _finite(c)]
     # Named grids are reproducible from (grid, num_steps); learned and error grids keep their times
     # (a list, JSON-able) so that any such candidate, not only the winner, can be re-used or re-checked.
     table = [{k: ([float(t) for t in v] if k == "ts" else v) for k, v in c.items()
@@ -627,7 +638,7 @@ def tune(
         nfe_budget=nfe,
         process=process_spec(process),
         candidates=table,
-        calibration_size=int(x_cal.shape[0]),
-        heldout_size=int(x_held.shape[0]),
+        calibration_size=int(b.x_cal.shape[0]),
+        heldout_size=int(b.x_held.shape[0]),
         seconds=time.time() - t0,
     )
