@@ -103,24 +103,6 @@ def test_study_only_dimension_raises_saturated_step_counts(tmp_path):
     assert "(raised from 4)" in report and "Sections run: dimension" in report
 
 
-def test_study_cli_only_dims_tv_samples(tmp_path, monkeypatch):
-    """The CLI flags reach the config and the command recorded in the report."""
-    import jaxode_diffusion.cli.study as study_cli
-    from jaxode_diffusion.cli.app import main
-
-    seen = {}
-
-    def fake_run(cfg):
-        seen["cfg"] = cfg
-        return {"timings": {"total": 0.0}}
-
-    monkeypatch.setattr(study_cli, "run_study", fake_run)
-    rc = main(["study", "--only", "dimension", "--dims", "2,4,128", "--tv-samples", "300", "--out", str(tmp_path / "o")])
-    cfg = seen["cfg"]
-    assert rc == 0 and cfg.only == ("dimension",) and cfg.dims == (2, 4, 128) and cfg.tv_samples == 300
-    assert cfg.extras["command"].endswith("--only dimension --dims 2,4,128 --tv-samples 300")
-
-
 @pytest.mark.parametrize("kw, match", [
     (dict(only=("dimension", "nope")), "unknown section"),
     (dict(dims=(2, 0)), "dims="),
@@ -131,13 +113,6 @@ def test_study_config_bad_sections_and_sizes(kw, match):
 
     with pytest.raises(ValueError, match=match):
         make_config("quick", **kw)
-
-
-def test_study_cli_bad_dims_names_the_flag(tmp_path, capsys):
-    from jaxode_diffusion.cli.app import main
-
-    rc = main(["study", "--quick", "--only", "dimension", "--dims", "2,x", "--out", str(tmp_path / "o")])
-    assert rc == 2 and "--dims" in capsys.readouterr().err
 
 
 def test_dimension_verdict_follows_the_intervals():

@@ -1,8 +1,9 @@
-"""Training: DSM loss decreases, exact resume from checkpoints, clear errors, CLI end to end."""
+"""Training: DSM loss decreases, exact resume from checkpoints, clear errors.
+
+The train and sample subcommands end to end: tests/cli/test_train_sample.py."""
 
 import json
 import shutil
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,6 @@ import pytest
 from flax import nnx
 
 from jaxode_diffusion.analysis.score_errors import score_error
-from jaxode_diffusion.cli.models import main as cli_main
 from jaxode_diffusion.models import as_score_fn, build_model
 from jaxode_diffusion.models.mixture import GaussianMixture
 from jaxode_diffusion.processes import VPLinear
@@ -154,69 +154,3 @@ def test_npy_normalisation_round_trip(tmp_path):
     dsi = load_npy(tmp_path / "im.npy")
     assert dsi.kind == "image" and dsi.train.shape[1:] == (8, 8, 1)
     assert dsi.train.min() >= -1 and dsi.train.max() <= 1
-
-
-def test_cli_train_and_sample_end_to_end(tmp_path, capsys):
-    out = tmp_path / "moons"
-    argv = [
-        "train",
-        "--data",
-        "two_moons",
-        "--steps",
-        "30",
-        "--out",
-        str(out),
-        "--batch-size",
-        "64",
-        "--eval-every",
-        "15",
-        "--ckpt-every",
-        "15",
-        "--lr",
-        "2e-3",
-    ]
-    assert cli_main(argv) == 0
-    assert (out / "config.json").exists() and latest_step(out) == 30
-    npy = tmp_path / "s.npy"
-    assert (
-        cli_main(
-            [
-                "sample",
-                "--checkpoint",
-                str(out),
-                "--solver",
-                "x0-lambda:rk4",
-                "--steps",
-                "3",
-                "--num-samples",
-                "50",
-                "--out",
-                str(npy),
-                "--grid",
-                "log_snr",
-            ]
-        )
-        == 0
-    )
-    x = np.load(npy)
-    assert x.shape == (50, 2) and np.isfinite(x).all()
-    assert Path(str(npy).replace(".npy", ".png")).stat().st_size > 0
-    assert (
-        cli_main(
-            [
-                "sample",
-                "--checkpoint",
-                str(tmp_path / "none"),
-                "--solver",
-                "rk4",
-                "--steps",
-                "2",
-                "--num-samples",
-                "4",
-                "--out",
-                str(npy),
-            ]
-        )
-        == 2
-    )
-    assert "does not exist" in capsys.readouterr().err
