@@ -44,3 +44,10 @@ def order_problem(d, *, batch=16, x_seed=1, process=None):
     gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
     x0 = gm.sample_marginal(jax.random.PRNGKey(x_seed), batch, process, 1.0)
     return gm, gm.score_fn(process), process, x0
+
+
+def one_line_cli_error(capsys) -> str:
+    """The CLI's error as printed: one ``jaxode-diffusion: error: ...`` line on stderr, no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxode-diffusion: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
