@@ -1,7 +1,7 @@
 """The end-to-end study behind ``jaxode-diffusion study``: both terms of the bound, measured.
 
-Sections (each a function returning a JSON-able dict; :mod:`jaxode_diffusion.study.report` writes
-the report):
+Sections (each a function returning a typed result whose ``to_dict()`` is its entry of
+``metrics.json``; :mod:`jaxode_diffusion.study.report` writes the report from that file's dict):
 
 1. ``discretisation``: exact-density TV (change of variables through the sampler) against
    ``H_max`` for orders ``p = 1..4`` (euler, heun, kutta3, rk4) in the plain ``x-t`` form and
@@ -26,7 +26,6 @@ Everything runs in float64 (``jax_enable_x64``) except the learned model (float3
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
+
+from jaxode_diffusion.utils.outputs import dumps_json
 
 __all__ = ["StudyConfig", "run_study", "PRESETS", "SECTIONS"]
 
@@ -72,7 +73,7 @@ class StudyConfig:
     dim_tv_high: float = 0.4
     # Section 1: each (form, order) family doubles its step count from step_counts until its local
     # slopes settle, up to max_steps; TV at or below tv_floor is round-off, not discretisation
-    # (float64: x-t:rk4 on VP keeps local slopes 4.000 +- 0.003 down to TV = 5e-13 at N = 4096).
+    # (the float64 measurement behind 1e-12: benchmarks/README.md).
     max_steps: int = 1024
     tv_floor: float = 1e-12
     # Section 1 samples (the same draws for every run); 0: tv_samples.
@@ -101,17 +102,140 @@ class StudyConfig:
 
 
 PRESETS = {
-    # about 2.5 minutes on 2 idle CPU cores (151 s measured, 2026-12-01)
+    # about 2.5 minutes on 2 idle CPU cores (measured: benchmarks/README.md)
     "quick": dict(step_counts=(4, 8, 16), tv_samples=1000, eps_values=(0.01, 0.03, 0.1), dims=(2, 4, 8, 16),
                   dim_orders=(2, 4), adv_steps=4, adv_samples=256, max_steps=512, order_samples=500,
                   train_steps=600, regularity_times=5, regularity_batch=8, floor_steps=16),
-    # the default: 930 CPU-s, 1245 s wall on a shared 2-core CPU (2026-12-01)
+    # the default: about 20 minutes on a shared 2-core CPU
     "default": {},
     # sized for a GPU
     "full": dict(step_counts=(4, 8, 16, 32, 64, 128), tv_samples=50_000, eps_values=(0.003, 0.01, 0.03, 0.1),
                  dims=(2, 4, 8, 16, 32, 64, 128), train_steps=20_000, regularity_times=20, regularity_batch=256,
                  floor_steps=64, adv_steps=40, adv_samples=4096),
 }
+
+
+class _Metrics:
+    """Base of the sections' results: :meth:`to_dict` is the section as ``metrics.json`` holds it
+    (fields in order, values as they are; a field with ``metadata={"metrics": False}`` is left out)."""
+
+    def to_dict(self) -> dict:
+        fields = dataclasses.fields(self)
+        return {f.name: getattr(self, f.name) for f in fields if f.metadata.get("metrics", True)}
+
+
+@dataclass
+class Discretisation(_Metrics):
+    """Section 1: a row per run, a fit per (form, order) family."""
+
+    rows: list
+    fits: list
+    dim: int
+    folds: int
+    samples: int
+    max_steps: int
+    tv_floor: float
+
+
+@dataclass
+class ScoreFloor(_Metrics):
+    """Section 2: TV against eps_score for smooth random (``rows``, ``fit``) and adversarial
+    (``adversarial``: rows, fit and ascent settings, or ``None``) perturbations."""
+
+    rows: list
+    exact_score_tv: dict
+    slope: float
+    fit: dict
+    adversarial: dict | None
+    solver: str
+    steps: int
+    dim: int
+    h_max: float
+
+
+@dataclass
+class Dimension(_Metrics):
+    """Section 3: (a) TV against d at fixed step counts (``all_rows``, ``fits``; ``rows``: those of
+    ``solver``), (b) the steps needed to reach ``tv_target`` (``needed``, ``need_fit``)."""
+
+    rows: list
+    all_rows: list
+    fits: list
+    slope: float
+    solver: str
+    steps: int
+    needed: list
+    need_fit: dict
+    need_order: int
+    tv_target: float
+    tv_samples: int
+    cost: list
+    family: str
+
+
+@dataclass
+class Bound(_Metrics):
+    """Section 4: the theorem's terms with fitted constants, one entry per family of runs."""
+
+    families: list
+
+
+@dataclass
+class Learned(_Metrics):
+    """Section 5: a trained model's score error and sampler TV; ``score_fn`` (float32 network in a
+    float64 sampler) serves the regularity section and is not part of the metrics."""
+
+    train_steps: int
+    train_seconds: float
+    eps_score_sq: float
+    eps_score_sq_weighted: float
+    zero_score_eps_sq: float
+    tv_learned: dict
+    tv_exact: dict
+    solver: str
+    steps: int
+    model_dir: str
+    score_fn: object = field(default=None, repr=False, metadata={"metrics": False})
+
+
+@dataclass
+class ScoreRegularity(_Metrics):
+    """Section 6, one score: its profile, figure and the bounded-or-not verdict."""
+
+    profile: dict
+    figure: str
+    checks: dict
+    bounded: bool
+
+
+@dataclass
+class StudyResults:
+    """Every section's result (``None``: not run), the timings and the machine.
+
+    :meth:`to_dict` is ``metrics.json``'s content (keys in the order the sections run).
+    """
+
+    config: dict
+    timings: dict = field(default_factory=dict)
+    discretisation: Discretisation | None = None
+    score_floor: ScoreFloor | None = None
+    dimension: Dimension | None = None
+    bound: Bound | None = None
+    learned: Learned | None = None
+    regularity: dict | None = None  # score name -> ScoreRegularity
+    machine: dict | None = None
+
+    def to_dict(self) -> dict:
+        out = {"config": self.config, "timings": self.timings}
+        for name in ("discretisation", "score_floor", "dimension", "bound", "learned"):
+            section = getattr(self, name)
+            if section is not None:
+                out[name] = section.to_dict()
+        if self.regularity is not None:
+            out["regularity"] = {k: v.to_dict() for k, v in self.regularity.items()}
+        if self.machine is not None:
+            out["machine"] = self.machine
+        return out
 
 
 #: The study's sections, in the order they run (``StudyConfig.only`` / ``study --only`` pick some).
@@ -221,7 +345,7 @@ def _family_runner(sf, process, target, cfg, rk, x_init, log_p0, cap, rows, row)
     return run
 
 
-def discretisation(cfg: StudyConfig, process, bar) -> dict:
+def discretisation(cfg: StudyConfig, process, bar) -> Discretisation:
     """Section 1: exact-density TV against the number of steps N for p = 1..4 in each form, on one
     fixed grid family (``cfg.grid``), with the order read off where the data say the asymptotic
     regime has started (:func:`~jaxode_diffusion.analysis.convergence.extend_until_asymptotic`): every
@@ -280,8 +404,8 @@ def discretisation(cfg: StudyConfig, process, bar) -> dict:
                              local_steps=list(est.local_steps), local_orders=list(est.local_orders),
                              local_stderr=list(est.local_stderr), status=list(est.status),
                              folds=int(sum(r["folds"] for r in fam))))
-    return {"rows": rows, "fits": fits, "dim": cfg.dim, "folds": int(sum(r["folds"] for r in rows)),
-            "samples": num, "max_steps": cap, "tv_floor": float(cfg.tv_floor)}
+    return Discretisation(rows=rows, fits=fits, dim=cfg.dim, folds=int(sum(r["folds"] for r in rows)),
+                          samples=num, max_steps=cap, tv_floor=float(cfg.tv_floor))
 
 
 def _runge_kutta_cls():
@@ -296,7 +420,7 @@ def _stages(tab):
     return tableaux.get(tab).num_stages
 
 
-def score_floor(cfg: StudyConfig, process, bar) -> dict:
+def score_floor(cfg: StudyConfig, process, bar) -> ScoreFloor:
     """Section 2: TV against eps_score for (i) smooth random perturbations of the exact score and
     (ii) an adversarial one: the same Fourier features (so the same derivative bounds per unit
     amplitude), amplitudes found by gradient ascent on the exact-density TV at the prescribed L2
@@ -330,10 +454,11 @@ def score_floor(cfg: StudyConfig, process, bar) -> dict:
                              [r["tv"]["stderr"] for r in ok])
 
     smooth_fit = fit(rows)
-    return {"rows": rows, "exact_score_tv": base, "slope": smooth_fit["slope"], "fit": smooth_fit,
-            "adversarial": {"rows": adv_rows, "fit": fit(adv_rows), "steps": cfg.adv_steps,
-                            "samples": cfg.adv_samples, "lr": cfg.adv_lr} if adv_rows else None,
-            "solver": cfg.floor_solver, "steps": cfg.floor_steps, "dim": cfg.dim}
+    adversarial = {"rows": adv_rows, "fit": fit(adv_rows), "steps": cfg.adv_steps,
+                   "samples": cfg.adv_samples, "lr": cfg.adv_lr} if adv_rows else None
+    return ScoreFloor(rows=rows, exact_score_tv=base, slope=smooth_fit["slope"], fit=smooth_fit,
+                      adversarial=adversarial, solver=cfg.floor_solver, steps=cfg.floor_steps, dim=cfg.dim,
+                      h_max=_h_max(process, cfg.floor_solver, cfg.floor_steps, cfg))
 
 
 def _adversarial(pert, target, process, cfg, key):
@@ -435,7 +560,7 @@ def _usable(r) -> bool:
     return 3 * r["tv"]["stderr"] < r["tv"]["value"] < 0.5
 
 
-def dimension(cfg: StudyConfig, process, bar) -> dict:
+def dimension(cfg: StudyConfig, process, bar) -> Dimension:
     """Section 3: (a) TV at a fixed step count (fixed H_max) against d for each order p, with the
     fitted exponent and its interval beside the bound's d^{p+1}; (b) the steps (and H_max) that
     ``dim_solver`` needs to reach TV = ``dim_tv_target`` against d, beside the bound's
@@ -444,27 +569,78 @@ def dimension(cfg: StudyConfig, process, bar) -> dict:
     too costly."""
     from jaxode_diffusion.sampling.core import get_solver
 
+    keys = _KeyChain(jax.random.PRNGKey(cfg.seed + 2))
+    runs = _dimension_fixed_steps(cfg, process, keys, bar)
+    fits = _dimension_fits(cfg, runs)
+    p_b = get_solver(cfg.dim_solver).order
+    need = []
+    for d in cfg.dims:
+        need.append(_steps_needed(cfg, process, d, runs.probes, keys))
+        bar.update(1)
+    okb = [r for r in need if r["reached"]]
+    fit_b = _fit_exponent([r["dim"] for r in okb], [r["h_lambda_needed"] for r in okb],
+                          [0.0 * r["h_lambda_needed"] for r in okb])
+    rows = runs.rows
+    main_fit = next((f for f in fits if f["solver"] == cfg.dim_solver), None)
+    main = [r for r in rows if r["solver"] == cfg.dim_solver and (main_fit is None or r["steps"] == main_fit["steps"])]
+    cost = [dict(dim=r["dim"], seconds=r["seconds"]) for r in main] or \
+        [dict(dim=r["dim"], seconds=r["seconds"]) for r in rows if r["order"] == cfg.dim_orders[-1]]
+    return Dimension(rows=main, all_rows=rows, fits=fits,
+                     slope=main_fit["slope"] if main_fit else float("nan"), solver=cfg.dim_solver,
+                     steps=main_fit["steps"] if main_fit else cfg.dim_steps, needed=need, need_fit=fit_b,
+                     need_order=int(p_b), tv_target=cfg.dim_tv_target, tv_samples=cfg.tv_samples, cost=cost,
+                     family="GaussianMixture.dimension_family(d, num_components=4, seed)")
+
+
+class _KeyChain:
+    """The section's PRNG key, split once per TV in the order the TVs run."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def next(self):
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+
+@dataclass
+class _FixedStepRuns:
+    """Section 3(a)'s runs: ``rows`` (one per order and d, at the order's final step count),
+    ``probes`` (every run, also those at step counts then raised), the step count per order and the
+    count it was raised from (``None``: not raised)."""
+
+    rows: list
+    probes: list
+    steps_used: dict
+    raised: dict
+
+
+def _dimension_probe(cfg, process, keys: _KeyChain, d, p, solver, n) -> dict:
+    """One exact-density TV of ``solver`` with ``n`` steps on the dimension family at ``d``."""
+    target = dimension_target(int(d), cfg.seed)
+    sub = keys.next()
+    s = time.time()
+    tv = _tv(target.score_fn(process), process, target, cfg, sub, solver, n)
+    return dict(dim=int(d), order=int(p), solver=solver, steps=n, tv=tv,
+                h_max=_h_max(process, solver, n, cfg), seconds=time.time() - s)
+
+
+def _dimension_fixed_steps(cfg, process, keys: _KeyChain, bar) -> _FixedStepRuns:
+    """Section 3(a): for each order, TV at every d with one step count (one H_max for every d)."""
     steps_by_order = dict(cfg.dim_steps_by_order)
-    key = jax.random.PRNGKey(cfg.seed + 2)
-    rows, probes = [], []  # probes: every run, also those at step counts (a) then raised
+    rows, probes = [], []
     steps_used, raised = {}, {}
     d_top = max(int(d) for d in cfg.dims)
     for p in cfg.dim_orders:
         solver = f"x-t:{ORDERS[p]}"
         n = int(steps_by_order[p])
 
-        def run(d, n):
-            nonlocal key
-            target = dimension_target(int(d), cfg.seed)
-            key, sub = jax.random.split(key)
-            s = time.time()
-            tv = _tv(target.score_fn(process), process, target, cfg, sub, solver, n)
-            probes.append(dict(dim=int(d), order=int(p), solver=solver, steps=n, tv=tv,
-                               h_max=_h_max(process, solver, n, cfg), seconds=time.time() - s))
+        def run(d, n, p=p, solver=solver):
+            probes.append(_dimension_probe(cfg, process, keys, d, p, solver, n))
             return probes[-1]
 
-        # The step count (one H_max for every d) is doubled from the preset's until TV at the
-        # largest d lies below dim_tv_high, so that the fit is not cut off by TV's saturation at 1.
+        # The step count is doubled from the preset's until TV at the largest d lies below
+        # dim_tv_high, so that the fit is not cut off by TV's saturation at 1.
         top = run(d_top, n)
         first_n = n
         while top["tv"]["value"] > cfg.dim_tv_high and 2 * n <= cfg.dim_max_steps:
@@ -474,66 +650,59 @@ def dimension(cfg: StudyConfig, process, bar) -> dict:
         for d in cfg.dims:
             rows.append(top if int(d) == d_top else run(d, n))
             bar.update(1)
+    return _FixedStepRuns(rows, probes, steps_used, raised)
+
+
+def _dimension_fits(cfg, runs: _FixedStepRuns) -> list[dict]:
+    """Section 3(a): the fitted exponent of TV ~ d^a per order, on its usable rows."""
     fits = []
     for p in cfg.dim_orders:
-        ok = [r for r in rows if r["order"] == p and _usable(r)]
+        ok = [r for r in runs.rows if r["order"] == p and _usable(r)]
         fit = _fit_exponent([r["dim"] for r in ok], [r["tv"]["value"] for r in ok], [r["tv"]["stderr"] for r in ok])
-        fits.append(dict(order=int(p), solver=f"x-t:{ORDERS[p]}", steps=int(steps_used[p]),
-                         steps_raised_from=raised[p], bound_exponent=p + 1,
-                         excluded=[r["dim"] for r in rows if r["order"] == p and not _usable(r)], **fit))
-    # (b) steps needed to reach the target TV, by doubling / halving from dim_steps.
-    p_b = get_solver(cfg.dim_solver).order
-    need = []
-    for d in cfg.dims:
-        target = dimension_target(int(d), cfg.seed)
-        sf = target.score_fn(process)
-        tried = {}
+        fits.append(dict(order=int(p), solver=f"x-t:{ORDERS[p]}", steps=int(runs.steps_used[p]),
+                         steps_raised_from=runs.raised[p], bound_exponent=p + 1,
+                         excluded=[r["dim"] for r in runs.rows if r["order"] == p and not _usable(r)], **fit))
+    return fits
 
-        def tv_at(n):
-            nonlocal key
-            if n not in tried:
-                reuse = [r for r in probes if r["dim"] == d and r["solver"] == cfg.dim_solver and r["steps"] == n]
-                if reuse:
-                    tried[n] = reuse[0]["tv"]
-                else:
-                    key, sub = jax.random.split(key)
-                    tried[n] = _tv(sf, process, target, cfg, sub, cfg.dim_solver, n)
-            return tried[n]["value"]
 
-        s = time.time()
-        n = int(cfg.dim_steps)
-        if tv_at(n) > cfg.dim_tv_target:
-            while tv_at(n) > cfg.dim_tv_target and 2 * n <= cfg.dim_max_steps:
-                n *= 2
-            lo_n, hi_n = n // 2, n
-        else:
-            while tv_at(n) <= cfg.dim_tv_target and n // 2 >= 1:
-                n //= 2
-            lo_n, hi_n = n, 2 * n
-        reached = lo_n in tried and hi_n in tried and tv_at(hi_n) <= cfg.dim_tv_target < tv_at(lo_n)
-        if reached:
-            # log-log interpolation of TV between the bracketing step counts
-            a, b = math.log(tv_at(lo_n)), math.log(max(tv_at(hi_n), 1e-300))
-            frac = (a - math.log(cfg.dim_tv_target)) / (a - b)
-            n_star = math.exp(math.log(lo_n) + frac * (math.log(hi_n) - math.log(lo_n)))
-        else:
-            n_star = float("nan")
-        lam0, lam1 = float(process.lam(process.default_t_start)), float(process.lam(cfg.t_end))
-        need.append(dict(dim=int(d), steps_needed=n_star, h_lambda_needed=abs(lam1 - lam0) / n_star,
-                         tried={str(k): v for k, v in sorted(tried.items())}, reached=bool(reached),
-                         seconds=time.time() - s))
-        bar.update(1)
-    okb = [r for r in need if r["reached"]]
-    fit_b = _fit_exponent([r["dim"] for r in okb], [r["h_lambda_needed"] for r in okb],
-                          [0.0 * r["h_lambda_needed"] for r in okb])
-    main_fit = next((f for f in fits if f["solver"] == cfg.dim_solver), None)
-    main = [r for r in rows if r["solver"] == cfg.dim_solver and (main_fit is None or r["steps"] == main_fit["steps"])]
-    cost = [dict(dim=r["dim"], seconds=r["seconds"]) for r in main] or \
-        [dict(dim=r["dim"], seconds=r["seconds"]) for r in rows if r["order"] == cfg.dim_orders[-1]]
-    return {"rows": main, "all_rows": rows, "fits": fits, "slope": main_fit["slope"] if main_fit else float("nan"),
-            "solver": cfg.dim_solver, "steps": main_fit["steps"] if main_fit else cfg.dim_steps, "needed": need, "need_fit": fit_b,
-            "need_order": int(p_b), "tv_target": cfg.dim_tv_target, "tv_samples": cfg.tv_samples,
-            "cost": cost, "family": "GaussianMixture.dimension_family(d, num_components=4, seed)"}
+def _steps_needed(cfg, process, d, probes, keys: _KeyChain) -> dict:
+    """Section 3(b) at one d: the steps ``dim_solver`` needs to reach TV = ``dim_tv_target``, by
+    doubling / halving from ``dim_steps`` (reusing (a)'s runs) and log-log interpolation."""
+    target = dimension_target(int(d), cfg.seed)
+    sf = target.score_fn(process)
+    tried = {}
+
+    def tv_at(n):
+        if n not in tried:
+            reuse = [r for r in probes if r["dim"] == d and r["solver"] == cfg.dim_solver and r["steps"] == n]
+            if reuse:
+                tried[n] = reuse[0]["tv"]
+            else:
+                tried[n] = _tv(sf, process, target, cfg, keys.next(), cfg.dim_solver, n)
+        return tried[n]["value"]
+
+    s = time.time()
+    n = int(cfg.dim_steps)
+    if tv_at(n) > cfg.dim_tv_target:
+        while tv_at(n) > cfg.dim_tv_target and 2 * n <= cfg.dim_max_steps:
+            n *= 2
+        lo_n, hi_n = n // 2, n
+    else:
+        while tv_at(n) <= cfg.dim_tv_target and n // 2 >= 1:
+            n //= 2
+        lo_n, hi_n = n, 2 * n
+    reached = lo_n in tried and hi_n in tried and tv_at(hi_n) <= cfg.dim_tv_target < tv_at(lo_n)
+    if reached:
+        # log-log interpolation of TV between the bracketing step counts
+        a, b = math.log(tv_at(lo_n)), math.log(max(tv_at(hi_n), 1e-300))
+        frac = (a - math.log(cfg.dim_tv_target)) / (a - b)
+        n_star = math.exp(math.log(lo_n) + frac * (math.log(hi_n) - math.log(lo_n)))
+    else:
+        n_star = float("nan")
+    lam0, lam1 = float(process.lam(process.default_t_start)), float(process.lam(cfg.t_end))
+    return dict(dim=int(d), steps_needed=n_star, h_lambda_needed=abs(lam1 - lam0) / n_star,
+                tried={str(k): v for k, v in sorted(tried.items())}, reached=bool(reached),
+                seconds=time.time() - s)
 
 
 def _bound_family(name: str, tv, terms, x: list, x_name: str) -> dict:
@@ -549,50 +718,41 @@ def _bound_family(name: str, tv, terms, x: list, x_name: str) -> dict:
                 x=x, x_name=x_name)
 
 
-def bound(disc: dict, floor: dict, dims: dict) -> dict:
+def bound(disc: Discretisation | None, floor: ScoreFloor | None, dims: Dimension | None) -> Bound:
     """Theorem terms from measured quantities beside measured TV; constants fitted (NNLS)."""
     from jaxode_diffusion.analysis.theory import bound_terms
+    from jaxode_diffusion.sampling.core import get_solver
 
-    out = {"families": []}
-    disc = disc or {"fits": [], "rows": []}
-    floor = floor or {"rows": []}
-    dims = dims or {"rows": []}
+    out = Bound(families=[])
     # Discretisation runs (exact score: eps = 0), one constant pair per (form, order).
-    for fit in disc["fits"]:
-        rs = [r for r in disc["rows"] if r["form"] == fit["form"] and r["order"] == fit["order"]
+    for fit in disc.fits if disc is not None else []:
+        rs = [r for r in disc.rows if r["form"] == fit["form"] and r["order"] == fit["order"]
               and 3 * r["tv"]["stderr"] < r["tv"]["value"] < 0.5]
         if len(rs) < 2:
             continue
-        terms = bound_terms(disc["dim"], 0.0, np.array([r["h_max"] for r in rs]), fit["order"])
+        terms = bound_terms(disc.dim, 0.0, np.array([r["h_max"] for r in rs]), fit["order"])
         tv = np.array([r["tv"]["value"] for r in rs])
-        out["families"].append(_bound_family(f"{fit['form']} p={fit['order']}", tv, terms,
-                                             [r["h_max"] for r in rs], "H_max"))
+        out.families.append(_bound_family(f"{fit['form']} p={fit['order']}", tv, terms,
+                                          [r["h_max"] for r in rs], "H_max"))
     # Score-error runs: both terms, discretisation at the floor solver's h_max.
-    rs = floor["rows"]
-    if len(rs) >= 2:
-        from jaxode_diffusion.sampling.core import get_solver
-
-        p = get_solver(floor["solver"]).order
-        eps = np.array([r["eps_score"] for r in rs])
-        h = floor.get("h_max", 0.1)
-        terms = bound_terms(floor["dim"], eps, np.full_like(eps, h), p)
-        tv = np.array([max(r["tv"]["value"], 1e-12) for r in rs])
-        out["families"].append(_bound_family(f"score error ({floor['solver']}, {floor['steps']} steps)", tv,
-                                             terms, eps.tolist(), "eps_score"))
-    rs = dims["rows"]
-    if len(rs) >= 2:
-        from jaxode_diffusion.sampling.core import get_solver
-
-        p = get_solver(dims["solver"]).order
-        d = np.array([r["dim"] for r in rs], float)
-        terms = bound_terms(d, 0.0, np.array([r["h_max"] for r in rs]), p)
-        tv = np.array([max(r["tv"]["value"], 1e-12) for r in rs])
-        out["families"].append(_bound_family(f"dimension ({dims['solver']}, {dims['steps']} steps)", tv, terms,
-                                             d.tolist(), "d"))
+    if floor is not None and len(floor.rows) >= 2:
+        p = get_solver(floor.solver).order
+        eps = np.array([r["eps_score"] for r in floor.rows])
+        terms = bound_terms(floor.dim, eps, np.full_like(eps, floor.h_max), p)
+        tv = np.array([max(r["tv"]["value"], 1e-12) for r in floor.rows])
+        out.families.append(_bound_family(f"score error ({floor.solver}, {floor.steps} steps)", tv,
+                                          terms, eps.tolist(), "eps_score"))
+    if dims is not None and len(dims.rows) >= 2:
+        p = get_solver(dims.solver).order
+        d = np.array([r["dim"] for r in dims.rows], float)
+        terms = bound_terms(d, 0.0, np.array([r["h_max"] for r in dims.rows]), p)
+        tv = np.array([max(r["tv"]["value"], 1e-12) for r in dims.rows])
+        out.families.append(_bound_family(f"dimension ({dims.solver}, {dims.steps} steps)", tv, terms,
+                                          d.tolist(), "d"))
     return out
 
 
-def learned(cfg: StudyConfig, process, out_dir: Path, bar) -> dict:
+def learned(cfg: StudyConfig, process, out_dir: Path, bar) -> Learned:
     from jaxode_diffusion.analysis.score_errors import score_error
     from jaxode_diffusion.training import TrainConfig, train
 
@@ -616,22 +776,23 @@ def learned(cfg: StudyConfig, process, out_dir: Path, bar) -> dict:
     tv_learned = _tv(f32_score, process, target, cfg, k2, cfg.learned_solver, cfg.learned_steps)
     tv_exact = _tv(target.score_fn(process), process, target, cfg, k3, cfg.learned_solver, cfg.learned_steps)
     bar.update(1)
-    return {
-        "train_steps": cfg.train_steps,
-        "train_seconds": train_s,
-        "eps_score_sq": float(err.value),
-        "eps_score_sq_weighted": float(err.weighted),
-        "zero_score_eps_sq": float(untrained.value),
-        "tv_learned": tv_learned,
-        "tv_exact": tv_exact,
-        "solver": cfg.learned_solver,
-        "steps": cfg.learned_steps,
-        "model_dir": str(out_dir / "model"),
-        "_score_fn": f32_score,
-    }
+    return Learned(
+        train_steps=cfg.train_steps,
+        train_seconds=train_s,
+        eps_score_sq=float(err.value),
+        eps_score_sq_weighted=float(err.weighted),
+        zero_score_eps_sq=float(untrained.value),
+        tv_learned=tv_learned,
+        tv_exact=tv_exact,
+        solver=cfg.learned_solver,
+        steps=cfg.learned_steps,
+        model_dir=str(out_dir / "model"),
+        score_fn=f32_score,
+    )
 
 
 def regularity_section(cfg: StudyConfig, process, out_dir: Path, learned_score, bar) -> dict:
+    """Section 6: a :class:`ScoreRegularity` per score (exact, and learned when given)."""
     from jaxode_diffusion.analysis.plotting import plot_profile
     from jaxode_diffusion.analysis.regularity import profile
 
@@ -646,7 +807,7 @@ def regularity_section(cfg: StudyConfig, process, out_dir: Path, learned_score, 
         prof = profile(sf, process, t_grid=t_grid, x_source=x0, key=jax.random.PRNGKey(cfg.seed + 5))
         png = out_dir / f"regularity_{name}.png"
         plot_profile(prof, png, title=f"{name} score: derivative norms")
-        out[name] = {"profile": prof.to_dict(), "figure": png.name, **_bounded_verdict(prof)}
+        out[name] = ScoreRegularity(profile=prof.to_dict(), figure=png.name, **_bounded_verdict(prof))
         bar.update(1)
     return out
 
@@ -670,54 +831,59 @@ def _bounded_verdict(prof) -> dict:
 
 
 def run_study(cfg: StudyConfig) -> dict:
-    """Run every section, write ``metrics.json``, ``config.json``, figures and ``report.md``."""
+    """Run every section, write ``metrics.json``, ``config.json``, figures and ``report.md``.
+
+    Returns:
+        The metrics (the content of ``metrics.json``, before non-finite numbers become ``null``).
+    """
     jax.config.update("jax_enable_x64", True)
     from jaxode_diffusion.processes import get_process
     from jaxode_diffusion.study.report import write_report
 
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (out_dir / "config.json").write_text(dumps_json(cfg.to_dict(), indent=2))
     process = get_process(cfg.process)
-    do_learned = cfg.learned and cfg.wants("learned")
-    do_regularity = cfg.regularity and cfg.wants("regularity")
-    total = ((len(cfg.forms) * len(ORDERS) * len(cfg.step_counts) if cfg.wants("discretisation") else 0)
-             + (len(cfg.eps_values) * (2 if cfg.adv_steps > 0 else 1) if cfg.wants("score_floor") else 0)
-             + (len(cfg.dims) * (len(cfg.dim_orders) + 1) if cfg.wants("dimension") else 0)
-             + (2 if do_learned else 0) + ((2 if do_learned else 1) if do_regularity else 0))
     t0 = time.time()
-    metrics: dict = {"config": cfg.to_dict(), "timings": {}}
-    with tqdm(total=total, desc="study", unit="run") as bar:
-        for name, fn in (("discretisation", lambda: discretisation(cfg, process, bar)),
-                         ("score_floor", lambda: score_floor(cfg, process, bar)),
-                         ("dimension", lambda: dimension(cfg, process, bar))):
-            if not cfg.wants(name):
-                continue
-            bar.set_postfix_str(name)
-            s = time.time()
-            metrics[name] = fn()
-            metrics["timings"][name] = time.time() - s
-        if "score_floor" in metrics:
-            metrics["score_floor"]["h_max"] = _h_max(process, cfg.floor_solver, cfg.floor_steps, cfg)
-        metrics["bound"] = bound(metrics.get("discretisation"), metrics.get("score_floor"), metrics.get("dimension"))
-        learned_score = None
-        if do_learned:
-            bar.set_postfix_str("learned")
-            s = time.time()
-            lr = learned(cfg, process, out_dir, bar)
-            learned_score = lr.pop("_score_fn")
-            metrics["learned"] = lr
-            metrics["timings"]["learned"] = time.time() - s
-        if do_regularity:
-            bar.set_postfix_str("regularity")
-            s = time.time()
-            metrics["regularity"] = regularity_section(cfg, process, out_dir, learned_score, bar)
-            metrics["timings"]["regularity"] = time.time() - s
-    metrics["timings"]["total"] = time.time() - t0
-    metrics["machine"] = _machine()
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1))
+    results = StudyResults(config=cfg.to_dict())
+    with tqdm(total=_planned_runs(cfg), desc="study", unit="run") as bar:
+        _run_sections(cfg, process, out_dir, bar, results)
+    results.timings["total"] = time.time() - t0
+    results.machine = _machine()
+    metrics = results.to_dict()
+    (out_dir / "metrics.json").write_text(dumps_json(metrics, indent=1))
     write_report(metrics, out_dir)
     return metrics
+
+
+def _planned_runs(cfg: StudyConfig) -> int:
+    """The progress bar's total (section 1's extension runs are added as they happen)."""
+    do_learned = cfg.learned and cfg.wants("learned")
+    do_regularity = cfg.regularity and cfg.wants("regularity")
+    return ((len(cfg.forms) * len(ORDERS) * len(cfg.step_counts) if cfg.wants("discretisation") else 0)
+            + (len(cfg.eps_values) * (2 if cfg.adv_steps > 0 else 1) if cfg.wants("score_floor") else 0)
+            + (len(cfg.dims) * (len(cfg.dim_orders) + 1) if cfg.wants("dimension") else 0)
+            + (2 if do_learned else 0) + ((2 if do_learned else 1) if do_regularity else 0))
+
+
+def _run_sections(cfg: StudyConfig, process, out_dir: Path, bar, results: StudyResults) -> None:
+    """Run the sections ``cfg`` asks for, in order, into ``results`` (with their timings)."""
+    def timed(name, fn):
+        bar.set_postfix_str(name)
+        s = time.time()
+        setattr(results, name, fn())
+        results.timings[name] = time.time() - s
+
+    sections = (("discretisation", discretisation), ("score_floor", score_floor), ("dimension", dimension))
+    for name, fn in sections:
+        if cfg.wants(name):
+            timed(name, lambda fn=fn: fn(cfg, process, bar))
+    results.bound = bound(results.discretisation, results.score_floor, results.dimension)
+    if cfg.learned and cfg.wants("learned"):
+        timed("learned", lambda: learned(cfg, process, out_dir, bar))
+    if cfg.regularity and cfg.wants("regularity"):
+        learned_score = results.learned.score_fn if results.learned is not None else None
+        timed("regularity", lambda: regularity_section(cfg, process, out_dir, learned_score, bar))
 
 
 def _machine() -> dict:
@@ -727,20 +893,3 @@ def _machine() -> dict:
     dev = jax.devices()[0]
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
             "device": f"{dev.platform} ({dev.device_kind})", "date": time.strftime("%Y-%m-%d")}
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        v = float(o)
-        return v if math.isfinite(v) else None
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, (np.ndarray, jax.Array)):
-        return _jsonable(np.asarray(o).tolist())
-    return o
