@@ -51,3 +51,11 @@ def one_line_cli_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxode-diffusion: error: ") and "\n" not in err and "Traceback" not in err, err
     return err
+
+
+def gaussian_data_and_fit(rng, n=4000):
+    """``n`` draws of a correlated 3-D Gaussian (mean (0.5, -1, 0)) and their ``fit_gaussian``
+    ``(mean, evals, evecs)``: the data of the Gaussian-residual model and weighting tests."""
+    mix = np.array([[1.0, 0.5, 0.0], [0.0, 0.3, 0.2], [0.0, 0.0, 2.0]])
+    data = rng.normal(size=(n, 3)) @ mix + [0.5, -1.0, 0.0]
+    return data, jd.models.fit_gaussian(data)

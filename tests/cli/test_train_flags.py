@@ -41,3 +41,10 @@ def test_train_gaussian_skip_flag_reaches_the_run(tmp_path):
     assert g["train"]["gaussian_skip"] is True and g["model"]["type"] == "gaussian_residual"
     assert g["model"]["net"]["type"] == "mlp"
     assert p["train"]["gaussian_skip"] is False and p["model"]["type"] == "mlp"
+
+
+def test_cli_accepts_patches():
+    from jaxode_diffusion.cli.args import data_arg as _data_arg
+
+    assert _data_arg("patches32") == "patches32"
+    assert _data_arg("patches16") == "patches16"
