@@ -1,10 +1,11 @@
 """Orders that mean what they say: convergence.estimate_order / extend_until_asymptotic on synthetic
 per-sample errors (no compiles; the study's runner on a real sampler: tests/study/test_section1.py)."""
 
+
 import numpy as np
 import pytest
 
-from jaxode_diffusion.analysis.convergence import estimate_order, extend_until_asymptotic
+from jaxode_diffusion.analysis.convergence import estimate_order, extend_until_asymptotic, fit_order
 
 N = np.array([4, 8, 16, 32, 64, 128, 256])
 C = np.random.default_rng(0).uniform(0.2, 1.8, 500)  # per-sample error constants (paired over N)
@@ -71,3 +72,9 @@ def test_extension_runs_until_slopes_settle_budget_or_floor():
     assert not floored.asymptotic and "reached its floor" in floored.reason and floored.steps[-1] == 64
     with pytest.raises(ValueError, match="max_steps"):
         extend_until_asymptotic(run, [4, 8], max_steps=4)
+
+
+def test_fit_order_of_exact_power_law():
+    h = np.array([0.2, 0.1, 0.05])
+    err = 3.0 * h**3
+    assert abs(fit_order(h, err) - 3.0) < 1e-10
