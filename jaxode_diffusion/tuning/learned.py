@@ -43,7 +43,7 @@ from jaxode_diffusion.solvers.learned import (
     learned_solver_from_dict,
     learned_start,
 )
-from jaxode_diffusion.tuning.grid_optimization import _logits_of_grid, grid_from_logits, process_spec, spec_matches
+from jaxode_diffusion.tuning.grid_optimization import grid_from_logits, process_spec, spec_matches
 from jaxode_diffusion.tuning.tuner import TunedSampler
 from jaxode_diffusion.utils.outputs import write_json_atomic
 
@@ -182,6 +182,12 @@ def _checked_times(values, num_steps: int, where: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # The traced pieces: parameters -> (grid, solver) -> log MSE, and one Adam step.
 # ---------------------------------------------------------------------------------------------
+def _logits_of_grid(process, ts) -> np.ndarray:
+    """The logits whose :func:`grid_from_logits` is ``ts``: log shares of the log-SNR steps."""
+    d = np.diff(np.asarray(process.lam(jnp.asarray(ts)), dtype=np.float64))
+    return np.log(d / d.sum())
+
+
 def _apply(params, start, theta0, t_se, process):
     phi, delta = params
     return grid_from_logits(process, theta0 + phi, t_se[0], t_se[1]), start.with_free(delta)
