@@ -10,6 +10,7 @@ import pytest
 from jaxode_diffusion.analysis.regularity import (
     AUTO_EXACT_MAX_DIM,
     RegularityProfile,
+    bind_cond,
     directional_second_derivative,
     jacobian_norm,
     plot_profile,
@@ -262,3 +263,17 @@ def test_cli_gmm(tmp_path):
     data = json.loads((out / "regularity.json").read_text())
     assert data["meta"]["dim"] == 2 and len(data["t"]) == 3
     assert (out / "regularity.png").stat().st_size > 0
+
+
+def test_derivative_norms_with_per_example_cond():
+    score = lambda x, t, c: -(x - c[:, None]) * (1.0 + c[:, None]) ** 2  # Ds = -(1 + c)^2 I
+    x = jnp.ones((3, 2))
+    c = jnp.array([0.0, 1.0, 2.0])
+    np.testing.assert_allclose(jacobian_norm(score, x, 0.5, cond=c), [1.0, 4.0, 9.0], rtol=1e-5)
+    one = jacobian_norm(bind_cond(score, c[1:2]), x[:1], 0.5)
+    np.testing.assert_allclose(one, [4.0], rtol=1e-5)
+    cubic = lambda x, t, c: -c[:, None] * x**3
+    v = directional_second_derivative(cubic, x, 0.5, jnp.array([1.0, 0.0]), cond=c)
+    np.testing.assert_allclose(v[:, 0], -6.0 * c, rtol=1e-5)
+    with pytest.raises(ValueError, match="batch size 3"):
+        jacobian_norm(score, x, 0.5, cond=jnp.ones(2))

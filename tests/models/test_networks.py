@@ -1,5 +1,5 @@
 """Score networks and the model -> score adapter: shapes, preconditioning, kinds agree, pytree
-structure and no recompilation when parameters change."""
+structure, no recompilation when parameters change, and the class-conditional MLP's labels."""
 
 import equinox as eqx
 import jax
@@ -116,3 +116,33 @@ def test_sample_compiles_model_once_for_new_parameters():
     b = sample(CountingScore(graphdef, params2, vp, "eps"), vp, x_init, solver="x0-lambda:rk4", num_steps=3)
     assert len(TRACES) == n_first, "new parameter values must not retrace the sampler"
     assert not np.allclose(a, b)
+
+
+def _randomised(net):
+    # The output layer is zero-initialised (pred = c_skip x for every label): draw it at random
+    # so that the class embedding reaches the output.
+    net.out.kernel[...] = 0.5 * jax.random.normal(jax.random.key(3), net.out.kernel[...].shape, jnp.float32)
+    return net
+
+
+def test_conditional_mlp_shapes_and_cond_changes_output():
+    net = _randomised(MLP(2, width=16, depth=1, num_classes=3, rngs=nnx.Rngs(0)))
+    assert net.config["num_classes"] == 3 and build_model(net.config).num_classes == 3
+    assert "num_classes" not in MLP(2, width=16, depth=1, rngs=nnx.Rngs(0)).config
+    score = as_score_fn(net, VPLinear())
+    assert score.num_classes == 3
+    x = jax.random.normal(jax.random.key(1), (4, 2))
+    f = jax.jit(lambda s, x, c: s(x, 0.5, c))
+    s0, s1 = f(score, x, jnp.zeros(4, jnp.int32)), f(score, x, jnp.ones(4, jnp.int32))
+    assert s0.shape == (4, 2) and float(jnp.max(jnp.abs(s0 - s1))) > 1e-3
+    np.testing.assert_array_equal(f(score, x, jnp.int32(1)), s1)  # scalar label = one per example
+    np.testing.assert_array_equal(score(x, 0.5), score(x, 0.5, jnp.full(4, 3)))  # None = null id 3
+    with pytest.raises(ValueError, match="integer class labels"):
+        score(x, 0.5, jnp.ones(4))
+    with pytest.raises(ValueError, match="batch size 4"):
+        score(x, 0.5, jnp.ones(3, jnp.int32))
+    with pytest.raises(ValueError, match="label 4 outside"):
+        score(x, 0.5, jnp.array([0, 1, 2, 4]))
+    assert bool(jnp.isnan(f(score, x, jnp.array([0, 1, -1, 2]))[2]).all())  # traced: NaN, not a class
+    with pytest.raises(ValueError, match="unconditional"):
+        as_score_fn(MLP(2, width=16, depth=1, rngs=nnx.Rngs(0)), VPLinear())(x, 0.5, jnp.int32(0))

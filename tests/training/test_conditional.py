@@ -1,16 +1,14 @@
-"""Class-conditional models, label dropout, conditional training/resume, CLI flags, guided
-sampling of a trained tiny model and derivative norms with ``cond`` (all tiny, CPU)."""
+"""Class-conditional training: label dropout, labels in the data split, bit-identical resume, guided
+sampling of the trained tiny model and the CLI's class flags on it (all tiny, CPU).
 
+The conditional MLP itself: tests/models/test_networks.py; derivative norms with ``cond``:
+tests/analysis/test_regularity.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from jaxode_diffusion.analysis.regularity import bind_cond, directional_second_derivative, jacobian_norm
-from jaxode_diffusion.models import MLP, as_score_fn, build_model
-from jaxode_diffusion.processes import VPLinear
 from jaxode_diffusion.training import TrainConfig, drop_labels, load_run, train
 from jaxode_diffusion.training.data import dataset_labels, from_array
 
@@ -22,36 +20,6 @@ def test_drop_labels_rate():
         assert set(np.unique(out)) <= {0, 7}
         # binomial std at p = 0.3: sqrt(0.21 / 20000) = 0.0032; 0.015 is > 4 std
         assert abs(np.mean(out == 7) - p) < 0.015
-
-
-def _randomised(net):
-    # The output layer is zero-initialised (pred = c_skip x for every label): draw it at random
-    # so that the class embedding reaches the output.
-    net.out.kernel[...] = 0.5 * jax.random.normal(jax.random.key(3), net.out.kernel[...].shape, jnp.float32)
-    return net
-
-
-def test_conditional_mlp_shapes_and_cond_changes_output():
-    net = _randomised(MLP(2, width=16, depth=1, num_classes=3, rngs=nnx.Rngs(0)))
-    assert net.config["num_classes"] == 3 and build_model(net.config).num_classes == 3
-    assert "num_classes" not in MLP(2, width=16, depth=1, rngs=nnx.Rngs(0)).config
-    score = as_score_fn(net, VPLinear())
-    assert score.num_classes == 3
-    x = jax.random.normal(jax.random.key(1), (4, 2))
-    f = jax.jit(lambda s, x, c: s(x, 0.5, c))
-    s0, s1 = f(score, x, jnp.zeros(4, jnp.int32)), f(score, x, jnp.ones(4, jnp.int32))
-    assert s0.shape == (4, 2) and float(jnp.max(jnp.abs(s0 - s1))) > 1e-3
-    np.testing.assert_array_equal(f(score, x, jnp.int32(1)), s1)  # scalar label = one per example
-    np.testing.assert_array_equal(score(x, 0.5), score(x, 0.5, jnp.full(4, 3)))  # None = null id 3
-    with pytest.raises(ValueError, match="integer class labels"):
-        score(x, 0.5, jnp.ones(4))
-    with pytest.raises(ValueError, match="batch size 4"):
-        score(x, 0.5, jnp.ones(3, jnp.int32))
-    with pytest.raises(ValueError, match="label 4 outside"):
-        score(x, 0.5, jnp.array([0, 1, 2, 4]))
-    assert bool(jnp.isnan(f(score, x, jnp.array([0, 1, -1, 2]))[2]).all())  # traced: NaN, not a class
-    with pytest.raises(ValueError, match="unconditional"):
-        as_score_fn(MLP(2, width=16, depth=1, rngs=nnx.Rngs(0)), VPLinear())(x, 0.5, jnp.int32(0))
 
 
 def _labelled(n=240, seed=0):
@@ -134,17 +102,3 @@ def test_cli_flags_parse_and_sample_a_class(run, tmp_path):
     assert main([*common, "--out", str(tmp_path / "c.npy"), "--class", "1", "--guidance", "2"]) == 0
     assert np.load(tmp_path / "c.npy").shape == (8, 2) and (tmp_path / "c.png").exists()
     assert main([*common, "--out", str(tmp_path / "d.npy"), "--class", "3"]) == 2  # classes 0..2
-
-
-def test_derivative_norms_with_per_example_cond():
-    score = lambda x, t, c: -(x - c[:, None]) * (1.0 + c[:, None]) ** 2  # Ds = -(1 + c)^2 I
-    x = jnp.ones((3, 2))
-    c = jnp.array([0.0, 1.0, 2.0])
-    np.testing.assert_allclose(jacobian_norm(score, x, 0.5, cond=c), [1.0, 4.0, 9.0], rtol=1e-5)
-    one = jacobian_norm(bind_cond(score, c[1:2]), x[:1], 0.5)
-    np.testing.assert_allclose(one, [4.0], rtol=1e-5)
-    cubic = lambda x, t, c: -c[:, None] * x**3
-    v = directional_second_derivative(cubic, x, 0.5, jnp.array([1.0, 0.0]), cond=c)
-    np.testing.assert_allclose(v[:, 0], -6.0 * c, rtol=1e-5)
-    with pytest.raises(ValueError, match="batch size 3"):
-        jacobian_norm(score, x, 0.5, cond=jnp.ones(2))
