@@ -254,17 +254,6 @@ def test_matrix_free_scales_to_d3072_without_dense_memory():
         assert vals.shape == (1,) and np.all(np.isfinite(vals)) and np.all(vals > 0)
 
 
-def test_cli_gmm(tmp_path):
-    from jaxode_diffusion.cli.regularity import main
-
-    out = tmp_path / "reg"
-    assert main(["regularity", "--target", "gmm", "--out", str(out), "--num-times", "3", "--batch", "4",
-                 "--substeps", "1", "--source", "data"]) == 0
-    data = json.loads((out / "regularity.json").read_text())
-    assert data["meta"]["dim"] == 2 and len(data["t"]) == 3
-    assert (out / "regularity.png").stat().st_size > 0
-
-
 def test_derivative_norms_with_per_example_cond():
     score = lambda x, t, c: -(x - c[:, None]) * (1.0 + c[:, None]) ** 2  # Ds = -(1 + c)^2 I
     x = jnp.ones((3, 2))
