@@ -44,7 +44,6 @@ from jaxode_diffusion.solvers.learned import (
     learned_start,
 )
 from jaxode_diffusion.tuning.grid_optimization import grid_from_logits, process_spec, spec_matches
-from jaxode_diffusion.tuning.tuner import TunedSampler
 from jaxode_diffusion.utils.outputs import write_json_atomic
 
 __all__ = ["LearnedSolver", "learn_solver", "load_learned"]
@@ -113,6 +112,34 @@ class LearnedSolver:
         d["ts"] = [float(t) for t in np.asarray(self.ts, np.float64)]
         return {"format": _FORMAT, **d}
 
+    @classmethod
+    def from_dict(cls, d, where: str = "the learned solver", process: ForwardProcess | None = None):
+        """The inverse of :meth:`to_dict`, checked; errors name ``where`` and the field (see
+        :func:`load_learned`)."""
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            fmt = d.get("format") if isinstance(d, dict) else None
+            raise ValueError(f"{where}: field 'format' is {fmt!r}, want {_FORMAT!r}; write the file with "
+                             "LearnedSolver.save.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [n for n in required if n not in d]
+        if missing:
+            raise ValueError(f"{where}: field {missing[0]!r} is missing (and {missing[1:]}); re-save the solver.")
+        solver = learned_solver_from_dict(d["solver"], where)
+        ts = _checked_times(d["ts"], solver.num_steps, where)
+        if not isinstance(d["process"], dict) or "class" not in d["process"] or "params" not in d["process"]:
+            raise ValueError(f"{where}: field 'process' must be {{'class': ..., 'params': ...}}.")
+        if process is not None and not spec_matches(d["process"], process_spec(process)):
+            raise ValueError(f"{where}: field 'process' is {d['process']}, not the given "
+                             f"{process_spec(process)}; pass the matching process or learn the solver again.")
+        for name in ("heldout_error", "start_heldout_error"):
+            if not isinstance(d[name], int | float):
+                raise ValueError(f"{where}: field {name!r} must be a number, got {d[name]!r}.")
+        kw = {k: v for k, v in d.items() if k in fields}
+        kw.update(solver=solver, ts=ts)
+        return cls(**kw)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON to ``path`` atomically (non-finite numbers as ``null``); returns the path."""
         path = Path(path)
@@ -141,29 +168,7 @@ def load_learned(path: str | os.PathLike, process: ForwardProcess | None = None)
         d = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read a learned solver from {where}: {err}") from err
-    if not isinstance(d, dict) or d.get("format") != _FORMAT:
-        fmt = d.get("format") if isinstance(d, dict) else None
-        raise ValueError(f"{where}: field 'format' is {fmt!r}, want {_FORMAT!r}; write the file with "
-                         "LearnedSolver.save.")
-    fields = {f.name: f for f in dataclasses.fields(LearnedSolver)}
-    required = [n for n, f in fields.items()
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [n for n in required if n not in d]
-    if missing:
-        raise ValueError(f"{where}: field {missing[0]!r} is missing (and {missing[1:]}); re-save the solver.")
-    solver = learned_solver_from_dict(d["solver"], where)
-    ts = _checked_times(d["ts"], solver.num_steps, where)
-    if not isinstance(d["process"], dict) or "class" not in d["process"] or "params" not in d["process"]:
-        raise ValueError(f"{where}: field 'process' must be {{'class': ..., 'params': ...}}.")
-    if process is not None and not spec_matches(d["process"], process_spec(process)):
-        raise ValueError(f"{where}: field 'process' is {d['process']}, not the given {process_spec(process)}; "
-                         "pass the matching process or learn the solver again.")
-    for name in ("heldout_error", "start_heldout_error"):
-        if not isinstance(d[name], int | float):
-            raise ValueError(f"{where}: field {name!r} must be a number, got {d[name]!r}.")
-    kw = {k: v for k, v in d.items() if k in fields}
-    kw.update(solver=solver, ts=ts)
-    return LearnedSolver(**kw)
+    return LearnedSolver.from_dict(d, where, process)
 
 
 def _checked_times(values, num_steps: int, where: str) -> np.ndarray:
@@ -263,40 +268,44 @@ def _check_draws(x, name: str) -> jax.Array:
     return x
 
 
-def _start_grid(process, base, grid, num_steps, t_start, t_end, dt):
-    """``(name, ts0)``: the grid the fit starts from."""
+def _resolve_base(base, grid):
+    """``(solver name, start grid, its label or None)``; a TunedSampler gives its solver and times."""
+    from jaxode_diffusion.tuning.tuner import TunedSampler  # tuner.py may import this module
+
     if isinstance(base, TunedSampler):
-        return f"tuned({base.grid})", jnp.asarray(base.ts, dt)
+        if grid is not None:
+            raise ValueError("grid: a TunedSampler base brings its own times; pass grid=None.")
+        return base.solver, np.asarray(base.ts, np.float64), f"tuned({base.grid})"
+    if not isinstance(base, str) or base.lower() not in learnable_bases():
+        raise ValueError(f"base={base!r} cannot be learned; choose one of {list(learnable_bases())} (or a "
+                         "TunedSampler whose solver is one of them).")
+    return base, grid, None
+
+
+def _start_grid(process, name, grid, label, nfe, num_steps, t_start, t_end, dt):
+    """``(label, ts0)``: the grid the fit starts from."""
     if grid is None:
-        grid = default_grid_for(base, process)
+        grid = default_grid_for(name, process)
     if isinstance(grid, str):
         return grid, make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid).astype(dt)
     ts = make_times(process, grid=jnp.asarray(grid, dt))
     if ts.shape[0] != num_steps + 1:
-        raise ValueError(f"grid has {ts.shape[0] - 1} steps, but nfe={num_steps} for this family means "
-                         f"{num_steps} steps; pass a grid of {num_steps + 1} times or a grid name.")
-    return "array", ts.astype(dt)
+        raise ValueError(f"grid has {ts.shape[0] - 1} steps, but {name!r} takes {num_steps} steps at nfe={nfe}; "
+                         f"pass a grid of {num_steps + 1} times, a grid name, or the nfe the grid was made for.")
+    return label or "array", ts.astype(dt)
 
 
 def _prepare(score_fn, process, calib_x_init, *, nfe, base, order, history, grid, t_start, t_end,
              heldout_x_init, fresh_x_init, key, reference, heldout_reference, rtol) -> _Problem:
     if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
         raise ValueError(f"nfe={nfe!r}: the budget must be a positive integer number of score evaluations.")
-    name = base.solver if isinstance(base, TunedSampler) else base
-    if not isinstance(name, str) or name.lower() not in learnable_bases():
-        raise ValueError(f"base={name!r} cannot be learned; choose one of {list(learnable_bases())} (or a "
-                         "TunedSampler whose solver is one of them).")
+    name, grid, label = _resolve_base(base, grid)
     x_cal = _check_draws(calib_x_init, "calib_x_init")
     dt = x_cal.dtype
     steps = _family_steps(name, order, history, int(nfe))
-    if isinstance(base, TunedSampler):
-        steps = base.num_steps
-        if _family_steps(name, order, history, base.nfe) != steps or base.nfe > nfe:
-            raise ValueError(f"base: the TunedSampler's {steps} steps of {name!r} (NFE {base.nfe}) do not fit "
-                             f"nfe={nfe}; pass nfe={base.nfe_budget}.")
     t_start = float(process.default_t_start if t_start is None else t_start)
     t_end = float(process.default_t_end if t_end is None else t_end)
-    grid_name, ts0 = _start_grid(process, base, grid, steps, t_start, t_end, dt)
+    grid_name, ts0 = _start_grid(process, name, grid, label, nfe, steps, t_start, t_end, dt)
     if heldout_x_init is None:
         heldout_x_init = process.prior_sample(jax.random.PRNGKey(1) if key is None else key, x_cal.shape,
                                               float(ts0[0]), dtype=dt)

@@ -21,8 +21,9 @@ from jaxode_diffusion.solvers.learned import (
 from jaxode_diffusion.solvers.multistep import MULTISTEP_SCHEMES
 from jaxode_diffusion.solvers.phi import phis
 from jaxode_diffusion.solvers.predictions import PREDICTIONS
-from jaxode_diffusion.tuning.grid_optimization import grid_from_logits
+from jaxode_diffusion.tuning.grid_optimization import grid_from_logits, process_spec
 from jaxode_diffusion.tuning.learned import LearnedSolver, learn_solver, load_learned
+from jaxode_diffusion.tuning.tuner import TunedSampler
 
 F64 = jnp.float64
 VP = jd.VPLinear()
@@ -218,6 +219,20 @@ def test_never_worse_than_the_start_on_the_held_back_batch(fitted):
     assert not bad.improved and bad.best_iteration == 0 and bad.heldout_error == bad.start_heldout_error
     np.testing.assert_array_equal(bad.solver.z, 0.0)
     np.testing.assert_array_equal(bad.ts, jd.make_times(VP, num_steps=5, grid="log_snr"))
+
+
+def test_starts_from_a_tuned_sampler(fitted):
+    ls, x_cal, x_held = fitted
+    ts = jd.make_times(VP, num_steps=5, grid="quadratic")
+    tuned = TunedSampler(solver="dpmpp_2m", ts=np.asarray(ts), nfe=5, num_steps=5, grid="quadratic",
+                         heldout_error=1.0, nfe_budget=5, process=process_spec(VP))
+    t0, t1 = VP.default_t_start, VP.default_t_end
+    got = learn_solver(SF, VP, x_cal, nfe=5, base=tuned, history=3, steps=1, heldout_x_init=x_held,
+                       reference=exact_flow(x_cal, t0, t1), heldout_reference=exact_flow(x_held, t0, t1))
+    assert got.grid == "tuned(quadratic)" and got.base == "dpmpp_2m" and got.num_steps == 5
+    assert got.heldout_error <= got.start_heldout_error
+    with pytest.raises(ValueError, match="grid has 5 steps, but 'dpmpp_2m' takes 6 steps at nfe=6"):
+        learn_solver(SF, VP, x_cal, nfe=6, grid=ts, heldout_x_init=x_held)
 
 
 def test_jit_vmap_and_grad(fitted):
