@@ -6,7 +6,8 @@ Files:
   your own ``.npy``) and :func:`load_dataset`;
 * ``loss.py``: the DSM loss with its time samplings and weightings;
 * ``trainer.py``: :func:`train` (optax, EMA, data-parallel over devices) and :func:`load_run`;
-* ``checkpoint.py``: orbax checkpoints written atomically, checksummed, and a run lock.
+* ``checkpoint.py``: orbax checkpoints written atomically, checksummed, and a run lock;
+* ``scores.py``: :func:`load_checkpoint_score`, a trained run's score function, process and data facts.
 """
 
 from jaxode_diffusion.training.checkpoint import (
