@@ -1,20 +1,30 @@
-"""Architecture rules of the package, checked on its source with ``ast`` (no imports needed, except (d)).
+"""Architecture rules of the package, checked on its source with ``ast`` (and, for the public names,
+on the imported package).
 
-(a) No module imports an underscore name from another module of the package (``from .x import
-    _helper``, or ``x._helper`` on an imported package module): a helper used across modules
-    gets a public name in its module.
-(b) No import cycle among the package's modules (module-level imports only: a function-level
-    import runs after every module has loaded, which is how lazy imports break cycles).
-(c) ``solvers/`` imports nothing from the package outside ``solvers/`` except the lower layers
-    in ``SOLVER_MAY_IMPORT``, and those lower layers import only each other: solvers sit below
-    ``sampling``, ``convergence`` and everything else.
-(d) Every name in the ``__all__`` of the package and of each of its modules exists.
+* Layers: ``MAY_IMPORT`` is the one table of which layer (subpackage) may import which. Every
+  import counts: module level, inside functions and under ``TYPE_CHECKING``. The table follows
+  the order of ``LAYERS`` (a layer imports only layers below it) and is minimal (each entry is
+  used). No layer imports the top-level package or ``_moved`` (the lazy API and the shims of old
+  paths sit above every layer); the top level imports ``TOP_MAY_IMPORT`` eagerly.
+* No module imports an underscore name from another module of the package (``from .x import
+  _helper``, or ``x._helper`` on an imported package module): a helper used across modules gets
+  a public name in its module.
+* No import cycle among the package's modules (module-level imports only: a function-level import
+  runs after every module has loaded, which is how lazy imports break cycles).
+* ``__all__``: every name exists; the package's and each subpackage's are sorted
+  case-insensitively; no subpackage attribute named like one of its submodules is anything but
+  that submodule; the top level exports at most ``MAX_TOP_LEVEL_NAMES`` names besides the layers.
+* ``import jaxode_diffusion`` loads none of the heavy optional stacks (``LAZY_DEPENDENCIES``).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import pkgutil
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -22,11 +32,32 @@ import pytest
 PKG = "jaxode_diffusion"
 ROOT = Path(__file__).resolve().parents[1] / PKG
 
-#: The lower layers solvers/ may import (each imports nothing of the package but ``processes``
-#: and each other): the forward process, the Butcher tableaux, the ODE forms and the prediction
-#: conversions (Tweedie's formula, ``parameterizations.tweedie_x0``).
-SOLVER_MAY_IMPORT = frozenset({f"{PKG}.processes", f"{PKG}.tableaux", f"{PKG}.forms",
-                               f"{PKG}.parameterizations"})
+#: The layers, bottom up: a layer may import only layers before it here.
+LAYERS = ("utils", "processes", "solvers", "sampling", "models", "training", "analysis", "tuning",
+          "study", "cli")
+
+#: Which layers each layer imports (all of its imports; the table is exactly what the code needs).
+MAY_IMPORT = {
+    "utils": set(),
+    "processes": set(),
+    "solvers": {"processes"},
+    "sampling": {"processes", "solvers", "utils"},
+    "models": {"processes"},
+    "training": {"models", "processes", "sampling", "utils"},
+    "analysis": {"models", "processes", "sampling", "solvers", "utils"},
+    "tuning": {"analysis", "processes", "sampling", "solvers", "utils"},
+    "study": {"analysis", "models", "processes", "sampling", "solvers", "training", "utils"},
+    "cli": {"analysis", "models", "processes", "sampling", "study", "training", "tuning", "utils"},
+}
+
+#: The top level (``jaxode_diffusion/__init__.py``) imports these eagerly; the other layers load on
+#: first use through its ``__getattr__``. ``_moved`` imports nothing of the package by statement.
+TOP = "<top level>"
+MOVED = "_moved"
+TOP_MAY_IMPORT = {MOVED, "processes", "sampling", "solvers"}
+
+MAX_TOP_LEVEL_NAMES = 35
+LAZY_DEPENDENCIES = ("matplotlib", "orbax", "optax", "flax", "diffrax")
 
 
 def _modules() -> dict[str, Path]:
@@ -41,6 +72,7 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+PACKAGES = sorted(m for m, p in MODULES.items() if p.name == "__init__.py")
 
 
 def _is_package(name: str) -> bool:
@@ -58,11 +90,39 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _imports(module: str, tree: ast.Module, *, module_level_only: bool):
-    """``(lineno, target module, imported names or None)`` for imports of package modules.
+def _in_package(name: str) -> bool:
+    return name == PKG or name.startswith(PKG + ".")
+
+
+def _targets(module: str, node: ast.AST):
+    """``(target module, imported names or None)`` of one import statement, package imports only.
 
     ``from a import b`` where ``a.b`` is a module yields the target ``a.b`` (names ``None``);
     otherwise the target ``a`` with the names. ``import a.b`` yields ``a.b``.
+    """
+    if isinstance(node, ast.ImportFrom):
+        target = _resolve(module, node)
+        if _in_package(target):
+            names = []
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if sub in MODULES:
+                    yield sub, None
+                else:
+                    names.append(alias.name)
+            if names:
+                yield target, names
+    elif isinstance(node, ast.Import):
+        for alias in node.names:
+            if _in_package(alias.name):
+                yield alias.name, None
+
+
+def _imports(module: str, tree: ast.Module, *, module_level_only: bool):
+    """``(lineno, target module, imported names or None)`` for the imports of package modules.
+
+    ``module_level_only`` skips function and class bodies and ``if TYPE_CHECKING:`` blocks (what
+    runs when the module is imported); otherwise every import statement counts.
     """
 
     def walk(nodes):
@@ -73,22 +133,8 @@ def _imports(module: str, tree: ast.Module, *, module_level_only: bool):
                 continue
             if isinstance(node, ast.If) and module_level_only and "TYPE_CHECKING" in ast.unparse(node.test):
                 continue
-            if isinstance(node, ast.ImportFrom):
-                target = _resolve(module, node)
-                if target == PKG or target.startswith(PKG + "."):
-                    names = []
-                    for alias in node.names:
-                        sub = f"{target}.{alias.name}"
-                        if sub in MODULES:
-                            yield node.lineno, sub, None
-                        else:
-                            names.append(alias.name)
-                    if names:
-                        yield node.lineno, target, names
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name == PKG or alias.name.startswith(PKG + "."):
-                        yield node.lineno, alias.name, None
+            for target, names in _targets(module, node):
+                yield node.lineno, target, names
             yield from walk(ast.iter_child_nodes(node))
 
     yield from walk(tree.body)
@@ -96,6 +142,90 @@ def _imports(module: str, tree: ast.Module, *, module_level_only: bool):
 
 def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------------
+
+
+def _layer(module: str) -> str:
+    """The layer of a package module: its subpackage, or ``TOP`` / ``MOVED``."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return TOP
+    return MOVED if parts[1] == MOVED else parts[1]
+
+
+def _allowed(layer: str) -> set[str]:
+    return TOP_MAY_IMPORT if layer == TOP else set() if layer == MOVED else MAY_IMPORT[layer]
+
+
+def _layer_edges(module: str, tree: ast.Module):
+    """``(lineno, target module, target layer)`` for each import of another layer (every import)."""
+    for lineno, target, _ in _imports(module, tree, module_level_only=False):
+        if _layer(target) != _layer(module):
+            yield lineno, target, _layer(target)
+
+
+def _layer_violations(module: str, tree: ast.Module) -> list[str]:
+    """``line: what`` for each import of ``module`` that the table does not allow."""
+    allowed = _allowed(_layer(module))
+    return [f"{lineno}: {module} ({_layer(module)}) imports {target} ({layer})"
+            for lineno, target, layer in _layer_edges(module, tree) if layer not in allowed]
+
+
+def test_every_module_is_in_a_known_layer():
+    unknown = sorted(m for m in MODULES if _layer(m) not in (*LAYERS, TOP, MOVED))
+    assert not unknown, f"modules outside the layers {LAYERS}: {unknown} (add the layer to LAYERS and MAY_IMPORT)"
+
+
+def test_imports_follow_the_layer_table():
+    bad = [f"{path.relative_to(ROOT.parent)}:{v}" for module, path in MODULES.items()
+           for v in _layer_violations(module, _tree(path))]
+    assert not bad, "imports the layer table (MAY_IMPORT) does not allow:\n" + "\n".join(bad)
+
+
+def test_layer_table_follows_the_layer_order():
+    assert set(MAY_IMPORT) == set(LAYERS)
+    upward = {(a, b) for a, targets in MAY_IMPORT.items() for b in targets if LAYERS.index(b) >= LAYERS.index(a)}
+    assert not upward, f"MAY_IMPORT lets a layer import itself or a layer above it: {sorted(upward)}"
+    assert TOP_MAY_IMPORT <= {MOVED, *LAYERS}
+
+
+def test_layer_table_is_minimal():
+    used = {(_layer(m), layer) for m, path in MODULES.items() for _, _, layer in _layer_edges(m, _tree(path))}
+    unused = sorted((a, b) for a in (*LAYERS, TOP) for b in _allowed(a) if (a, b) not in used)
+    assert not unused, f"entries of the layer table no import uses (remove them): {unused}"
+
+
+def test_layer_checker_flags_planted_imports():
+    # The checker itself, on source strings that break the table at module level, inside a
+    # function and under TYPE_CHECKING, and that import the top level from a layer.
+    planted = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "from jaxode_diffusion.processes import VPLinear\n"
+        "from ..training import trainer\n"
+        "if TYPE_CHECKING:\n"
+        "    from jaxode_diffusion.analysis.regularity import profile\n"
+        "def f():\n"
+        "    import jaxode_diffusion.sampling.core\n"
+        "    from jaxode_diffusion import VPLinear\n"
+        "    return jaxode_diffusion.sampling.core\n"
+    )
+    bad = _layer_violations(f"{PKG}.models.planted", planted)
+    assert bad == [
+        f"3: {PKG}.models.planted (models) imports {PKG}.training.trainer (training)",
+        f"5: {PKG}.models.planted (models) imports {PKG}.analysis.regularity (analysis)",
+        f"7: {PKG}.models.planted (models) imports {PKG}.sampling.core (sampling)",
+        f"8: {PKG}.models.planted (models) imports {PKG} ({TOP})",
+    ], bad
+    assert _layer_violations(f"{PKG}.cli.planted", ast.parse("from ..tuning import tuner\n")) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Underscore names, cycles
+# ------------------------------------------------------------------------------------------------
 
 
 def _module_aliases(module: str, tree: ast.Module) -> dict[str, str]:
@@ -143,15 +273,15 @@ def test_underscore_checker_flags_planted_uses():
     # The checker itself, on code that breaks the rule in each way it knows (and code that does not).
     planted = ast.parse(
         "from .grid_optimization import _process_spec, optimize_grid\n"
-        "from . import sampling\n"
+        "from .. import sampling\n"
         "from importlib.metadata import version as _version\n"
         "def f():\n"
         "    from jaxode_diffusion.processes.parameterizations import _alpha_sigma\n"
         "    return sampling._run, sampling.solve, __name__\n"
     )
-    uses = _underscore_uses(f"{PKG}.tune", planted)
-    assert uses == [f"1: from {PKG}.grid_optimization import _process_spec",
-                    f"5: from {PKG}.parameterizations import _alpha_sigma",
+    uses = _underscore_uses(f"{PKG}.tuning.tuner", planted)
+    assert uses == [f"1: from {PKG}.tuning.grid_optimization import _process_spec",
+                    f"5: from {PKG}.processes.parameterizations import _alpha_sigma",
                     f"6: sampling._run ({PKG}.sampling)"], uses
 
 
@@ -201,27 +331,9 @@ def test_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def _outside_imports(prefix: str, allowed: frozenset[str]) -> list[str]:
-    bad = []
-    for module, path in MODULES.items():
-        if not (module == prefix or module.startswith(prefix + ".")):
-            continue
-        for lineno, target, _ in _imports(module, _tree(path), module_level_only=False):
-            inside = target == prefix or target.startswith(prefix + ".")
-            if not inside and target not in allowed:
-                bad.append(f"{path.relative_to(ROOT.parent)}:{lineno}: imports {target}")
-    return bad
-
-
-def test_solvers_import_only_lower_layers():
-    bad = _outside_imports(f"{PKG}.solvers", SOLVER_MAY_IMPORT)
-    assert not bad, f"solvers/ may import only {sorted(SOLVER_MAY_IMPORT)}:\n" + "\n".join(bad)
-
-
-@pytest.mark.parametrize("module", sorted(SOLVER_MAY_IMPORT))
-def test_lower_layers_import_only_each_other(module):
-    bad = _outside_imports(module, SOLVER_MAY_IMPORT)
-    assert not bad, f"{module} is below solvers/ and may import only {sorted(SOLVER_MAY_IMPORT)}:\n" + "\n".join(bad)
+# ------------------------------------------------------------------------------------------------
+# Public names
+# ------------------------------------------------------------------------------------------------
 
 
 def _declares_all(path: Path) -> bool:
@@ -235,3 +347,41 @@ def test_every_name_in_all_exists(module):
     missing = [name for name in mod.__all__ if not hasattr(mod, name)]
     assert not missing, f"{module}.__all__ names missing attributes: {missing}"
     assert len(set(mod.__all__)) == len(mod.__all__), f"{module}.__all__ has duplicates"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_all_of_each_package_is_sorted_case_insensitively(package):
+    names = list(importlib.import_module(package).__all__)
+    want = sorted(names, key=str.lower)
+    assert names == want, f"{package}.__all__ is not sorted case-insensitively; sorted it reads:\n{want}"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_attribute_shadows_a_submodule(package):
+    # ``pkg.name`` must be the submodule ``pkg/name.py`` itself, never a function or class of the
+    # same name (``from pkg.name import name`` would hide the module behind its attribute).
+    mod = importlib.import_module(package)
+    shadowed = []
+    for info in pkgutil.iter_modules(mod.__path__):
+        value = getattr(mod, info.name, None)
+        if value is not None and not (isinstance(value, types.ModuleType) and value.__name__ == f"{package}.{info.name}"):
+            shadowed.append(f"{package}.{info.name} is {type(value).__name__} {value!r}")
+    assert not shadowed, "attributes shadowing submodules:\n" + "\n".join(shadowed)
+
+
+def test_top_level_api_is_short():
+    jd = importlib.import_module(PKG)
+    names = [n for n in jd.__all__ if not isinstance(getattr(jd, n), types.ModuleType)]
+    assert len(names) <= MAX_TOP_LEVEL_NAMES, f"{len(names)} top-level names (at most {MAX_TOP_LEVEL_NAMES}): {names}"
+    layers = {n for n in jd.__all__ if isinstance(getattr(jd, n), types.ModuleType)}
+    assert layers == set(LAYERS), f"the top level's subpackages {sorted(layers)} are not the layers {LAYERS}"
+
+
+def test_import_loads_no_lazy_dependency():
+    # A fresh interpreter: what `import jaxode_diffusion` loads, not what this test session has loaded.
+    code = (f"import sys, {PKG}\n"
+            f"print(sorted(m for m in {LAZY_DEPENDENCIES!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]", f"import {PKG} loaded {proc.stdout.strip()}"
