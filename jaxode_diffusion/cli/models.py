@@ -12,7 +12,7 @@ Usage::
     jaxode-diffusion sample --checkpoint runs/cdigits --solver dpmpp_2m --steps 10 --grid log_snr \
         --num-samples 64 --class 3 --guidance 2 --out three.npy    # classifier-free guidance
 
-Errors follow the package CLI's policy (:func:`jaxode_diffusion.cli.run_command`): one line
+Errors follow the package CLI's policy (:func:`jaxode_diffusion.cli.app.run_command`): one line
 ``jaxode-diffusion: error: ...`` and exit status 2 (``--debug`` for the traceback).
 """
 

@@ -276,7 +276,7 @@ class EDMHeun(AbstractSolver):
     ``sample_heun`` skip Heun's correction only on a step that ends at ``sigma = 0``; a grid of
     this package ends at ``t_end > 0``, so with the default ``last_step="heun"`` every step is
     Heun's (NFE ``= 2 N``) and the result equals k-diffusion's ``sample_heun`` on the same sigmas
-    to rounding (``tests/test_reference_equivalence.py``). ``last_step="euler"`` takes an Euler
+    to rounding (``tests/solvers/test_kdiffusion_equivalence.py``). ``last_step="euler"`` takes an Euler
     last step anyway (NFE ``= 2 N - 1``): one evaluation saved for an ``O(h^2)`` local error on
     the final, usually smallest, step; still order 2 (the difference it makes:
     ``benchmarks/README.md``, "Solver notes").

@@ -20,7 +20,7 @@ Schemes (:class:`MultistepScheme`) differ in their data:
   ``M'_1 = h phi_1(-h) / 2`` (the paper's ``(1 + 1/(2 r)) x0_{i-1} - 1/(2 r) x0_{i-2}``
   combination, ``rule="bh2"``) instead of the exact ``h phi_2(-h)`` (equal to ``O(h^2)``, so
   still order 2). Equal to k-diffusion's ``sample_dpmpp_2m`` to rounding
-  (``tests/test_reference_equivalence.py``).
+  (``tests/solvers/test_kdiffusion_equivalence.py``).
 * ``dpmpp_3m``: DPM-Solver++(3M) as the reference implementations compute it (DPM-Solver's
   ``multistep_dpm_solver_third_update``, diffusers' ``DPMSolverMultistepScheduler`` with
   ``solver_order=3``, k-diffusion's ``sample_dpmpp_3m_sde`` with ``eta=0``): three nodes, but the

@@ -141,13 +141,14 @@ class BatchStats:
 class EstimateAccuracy:
     """How accurate the estimates behind a curve are, one value per grid time.
 
+    Fields that do not apply to the estimator are ``None``.
+
     Attributes:
         exact_frac: fraction of the batch computed by the dense (exact) path.
         converged_frac: iterative estimates: fraction whose iteration met the tolerance.
         min_num_at_max: operator-norm restarts: the smallest (over the batch) number of restarts
             that reached the maximum (1 means "found once": consider more restarts).
         max_rel_stderr: stochastic estimates: the largest relative standard error in the batch.
-        Fields that do not apply to the estimator are ``None``.
 
     Example:
         >>> EstimateAccuracy(exact_frac=(1.0, 1.0)).converged_frac is None
