@@ -400,7 +400,7 @@ def _validate_grid_static(ts, process, solver):
             f"encode data into noise); ts[{i}] = {a[i]!r}, ts[{i + 1}] = {a[i + 1]!r}. Sort the grid "
             "and remove repeated times (make_times builds one)."
         )
-    check_times_in_range(process, [a.min(), a.max()], "ts", f"got [{a.min()!r}, {a.max()!r}]")
+    check_times_in_range(process, [a.min(), a.max()], "ts", f"got [{a.min()!r}, {a.max()!r}]", dtype=ts.dtype)
 
 
 def _grid_ok(ts, process, solver):

@@ -31,3 +31,17 @@ def test_coefficients_finite_exactly_on_the_valid_range(p):
     p.check_times(p.default_t_start, "t_start")
     ts = jd.sampling.make_grid("log_snr", p, 4, p.default_t_start, p.default_t_end)
     assert bool(jd.sampling.grid_is_valid(ts, p))
+
+
+@pytest.mark.parametrize("t_max", [0.99, 0.7])
+def test_float32_grid_from_a_float64_t_max_is_accepted(t_max):
+    """t_max=0.99 is 0.9900000095 in float32: a grid starting there is the end itself, not outside
+    the range; a time beyond the rounded end is still refused."""
+    p = jd.ForwardProcess.from_alpha_sigma(lambda t: jnp.cos(jnp.pi * t / 2), lambda t: jnp.sin(jnp.pi * t / 2),
+                                           t_max=t_max)
+    x = jnp.zeros((3, 2), jnp.float32)
+    out = jd.sample(lambda x, t: -x, p, x, solver="dpmpp_2m", num_steps=4)
+    assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+    beyond = jnp.asarray([t_max + 1e-3, 0.5, 0.01], jnp.float32)
+    with pytest.raises(ValueError, match="ts must lie in"):
+        jd.solve(lambda x, t: -x, p, x, beyond, jd.get_solver("ddim"))
