@@ -12,6 +12,7 @@ import pytest
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.analysis.convergence import reference_solve
+from jaxode_diffusion.analysis.distances import rmse
 from jaxode_diffusion.tuning.tuner import TunedSampler, load_tuned, tune
 
 NFE = 4
@@ -46,7 +47,7 @@ def test_winner_is_best_held_back_candidate(tuned):
     # The recorded error is the winner's error on the held-back batch, recomputed independently.
     ref = reference_solve(sf, vp, x_held, t_end=float(t.ts[-1]), rtol=1e-10, atol=1e-10)
     x = jd.sample(sf, vp, x_held, solver=t.solver, grid=t.ts, num_steps=None)
-    err = float(jnp.sqrt(jnp.mean(jnp.sum((x - ref) ** 2, axis=1))))
+    err = float(rmse(x, ref))
     assert err == pytest.approx(t.heldout_error, rel=1e-6)
     # Step counts use the budget: multistep solvers take NFE steps, a 2-stage RK takes NFE / 2.
     steps = {c["solver"]: c["num_steps"] for c in finite}
@@ -68,7 +69,7 @@ def test_error_grids_scored_on_held_back(tuned):
         assert c["num_steps"] == best_named["num_steps"] and ts.shape == (c["num_steps"] + 1,)
         assert np.all(np.diff(ts) < 0) and c["nfe"] <= NFE
         x = jd.sample(sf, vp, x_held, solver=c["solver"], grid=jnp.asarray(ts), num_steps=None)
-        err = float(jnp.sqrt(jnp.mean(jnp.sum((x - ref) ** 2, axis=1))))
+        err = float(rmse(x, ref))
         assert err == pytest.approx(c["heldout_error"], rel=1e-6)
 
 
@@ -113,7 +114,7 @@ def test_learned_grid_from_an_error_grid_never_worse_on_held_back(tuned):
 
     def err(ts):
         x = jd.sample(sf, vp, x_held, solver="dpmpp_2m", grid=jnp.asarray(ts), num_steps=None)
-        return float(jnp.sqrt(jnp.mean(jnp.sum((x - ref) ** 2, axis=1))))
+        return float(rmse(x, ref))
 
     e0, e = err(fixed["ts"]), err(c["ts"])
     np.testing.assert_allclose([e0, e], [c["start_heldout_error"], c["heldout_error"]], rtol=1e-6)

@@ -9,6 +9,7 @@ import pytest
 
 import jaxode_diffusion as jd
 from jaxode_diffusion.analysis.convergence import reference_solve
+from jaxode_diffusion.analysis.distances import rmse
 from jaxode_diffusion.sampling.core import make_times
 from jaxode_diffusion.tuning.tuner import tune
 
@@ -29,7 +30,7 @@ def test_learned_grids_never_worse_than_start_on_held_back_fresh_mixture():
 
     def err(solver, ts):
         x = jd.sample(sf, edm, x_held, solver=solver, grid=jnp.asarray(ts), num_steps=None)
-        return float(jnp.sqrt(jnp.mean(jnp.sum((x - ref) ** 2, axis=1))))
+        return float(rmse(x, ref))
 
     for c in learned:
         start = c["grid"][len("learned("):-1]
