@@ -172,9 +172,25 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
         row["fresh_start"] = float(rmse(run(ts0, t.solver, x_fresh), ref_fresh))
     # Median per-sample error of the best k-diffusion sampler on the fresh batch (robust to outliers).
     row["k_fresh_median"] = float(np.median(k_errors(den, process, x_fresh, ref_fresh, t_end, k_min_fresh)))
-    # Mode flips: trajectories that end at another component than the reference (the most probable component
-    # of p_{t_end} given the end point). The RMSE is dominated by them; the ones both samplers flip on the
-    # held-back batch get the step count dpmpp_3m needs to keep them.
+    row["flips"] = mode_flips(sf, process, gm, den, (t1, t_end), (x_held, ref_held, x_t_held, k_best),
+                              (x_fresh, ref_fresh, x_t, k_best_fresh))
+    log(f"{name}: tune {tune_s:.0f} s -> {t.solver} / {t.grid} (NFE {t.nfe}) held-back {held:.3e}, "
+        f"ratio {held / k_best['rmse']:.3f}; fresh {fresh:.3e} vs {k_best_fresh['rmse']:.3e}")
+    return row
+
+
+
+def mode_flips(sf, process, gm, den, times, held, fresh):
+    """Mode flips: trajectories that end at another component than the reference (the most probable
+    component of p_{t_end} given the end point), of ``tune``'s sampler and of the best k-diffusion row.
+
+    ``held`` and ``fresh`` are ``(x_init, reference, tune's samples, k-diffusion row)``. The RMSE is
+    dominated by flips; the ones both samplers flip on the held-back batch get the step count
+    dpmpp_3m needs to keep them.
+    """
+    t1, t_end = times
+    x_held, ref_held, x_t_held, k_best = held
+    x_fresh, ref_fresh, x_t, k_best_fresh = fresh
     x_k_held, e_k_held = k_errors(den, process, x_held, ref_held, t_end, k_best, samples=True)
     x_k_fresh, e_k_fresh = k_errors(den, process, x_fresh, ref_fresh, t_end, k_best_fresh, samples=True)
     e_t_held = np.asarray(jnp.linalg.norm(x_t_held - ref_held, axis=1))
@@ -183,16 +199,13 @@ def run_problem(i, name, spec, log, *, max_seconds, batch=BATCH, error_grids=Fal
     f_t_held = components(m_end, x_t_held) != c_held
     f_k_held = components(m_end, x_k_held) != c_held
     both = np.where(f_t_held & f_k_held)[0]
-    row["flips"] = dict(held_tune=int(f_t_held.sum()), held_k=int(f_k_held.sum()),
-                        fresh_tune=int((components(m_end, x_t) != c_fresh).sum()),
-                        fresh_k=int((components(m_end, x_k_fresh) != c_fresh).sum()),
-                        held_both=both.tolist(), held_both_err=[(float(e_t_held[b]), float(e_k_held[b])) for b in both],
-                        held_median=float(np.median(e_t_held)), k_held_median=float(np.median(e_k_held)),
-                        held_both_steps=(steps_to_keep_mode(sf, process, m_end, x_held[both], ref_held[both], t1, t_end)
-                                         if both.size else []))
-    log(f"{name}: tune {tune_s:.0f} s -> {t.solver} / {t.grid} (NFE {t.nfe}) held-back {held:.3e}, "
-        f"ratio {held / k_best['rmse']:.3f}; fresh {fresh:.3e} vs {k_best_fresh['rmse']:.3e}")
-    return row
+    return dict(held_tune=int(f_t_held.sum()), held_k=int(f_k_held.sum()),
+                fresh_tune=int((components(m_end, x_t) != c_fresh).sum()),
+                fresh_k=int((components(m_end, x_k_fresh) != c_fresh).sum()),
+                held_both=both.tolist(), held_both_err=[(float(e_t_held[b]), float(e_k_held[b])) for b in both],
+                held_median=float(np.median(e_t_held)), k_held_median=float(np.median(e_k_held)),
+                held_both_steps=(steps_to_keep_mode(sf, process, m_end, x_held[both], ref_held[both], t1, t_end)
+                                 if both.size else []))
 
 
 def k_errors(den, process, x, ref, t_end, row, samples=False):
