@@ -231,20 +231,12 @@ VARIANTS = {
 }
 
 
-def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, variants=None):
-    variants = tuple(VARIANTS)[:1] if variants is None else variants
-    vp = jd.VPLinear()
-    gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
-    sf = gm.score_fn(vp)
-    x0 = gm.sample_marginal(jax.random.PRNGKey(1000 + d), batch, vp, 1.0)
-    x_cal = gm.sample_marginal(jax.random.PRNGKey(2000 + d), batch, vp, 1.0)  # calibration only
-    ref = reference_solve(sf, vp, x0, t_end=T_END)
-    target = gm.sample_marginal(jax.random.PRNGKey(3000 + d), batch, vp, T_END)
-    skey = jax.random.PRNGKey(7)
-    sw_floor = sliced_wasserstein(ref, target, skey)
+def fixed_grid_rows(d, gm, sf, vp, x0, ref, target, skey, budgets, log):
+    """Rows of every sampler on the named grids at each budget: this package's (``OURS``), diffrax's
+    fixed-step solvers in ``x-t`` (``DIFFRAX``) and, when installed, k-diffusion's."""
     rows = []
     grids = {}
-    for name, (family, nfe_of) in (OURS.items() if fixed else ()):
+    for name, (family, nfe_of) in OURS.items():
         solver = jd.get_solver(name)
         for nfe in budgets:
             n = steps_for(nfe_of, nfe)
@@ -258,7 +250,7 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
                 rows.append(dict(d=d, family=family, solver=name, grid=g, budget=nfe, nfe=nfe_of(n), steps=n,
                                  rmse=float(rmse(x, ref)), sw=sliced_wasserstein(x, target, skey)))
         log(f"  d={d} {name} done")
-    for name, (cls, nfe_of) in (DIFFRAX.items() if fixed else ()):
+    for name, (cls, nfe_of) in DIFFRAX.items():
         for nfe in budgets:
             n = steps_for(nfe_of, nfe)
             if n is None:
@@ -268,12 +260,26 @@ def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, vari
                 x = diffrax_xt(sf, vp, x0, ts, cls())
                 rows.append(dict(d=d, family="diffrax (x-t)", solver=name, grid=g, budget=nfe, nfe=nfe_of(n),
                                  steps=n, rmse=float(rmse(x, ref)), sw=sliced_wasserstein(x, target, skey)))
-    if fixed:
-        log(f"  d={d} diffrax done")
-    if fixed and k_diffusion_available():
+    log(f"  d={d} diffrax done")
+    if k_diffusion_available():
         den = common.mixture_denoiser(gm.weights, gm.means, gm.covs)
         rows += k_diffusion_rows(den, vp, x0, ref, d, budgets, target=target, skey=skey)
         log(f"  d={d} k-diffusion done")
+    return rows
+
+
+def run_problem(d, budgets, batch, opt_solvers, opt_steps, log, fixed=True, variants=None):
+    variants = tuple(VARIANTS)[:1] if variants is None else variants
+    vp = jd.VPLinear()
+    gm = jd.GaussianMixture.random(jax.random.PRNGKey(d), 4, d, scale=2.0, min_var=0.05, max_var=0.5)
+    sf = gm.score_fn(vp)
+    x0 = gm.sample_marginal(jax.random.PRNGKey(1000 + d), batch, vp, 1.0)
+    x_cal = gm.sample_marginal(jax.random.PRNGKey(2000 + d), batch, vp, 1.0)  # calibration only
+    ref = reference_solve(sf, vp, x0, t_end=T_END)
+    target = gm.sample_marginal(jax.random.PRNGKey(3000 + d), batch, vp, T_END)
+    skey = jax.random.PRNGKey(7)
+    sw_floor = sliced_wasserstein(ref, target, skey)
+    rows = fixed_grid_rows(d, gm, sf, vp, x0, ref, target, skey, budgets, log) if fixed else []
     # Learned grids at NFE 10 (and the other budgets in the full run), started from log_snr.
     opt_info = []
     ref_cal = reference_solve(sf, vp, x_cal, t_end=T_END) if variants and opt_solvers else None
