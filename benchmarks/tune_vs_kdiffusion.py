@@ -274,8 +274,8 @@ def consistency(den, process, x, ref, t_end):
     return float(rmse(jnp.asarray(y.numpy() * float(process.alpha(t_end))), ref))
 
 
-def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, error_grids=False, calib=None,
-                 learn_probe=0, quote=True):
+def report_header(command, seconds, *, max_seconds, batch, error_grids, calib, learn_probe, quote):
+    """The report's title, machine, command and settings paragraphs."""
     cpu = ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -287,7 +287,7 @@ def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, erro
     import torch
 
     dflt = {k: v.default for k, v in inspect.signature(tune).parameters.items()}
-    lines = [
+    return [
         "# tune (NFE 10) vs the best k-diffusion sampler on unseen mixtures and schedules", "",
         f"Machine: {platform.machine()} {cpu}, {os.cpu_count()} CPUs (run pinned to one core), JAX "
         f"{jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, k-diffusion "
@@ -307,6 +307,12 @@ def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, erro
         f"{EG_NOTE if error_grids else ''}. "
         "RMSE against a Dopri8 reference (rtol = atol = 1e-11) from the same initial states. "
         "Problem seeds (mixture 1401-1406, data 14100+i / 14200+i / 14300+i) fixed before any result.", "",
+    ]
+
+
+def held_back_section(rows):
+    """Held-back batch: tune's winner vs the best k-diffusion sampler per problem."""
+    lines = [
         "## Held-back batch: tune vs best k-diffusion (target ratio <= 0.5)", "",
         "| problem | K | tune winner (grid, steps, NFE) | tune RMSE | best k-diffusion (grid) | k RMSE | ratio | "
         "meets | tune best fixed grid | tune time |",
@@ -321,14 +327,18 @@ def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, erro
                      f"{'yes' if ratio <= 0.5 else 'no'} | {bfs} | {r['tune_s']:.0f} s"
                      f"{' (' + str(r['skipped']) + ' skipped)' if r['skipped'] else ''} |")
     met = sum(r["held"] <= 0.5 * r["k_best"]["rmse"] for r in rows)
-    lines += ["", f"Ratio <= 0.5 on {met} of {len(rows)} problems.", "",
-              f"## Fresh batch of {FRESH} (never seen by tune)", "",
-              "k-diffusion (held-back choice): the sampler that was best on the held-back batch; best on fresh: "
-              "the best of all k-diffusion samplers and grids on this batch (chosen with hindsight). Medians are "
-              "per-sample end-point errors ||x_b - x_ref_b||.", "",
-              "| problem | tune RMSE | k (held-back choice) RMSE | ratio | k best on fresh (grid) RMSE | ratio | "
-              "tune median | k best median | winner's learned grid vs its start (RMSE) |",
-              "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+    return lines + ["", f"Ratio <= 0.5 on {met} of {len(rows)} problems."]
+
+
+def fresh_section(rows):
+    """Fresh batch: the same samplers re-run on draws tune never saw."""
+    lines = ["", f"## Fresh batch of {FRESH} (never seen by tune)", "",
+             "k-diffusion (held-back choice): the sampler that was best on the held-back batch; best on fresh: "
+             "the best of all k-diffusion samplers and grids on this batch (chosen with hindsight). Medians are "
+             "per-sample end-point errors ||x_b - x_ref_b||.", "",
+             "| problem | tune RMSE | k (held-back choice) RMSE | ratio | k best on fresh (grid) RMSE | ratio | "
+             "tune median | k best median | winner's learned grid vs its start (RMSE) |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in rows:
         ls = (f"{r['fresh_start']:.3e} -> {r['fresh']:.3e}" if "fresh_start" in r else "(winner is a named grid)")
         km = r["k_min_fresh"]
@@ -336,28 +346,38 @@ def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, erro
                      f"{r['fresh'] / r['k_best_fresh']['rmse']:.3f} | {km['solver']} / {km['grid']} {km['rmse']:.3e} | "
                      f"{r['fresh'] / km['rmse']:.3f} | {r['fresh_median']:.3e} | {r['k_fresh_median']:.3e} | {ls} |")
     met_f = sum(r["fresh"] <= 0.5 * r["k_min_fresh"]["rmse"] for r in rows)
-    lines += ["", f"Ratio to the best k-diffusion on the fresh batch <= 0.5 on {met_f} of {len(rows)} problems."]
+    return lines + ["", f"Ratio to the best k-diffusion on the fresh batch <= 0.5 on {met_f} of {len(rows)} problems."]
+
+
+def flips_section(rows):
+    """Mode flips of both samplers (rows that have them)."""
     flipped = [r for r in rows if "flips" in r]
-    if flipped:
-        lines += ["", "## Mode flips (the trajectories that dominate the RMSE)", "",
-                  "A flip: the end point's most probable component of the mixture at t_end differs from the "
-                  "reference end point's (the trajectory ends in another mode). Held-back flips of both: the "
-                  "trajectories that the tune winner and the best k-diffusion sampler both flip, with their two errors "
-                  f"and the fewest steps (of {list(HARD_STEPS)}) with which dpmpp_3m on the log-SNR grid (= k-diffusion's "
-                  "dpmpp_3m) keeps each one in its mode at every larger count tried.", "",
-                  "| problem | held-back flips: tune / k best | fresh flips: tune / k | "
-                  "held-back median: tune / k best (ratio) | held-back flips of both: errors (tune, k), steps needed |",
-                  "|---|---:|---:|---:|---|"]
-        for r in flipped:
-            f = r["flips"]
-            both = "; ".join(f"#{b}: ({et:.2f}, {ek:.2f}), {n if n is not None else '>' + str(HARD_STEPS[-1])}"
-                             for b, (et, ek), n in zip(f["held_both"], f["held_both_err"], f["held_both_steps"], strict=True))
-            lines.append(f"| {r['name']} | {f['held_tune']} / {f['held_k']} | "
-                         f"{f['fresh_tune']} / {f['fresh_k']} | {f['held_median']:.3e} / {f['k_held_median']:.3e} "
-                         f"({f['held_median'] / f['k_held_median']:.3f}) | {both or '-'} |")
-    lines += ["", "## Learned grids vs their starting grid on the held-back batch (never worse)", "",
-              "| problem | solver | grid | start RMSE | learned RMSE | never worse | iterations | status |",
-              "|---|---|---|---:|---:|---|---:|---|"]
+    if not flipped:
+        return []
+    lines = ["", "## Mode flips (the trajectories that dominate the RMSE)", "",
+             "A flip: the end point's most probable component of the mixture at t_end differs from the "
+             "reference end point's (the trajectory ends in another mode). Held-back flips of both: the "
+             "trajectories that the tune winner and the best k-diffusion sampler both flip, with their two errors "
+             f"and the fewest steps (of {list(HARD_STEPS)}) with which dpmpp_3m on the log-SNR grid (= k-diffusion's "
+             "dpmpp_3m) keeps each one in its mode at every larger count tried.", "",
+             "| problem | held-back flips: tune / k best | fresh flips: tune / k | "
+             "held-back median: tune / k best (ratio) | held-back flips of both: errors (tune, k), steps needed |",
+             "|---|---:|---:|---:|---|"]
+    for r in flipped:
+        f = r["flips"]
+        both = "; ".join(f"#{b}: ({et:.2f}, {ek:.2f}), {n if n is not None else '>' + str(HARD_STEPS[-1])}"
+                         for b, (et, ek), n in zip(f["held_both"], f["held_both_err"], f["held_both_steps"], strict=True))
+        lines.append(f"| {r['name']} | {f['held_tune']} / {f['held_k']} | "
+                     f"{f['fresh_tune']} / {f['fresh_k']} | {f['held_median']:.3e} / {f['k_held_median']:.3e} "
+                     f"({f['held_median'] / f['k_held_median']:.3f}) | {both or '-'} |")
+    return lines
+
+
+def learned_and_kdiffusion_sections(rows):
+    """Learned grids vs their starting grid, and every k-diffusion sampler at NFE 10."""
+    lines = ["", "## Learned grids vs their starting grid on the held-back batch (never worse)", "",
+             "| problem | solver | grid | start RMSE | learned RMSE | never worse | iterations | status |",
+             "|---|---|---|---:|---:|---|---:|---|"]
     for r in rows:
         for c in r["learned"]:
             lines.append(f"| {r['name']} | {c['solver']} | {c['grid']} | {c['start']:.3e} | {c['learned']:.3e} | "
@@ -369,6 +389,14 @@ def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, erro
         cells = ", ".join(f"{k['solver'][2:]}/{k['grid']} {k['rmse']:.2e}"
                           for k in sorted(r["k_rows"], key=lambda k: k["rmse"]))
         lines.append(f"| {r['name']} | {r['k_check']:.1e} | {cells} |")
+    return lines
+
+
+def write_report(path, rows, command, seconds, *, max_seconds, batch=BATCH, error_grids=False, calib=None,
+                 learn_probe=0, quote=True):
+    lines = report_header(command, seconds, max_seconds=max_seconds, batch=batch, error_grids=error_grids,
+                          calib=calib, learn_probe=learn_probe, quote=quote)
+    lines += held_back_section(rows) + fresh_section(rows) + flips_section(rows) + learned_and_kdiffusion_sections(rows)
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
 
