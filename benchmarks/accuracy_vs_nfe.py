@@ -399,11 +399,9 @@ def load_fixed_rows(md_path, dims, budgets):
     return rows, floors, header, old
 
 
-def write_report(path, all_rows, opt_info, floors, dims, budgets, command, seconds, ckpt_rows,
-                 fixed_header=None, previous_learned=""):
-    fams = ["exponential", "exponential + learned grid", "rk-in-forms", "diffrax (x-t)", "k-diffusion"]
-    fams = [f for f in fams if any(r["family"] == f for r in all_rows)]
-    lines = [
+def report_header(all_rows, opt_info, command, seconds, fixed_header, previous_learned):
+    """The report's title and the list of what was run, how and where."""
+    return [
         "# Accuracy vs NFE: exponential / multistep samplers and learned grids vs diffrax and k-diffusion",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
@@ -431,6 +429,12 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
             "skipped (torch / k-diffusion not installed: `pip install -e \".[bench]\"` and "
             "`pip install --no-deps \"k-diffusion==0.1.1.post1\"`)"),
         "",
+    ]
+
+
+def best_per_family_table(all_rows, fams, dims, budgets):
+    """The best end-point RMSE of each family per dimension and budget, and the ratios of ours to the others."""
+    lines = [
         "## Best per family (end-point RMSE; solver / grid / actual NFE)",
         "",
         "| d | NFE budget | " + " | ".join(fams) + " | best ours / best diffrax | best ours / best k-diffusion |",
@@ -448,7 +452,12 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
             ratios = [f"{min(ours) / vals[f]:.3f}" if ours and vals.get(f) else "-"
                       for f in ("diffrax (x-t)", "k-diffusion")]
             lines.append(f"| {d} | {b} | " + " | ".join(cells) + f" | {ratios[0]} | {ratios[1]} |")
-    lines += ["", "## Goal check at NFE 10", ""]
+    return lines
+
+
+def goal_check(all_rows, dims):
+    """Whether the best of ours is at most half the best diffrax RMSE at NFE 10, per dimension."""
+    lines = ["", "## Goal check at NFE 10", ""]
     for d in dims:
         fixed = [best(all_rows, d=d, budget=10, family=f) for f in ("exponential", "rk-in-forms")]
         fixed = min([r for r in fixed if r], key=lambda r: r["rmse"], default=None)
@@ -464,6 +473,12 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
             f"({dx['solver']} / {dx['grid']}): ratio {ours['rmse'] / dx['rmse']:.3f} -> "
             f"{'meets' if ok else 'misses'} the <= 0.5 goal"
         )
+    return lines
+
+
+def learned_grid_section(opt_info, previous_learned):
+    """The learned grids' errors (fitted, held-back, held-out) and the previous run's table if given."""
+    lines = []
     if opt_info:
         lines += ["", "## Learned grids (held-out = evaluation batch, never used to fit or to select)", "",
                   "| d | solver | NFE | selection rule | fitted RMSE log_snr -> learned | held-back (selection) "
@@ -478,7 +493,12 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
     if previous_learned:
         lines += ["", "## Before: learned grids chosen on the fitted loss (previous run, kept for comparison)", "",
                   *previous_learned.strip().splitlines()[1:]]
-    lines += ["", "## Sliced-Wasserstein floor (reference solve vs exact samples)", ""]
+    return lines
+
+
+def all_runs_section(all_rows, floors, dims, budgets, ckpt_rows):
+    """The SW floor, every solver and grid by budget, and the trained model's rows."""
+    lines = ["", "## Sliced-Wasserstein floor (reference solve vs exact samples)", ""]
     lines += [f"- d = {d}: {floors[d]:.3e}" for d in dims]
     lines += ["", "## All runs: RMSE by solver and grid (columns: NFE budget)", ""]
     for d in dims:
@@ -500,6 +520,17 @@ def write_report(path, all_rows, opt_info, floors, dims, budgets, command, secon
                   "| solver | grid | NFE | RMSE |", "|---|---|---:|---:|"]
         for r in sorted(ckpt_rows, key=lambda r: (r["budget"], r["rmse"])):
             lines.append(f"| {r['solver']} | {r['grid']} | {r['nfe']} | {r['rmse']:.3e} |")
+    return lines
+
+
+def write_report(path, all_rows, opt_info, floors, dims, budgets, command, seconds, ckpt_rows,
+                 fixed_header=None, previous_learned=""):
+    fams = ["exponential", "exponential + learned grid", "rk-in-forms", "diffrax (x-t)", "k-diffusion"]
+    fams = [f for f in fams if any(r["family"] == f for r in all_rows)]
+    lines = report_header(all_rows, opt_info, command, seconds, fixed_header, previous_learned)
+    lines += best_per_family_table(all_rows, fams, dims, budgets) + goal_check(all_rows, dims)
+    lines += learned_grid_section(opt_info, previous_learned)
+    lines += all_runs_section(all_rows, floors, dims, budgets, ckpt_rows)
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
 
