@@ -147,7 +147,7 @@ def save_figure(samples_by_w, path, n_per_class):
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default="runs/cond_digits", help="run directory (trained if missing)")
     p.add_argument("--steps", type=int, default=1200)
@@ -170,19 +170,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write the markdown tables here")
     p.add_argument("--json", default=None, help="write the raw numbers here")
     p.add_argument("--figure", default=None, help="one row per class at the first two solvers' scales")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    t_all = time.time()
-    train_secs = train_model(args)
-    if args.only_train:
-        return 0
-    from jaxode_diffusion.training import load_run
 
-    score_fn, run_cfg = load_run(args.run)
-    clf, clf_acc = classifier()
-    print(f"classifier held-out accuracy {clf_acc:.4f}", flush=True)
-    scales = [float(s) for s in args.scales.split(",")]
-    labels = jnp.repeat(jnp.arange(10, dtype=jnp.int32), args.per_class)
+def guidance_rows(score_fn, clf, labels, scales, args):
+    """Per solver and guidance scale: how often the classifier assigns the requested class (overall and
+    the worst class), and the samples (for the figure)."""
     rows, keep = [], {}
     for spec in args.solvers.split(","):
         solver, steps = spec.rsplit(":", 1)
@@ -198,19 +191,12 @@ def main(argv=None) -> int:
             keep[(spec, w)] = x
             print(f"{solver} steps={steps} NFE={nfe} w={w:g}: rate {rows[-1]['rate']:.3f} "
                   f"(worst class {rows[-1]['worst']:.2f})", flush=True)
-    if args.figure:
-        spec = args.solvers.split(",")[0]
-        fig_scales = [w for w in (1.0, 3.0) if w in scales] or scales[:2]
-        save_figure({w: keep[(spec, w)].reshape(10, args.per_class, 8, 8)[:, :6] for w in fig_scales},
-                    args.figure, 6)
-    reg = []
-    if args.reg_scales:
-        reg = regularity_rows(score_fn, [float(s) for s in args.reg_scales.split(",")],
-                              [float(t) for t in args.reg_times.split(",")], args.reg_batch,
-                              jax.random.key(args.seed + 1), args.reg_iters)
-    if args.reuse_regularity:
-        reg = json.loads(Path(args.reuse_regularity).read_text())["regularity"]
+    return rows, keep
 
+
+def report_lines(args, argv, run_cfg, rows, reg, clf_acc, train_secs, t_all):
+    """The markdown report: machine and command, model and classifier, the guidance table and the
+    regularity table."""
     cmd = "python -m benchmarks.conditional_digits " + " ".join(argv if argv is not None else sys.argv[1:])
     tc = run_cfg["train"]
     head = [
@@ -243,6 +229,38 @@ def main(argv=None) -> int:
     for r in reg:
         head.append(f"| {r['w']:g} | {r['t']:g} | {r['sigma']:.3f} | {r['jac']:.3f} ({r['jac_max']:.3f}) | "
                     f"{r['d2']:.3f} ({r['d2_max']:.3f}) |")
+    return head
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    t_all = time.time()
+    train_secs = train_model(args)
+    if args.only_train:
+        return 0
+    from jaxode_diffusion.training import load_run
+
+    score_fn, run_cfg = load_run(args.run)
+    clf, clf_acc = classifier()
+    print(f"classifier held-out accuracy {clf_acc:.4f}", flush=True)
+    scales = [float(s) for s in args.scales.split(",")]
+    labels = jnp.repeat(jnp.arange(10, dtype=jnp.int32), args.per_class)
+    rows, keep = guidance_rows(score_fn, clf, labels, scales, args)
+    if args.figure:
+        spec = args.solvers.split(",")[0]
+        fig_scales = [w for w in (1.0, 3.0) if w in scales] or scales[:2]
+        save_figure({w: keep[(spec, w)].reshape(10, args.per_class, 8, 8)[:, :6] for w in fig_scales},
+                    args.figure, 6)
+    reg = []
+    if args.reg_scales:
+        reg = regularity_rows(score_fn, [float(s) for s in args.reg_scales.split(",")],
+                              [float(t) for t in args.reg_times.split(",")], args.reg_batch,
+                              jax.random.key(args.seed + 1), args.reg_iters)
+    if args.reuse_regularity:
+        reg = json.loads(Path(args.reuse_regularity).read_text())["regularity"]
+
+    head = report_lines(args, argv, run_cfg, rows, reg, clf_acc, train_secs, t_all)
     text = "\n".join(head) + "\n"
     print(text)
     if args.out:
