@@ -396,7 +396,9 @@ def _short(tr) -> str:
     return f"Gaussian-residual {net}" + (" (Wiener input)" if tr.get("gaussian_input") == "wiener" else "")
 
 
-def report(args) -> str:
+def report_inputs(args):
+    """The run's JSON files: training info, evaluation, regularity and split check (``None`` when
+    missing), and the (training info, evaluation) of each ``--also`` run."""
     run = Path(args.run)
     tr = json.loads((run / "train_info.json").read_text())
     ev = json.loads((run / "eval.json").read_text())
@@ -406,15 +408,20 @@ def report(args) -> str:
     sc = json.loads((run / "split_check.json").read_text()) if (run / "split_check.json").exists() else None
     others = [(json.loads((Path(r) / "train_info.json").read_text()), json.loads((Path(r) / "eval.json").read_text()))
               for r in args.also]
+    return tr, ev, rg, sc, others
+
+
+def report_head(tr, ev):
+    """Title, machine, data and the trained model's line."""
     dev = jax.devices()[0]
-    L = [
+    return [
         "# 32x32x3 natural-image patches: a CPU-trained score network against held-out patches",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs (load average "
         f"{os.getloadavg()[0]:.0f} at the end), JAX {jax.__version__} on {dev.platform}; date "
         f"{datetime.date.today()}. Every phase ran pinned to one core: `taskset -c 1 env "
         "XLA_FLAGS=\"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1\" python "
-        "benchmarks/patches32.py --phase train|eval|regularity|split-check|report ...` (the commands below).",
+        "-m benchmarks.patches32 --phase train|eval|regularity|split-check|report ...` (the commands below).",
         "",
         f"Data: `{ev['data']}`, 32x32x3 windows (stride 4) of scikit-learn's `china.jpg` and `flower.jpg`, "
         f"pixels mapped to [-1, 1]; split: {ev['split']}. Process VP-linear, eps prediction. U-Net = `UNET_PATCHES32` "
@@ -423,6 +430,11 @@ def report(args) -> str:
         "Trained model: " + _train_line(tr, ev),
         "",
     ]
+
+
+def split_check_section(sc, args):
+    """Why the split changed (the split check's oracle and Gaussian distances), if it was run."""
+    L = []
     if sc is not None:
         L += [
             "## Why the split changed: with image halves even the training set barely beats the Gaussian",
@@ -445,6 +457,12 @@ def report(args) -> str:
               "(alternating 64-pixel column stripes, no shared pixel; `--data patches32-stripes`) samples the "
               f"same scenes on both sides: the oracle is {st['oracle']['sw2'] / st['floor']['sw2']:.2f}x the floor and the "
               f"Gaussian {st['gaussian']['sw2'] / st['floor']['sw2']:.1f}x, so a model has room to beat the Gaussian.", ""]
+    return L
+
+
+def dsm_section(ev, others):
+    """Held-out DSM loss of each model, overall and per noise level."""
+    L = []
     L += [
         "## Held-out DSM loss (eps weighting; 256 held-out patches, fixed times and noise)",
         "",
@@ -461,6 +479,12 @@ def report(args) -> str:
               "| t | sigma | model | Gaussian fit | ratio |", "|---|---|---|---|---|"]
         for t, r in ev["dsm_per_t"].items():
             L.append(f"| {t} | {r['sigma']:.3f} | {r['model']:.3g} | {r['gaussian']:.3g} | {r['ratio']:.4f} |")
+    return L
+
+
+def distances_section(ev, others):
+    """Sample distances to the held-out set, the verdicts against the Gaussian and the sampling times."""
+    L = []
     L += [
         "",
         f"## Sample distances to held-out set A ({ev['num_samples']} patches each)",
@@ -500,6 +524,12 @@ def report(args) -> str:
         L += ["", "Other run: " + _train_line(tro, evo)]
     L += ["", "Sampling " + ", ".join(f"NFE {k}: {v:.0f} s" for k, v in ev["sample_seconds"].items())
           + f" for {ev['num_samples']} patches; evaluation {ev['eval_seconds']:.0f} s.", ""]
+    return L
+
+
+def regularity_section(rg, args):
+    """The trained score's regularity profile and its estimators' accuracy and spread, if it was run."""
+    L = []
     if rg is not None:
         L += [
             "## Regularity of the trained score",
@@ -529,6 +559,13 @@ def report(args) -> str:
               f"{rg['spread']['jacobian_spectral']['rel_spread']:.2g} (sigma^2 ‖Ds‖₂), "
               f"{rg['spread']['second_operator']['rel_spread']:.2g} (sigma^3 ‖D²s‖_op). "
               f"Regularity run time {rg['seconds']:.0f} s.", ""]
+    return L
+
+
+def report(args) -> str:
+    tr, ev, rg, sc, others = report_inputs(args)
+    L = report_head(tr, ev) + split_check_section(sc, args) + dsm_section(ev, others)
+    L += distances_section(ev, others) + regularity_section(rg, args)
     text = "\n".join(L)
     Path(args.out).write_text(text)
     print(text)
