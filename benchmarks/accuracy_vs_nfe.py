@@ -29,7 +29,7 @@ denoiser written in torch, in float64. k-diffusion integrates ``x / alpha`` in `
 and its result is multiplied by ``alpha(t_end)``. Its grids: ``get_sigmas_vp`` (this package's
 ``uniform`` grid for VPLinear), ``get_sigmas_exponential`` (``log_snr``), ``get_sigmas_karras``
 (``edm``), each without the appended 0 (the problem stops at ``t_end``; the equality of each
-pair is tested in ``tests/test_reference_equivalence.py``); ``dpm_fast`` uses its own log-SNR
+pair is tested in ``tests/solvers/test_kdiffusion_equivalence.py``); ``dpm_fast`` uses its own log-SNR
 grid.
 
 Learned grids choose their iterate on held-back samples (``optimize_grid``'s default: a quarter of

@@ -17,7 +17,7 @@ Measures, on the default JAX device:
 Times are medians of interleaved repeats after one compiling call. Budget: < 8 minutes on one
 accelerator. ``--tiny`` shrinks every size (8x8x3 images, regularity at that size only, a one-level
 4-channel U-Net, batch 4, NFE 10 only, one repeat) so the script runs on CPU in the test suite
-(tests/test_device_suite.py) and never rots.
+(tests/benchmarks/test_device_suite.py) and never rots.
 
 Usage::
 

@@ -21,14 +21,7 @@ MAX_FUNCTION_LINES = 80
 ISSUE_REF = re.compile(r"issue\s*#?\s*[0-9]", re.IGNORECASE)
 
 #: ``"path::qualified name"`` -> why it may be longer than MAX_FUNCTION_LINES (to be split).
-LONG_FUNCTIONS = {
-    "benchmarks/accuracy_vs_nfe.py::run_problem": "benchmark script; not yet split",
-    "benchmarks/accuracy_vs_nfe.py::write_report": "benchmark report writer; not yet split",
-    "benchmarks/conditional_digits.py::main": "benchmark script; not yet split",
-    "benchmarks/patches32.py::report": "benchmark report writer; not yet split",
-    "benchmarks/tune_vs_kdiffusion.py::run_problem": "benchmark script; not yet split",
-    "benchmarks/tune_vs_kdiffusion.py::write_report": "benchmark report writer; not yet split",
-}
+LONG_FUNCTIONS: dict[str, str] = {}
 
 #: Files that may still name an issue number, with the reason.
 ISSUE_REFERENCES = {
