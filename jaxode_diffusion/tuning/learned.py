@@ -13,6 +13,8 @@ The iterate returned is the one with the lowest end-point RMSE on a held-back ba
 never sees; the start is iterate 0, so the result is never worse than its start there. A fresh
 batch (``fresh_x_init``), used for nothing else, gives an unbiased error. A
 :class:`LearnedSolver` saves to / loads from JSON with its provenance.
+
+Measurements (against the base, a learned grid alone and ``tune``): benchmarks/README.md, "Learned solvers".
 """
 
 from __future__ import annotations
