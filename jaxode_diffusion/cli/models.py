@@ -53,6 +53,11 @@ def _add_train_parser(subparsers) -> None:
     p.add_argument("--steps", type=positive_int, required=True, help="total optimisation steps")
     p.add_argument("--out", required=True, help="run directory (checkpoints + config.json)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument(
+        "--verify-checkpoint", choices=["strict", "warn", "off"], default="strict",
+        help="with --resume: strict (default) skips a checkpoint whose checksum is missing or wrong; warn "
+        "resumes from one without a checksum (older versions) with a warning; off skips the check",
+    )
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate (warmup + cosine decay)")
     p.add_argument("--seed", type=nonneg_int, default=d.seed)
@@ -142,7 +147,7 @@ def cmd_train(args) -> int:
         p_uncond=getattr(args, "p_uncond", TrainConfig.p_uncond),
         gaussian_skip=bool(getattr(args, "gaussian_skip", False)),
     )
-    result = train(config)
+    result = train(config, verify=getattr(args, "verify_checkpoint", "strict"))
     last = [h for h in result.history if "heldout_loss" in h]
     msg = f"trained {result.step} steps -> {os.fspath(Path(args.out))}"
     if last:

@@ -17,7 +17,10 @@ Guarantees:
   item of the same checkpoint, so it is renamed into place together with the arrays.
 * **Verified**: every restore recomputes the checksum (:func:`content_checksum`) over the restored
   bytes and the config and raises :class:`CheckpointCorruptError` (naming the folder) on a
-  mismatch, so a flipped byte never yields silently different weights.
+  mismatch, so a flipped byte never yields silently different weights. A checkpoint without a
+  checksum (removed, or written before checksums existed) is refused too, unless the caller opts
+  out by name: ``verify="warn"`` loads it with a warning, ``verify="off"`` skips the checksum
+  (see :data:`VERIFY_MODES`; the CLI's ``--verify-checkpoint warn|off``).
 * **Finite**: :func:`save_checkpoint` refuses state with NaN or inf (:class:`NonFiniteStateError`).
 * **Reported at once**: saves are synchronous, so a full disk or a permission problem is raised at
   the step that saves, as an ``OSError`` naming the path (:func:`jaxode_diffusion.utils.outputs.os_error`).
@@ -50,6 +53,7 @@ __all__ = [
     "LOCK_NAME",
     "CheckpointCorruptError",
     "NonFiniteStateError",
+    "VERIFY_MODES",
     "RunLock",
     "RunLockedError",
     "checkpoint_dir",
@@ -70,6 +74,26 @@ CHECKPOINT_SUBDIR = "checkpoints"
 CORRUPT_SUBDIR = "corrupt"
 LOCK_NAME = "run.lock"
 CHECKSUM_VERSION = 1
+# How a restore treats the content checksum: "strict" (the default) refuses a checkpoint whose
+# checksum is missing or does not match; "warn" loads one without a checksum with a warning (a
+# mismatch is still an error); "off" does not read or check the checksum at all.
+VERIFY_MODES = ("strict", "warn", "off")
+
+
+def check_verify(verify) -> str:
+    """``verify`` if it is one of :data:`VERIFY_MODES`, else a ``ValueError`` naming the choices.
+
+    Example:
+        >>> check_verify("warn")
+        'warn'
+    """
+    if not isinstance(verify, str) or verify not in VERIFY_MODES:
+        raise ValueError(
+            f"verify={verify!r}: choose 'strict' (the default: refuse a checkpoint whose checksum is missing "
+            "or wrong), 'warn' (load one without a checksum, with a warning) or 'off' (no checksum check); "
+            "on the command line --verify-checkpoint strict|warn|off."
+        )
+    return verify
 
 
 class CheckpointCorruptError(ValueError):
@@ -345,13 +369,10 @@ def _has_checksum(stepdir: Path) -> bool:
     return False
 
 
-def _restore(ckdir: Path, step: int, abstract_state: Any | None, *, with_state: bool):
+def _restore(ckdir: Path, step: int, abstract_state: Any | None, *, with_state: bool, verify: str = "strict"):
     """Restore and verify one step: ``(state or None, config)``; ``CheckpointCorruptError`` if bad."""
     stepdir = ckdir / str(step)
-    try:
-        checked = _has_checksum(stepdir)
-    except ValueError as err:
-        raise _corrupt(ckdir, step, str(err)) from err
+    checked = _checksum_present(ckdir, step, verify)
     items: dict[str, Any] = dict(config=ocp.args.JsonRestore())
     if with_state:
         items["state"] = ocp.args.StandardRestore(abstract_state)
@@ -369,11 +390,12 @@ def _restore(ckdir: Path, step: int, abstract_state: Any | None, *, with_state: 
         raise _corrupt(ckdir, step, f"config is a {type(config).__name__}, not a JSON object")
     state = out.state if with_state else None
     if not checked:
-        warnings.warn(
-            f"checkpoint {os.fspath(stepdir)!r} has no checksum (written by an older version): "
-            "its content cannot be verified.",
-            stacklevel=3,
-        )
+        if verify == "warn":
+            warnings.warn(
+                f"checkpoint {os.fspath(stepdir)!r} has no checksum: its content cannot be verified "
+                "(loaded because verify='warn').",
+                stacklevel=3,
+            )
         return state, config
     saved = out.checksum
     if not isinstance(saved, dict) or "config" not in saved or "state" not in saved:
@@ -386,64 +408,95 @@ def _restore(ckdir: Path, step: int, abstract_state: Any | None, *, with_state: 
     return state, config
 
 
-def read_config(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+def _checksum_present(ckdir: Path, step: int, verify: str) -> bool:
+    """Whether to check a checksum; under ``verify="strict"`` a checkpoint without one is corrupt."""
+    if verify == "off":
+        return False
+    try:
+        checked = _has_checksum(ckdir / str(step))
+    except ValueError as err:
+        raise _corrupt(ckdir, step, str(err)) from err
+    if not checked and verify == "strict":
+        raise _corrupt(
+            ckdir, step,
+            "it has no checksum, so its content cannot be verified; if you trust it (written by an older "
+            "version), load it with verify='warn' (CLI: --verify-checkpoint warn)",
+        )
+    return checked
+
+
+def read_config(run_dir: str | os.PathLike, step: int | None = None, *, verify: str = "strict") -> dict[str, Any]:
     """The run configuration stored with checkpoint ``step`` (default: the latest), checksum-verified.
+
+    ``verify``: one of :data:`VERIFY_MODES` (``"strict"``: a missing checksum is an error).
 
     Raises:
         ValueError: if the directory is missing or holds no checkpoint.
         CheckpointCorruptError: (a ``ValueError``) naming the folder if the config is unreadable or
             does not match its checksum.
     """
+    verify = check_verify(verify)
     ckdir, step = _resolve(run_dir, step)
-    return _restore(ckdir, step, None, with_state=False)[1]
+    return _restore(ckdir, step, None, with_state=False, verify=verify)[1]
 
 
-def restore_checkpoint(run_dir: str | os.PathLike, abstract_state: Any, step: int | None = None):
+def restore_checkpoint(
+    run_dir: str | os.PathLike, abstract_state: Any, step: int | None = None, *, verify: str = "strict"
+):
     """Restore and verify ``(state, config, step)`` from checkpoint ``step`` (default: the latest).
 
     Args:
         run_dir: the run directory (or its ``checkpoints`` folder).
         abstract_state: a pytree of ``jax.ShapeDtypeStruct`` (or arrays) with the saved structure.
         step: which step; ``None`` for the latest.
+        verify: ``"strict"`` (default), ``"warn"`` or ``"off"`` (see :data:`VERIFY_MODES`).
 
     Raises:
-        ValueError: if the directory is missing or holds no checkpoint.
+        ValueError: if the directory is missing or holds no checkpoint, or ``verify`` is unknown.
         CheckpointCorruptError: (a ``ValueError``) naming the folder if the checkpoint does not
-            match ``abstract_state``, is unreadable, or does not match its sha256 checksum.
+            match ``abstract_state``, is unreadable, does not match its sha256 checksum, or (under
+            ``verify="strict"``) has no checksum.
     """
+    verify = check_verify(verify)
     ckdir, step = _resolve(run_dir, step)
-    state, config = _restore(ckdir, step, abstract_state, with_state=True)
+    state, config = _restore(ckdir, step, abstract_state, with_state=True, verify=verify)
     return state, config, step
 
 
-def verify_checkpoint(run_dir: str | os.PathLike, abstract_state: Any = None, step: int | None = None) -> int:
+def verify_checkpoint(
+    run_dir: str | os.PathLike, abstract_state: Any = None, step: int | None = None, *, verify: str = "strict"
+) -> int:
     """Check that checkpoint ``step`` (default: the latest) is intact; returns the step.
 
     Args:
         abstract_state: the saved structure (``None``: restore as saved).
+        verify: ``"strict"`` (default: a missing checksum fails) or ``"warn"`` (see :data:`VERIFY_MODES`).
 
     Raises:
-        CheckpointCorruptError: naming the folder if it is unreadable or fails its checksum.
+        CheckpointCorruptError: naming the folder if it is unreadable, fails its checksum or (strict)
+            has none.
     """
-    return restore_checkpoint(run_dir, abstract_state, step)[2]
+    return restore_checkpoint(run_dir, abstract_state, step, verify=verify)[2]
 
 
-def restore_newest_intact(run_dir: str | os.PathLike, abstract_state: Any):
+def restore_newest_intact(run_dir: str | os.PathLike, abstract_state: Any, *, verify: str = "strict"):
     """Restore the newest checkpoint that passes verification: ``(state, config, step, skipped)``.
 
     ``skipped`` lists the newer steps that were corrupt; each is reported with a ``UserWarning``
-    naming its folder and the step used instead.
+    naming its folder and the step used instead. ``verify`` as in :func:`restore_checkpoint`
+    (under ``"strict"`` a step without a checksum counts as corrupt).
 
     Raises:
         ValueError: if there is no checkpoint.
         CheckpointCorruptError: if every checkpoint is corrupt (all are named).
     """
+    verify = check_verify(verify)
     ckdir, steps = _all_steps(run_dir)
     skipped: list[int] = []
     reasons: list[str] = []
     for step in sorted(steps, reverse=True):
         try:
-            state, config = _restore(ckdir, step, abstract_state, with_state=True)
+            state, config = _restore(ckdir, step, abstract_state, with_state=True, verify=verify)
         except CheckpointCorruptError as err:
             skipped.append(step)
             reasons.append(str(err))

@@ -377,7 +377,8 @@ def load_npy(
     affinely from their ``[min, max]`` to ``[-1, 1]``. ``normalize=False`` keeps raw values.
 
     Raises:
-        ValueError: if the file is missing or unreadable, not numeric, not finite, has
+        ValueError: if the file is missing or unreadable, not a ``.npy`` array (an ``np.savez``
+            archive, a pickle or another format is named as such), not numeric, not finite, has
             ``ndim < 2`` or ``> 4``, or has fewer than 2 rows.
     """
     path = os.fspath(path)
@@ -385,6 +386,7 @@ def load_npy(
         raise ValueError(
             f"data file {path!r} does not exist; pass the path of a .npy array saved with np.save."
         )
+    _check_npy_format(path)
     try:
         x = np.load(path, allow_pickle=False)
     except Exception as err:
@@ -392,6 +394,43 @@ def load_npy(
             f"could not read {path!r} as a .npy array ({err}); save it with np.save(path, array)."
         ) from err
     return from_array(x, name=path, normalize=normalize, heldout_fraction=heldout_fraction, seed=seed)
+
+
+def _check_npy_format(path: str) -> None:
+    """Name the format of a data file that is not a ``.npy`` array (checked from its first bytes)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as err:
+        raise ValueError(f"could not read data file {path!r} ({err}); check the path and its permissions.") from err
+    if head.startswith(b"\x93NUMPY"):
+        return
+    if not head:
+        raise ValueError(
+            f"data file {path!r} is empty (0 bytes: an interrupted write?); save the array again with "
+            "np.save(path, array)."
+        )
+    if head.startswith(b"PK"):
+        names = ""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = f" holding {', '.join(repr(k) for k in z.files)}"
+        except Exception:
+            pass
+        raise ValueError(
+            f"data file {path!r} is a zip archive (an np.savez / np.savez_compressed .npz file{names}), not a "
+            ".npy array: save the array with np.save(path, array), or pass "
+            "np.load(path)[key] to from_array."
+        )
+    if head[:1] == b"\x80" or head[:2] in (b"(l", b"(d", b"]q", b"}q", b"cn"):
+        raise ValueError(
+            f"data file {path!r} is a Python pickle, not a .npy array; pickles are not loaded (they can "
+            "run code): save the array with np.save(path, array)."
+        )
+    raise ValueError(
+        f"data file {path!r} is not a .npy array (it does not start with the .npy magic "
+        f"bytes; starts with {head!r}); save the array with np.save(path, array)."
+    )
 
 
 def from_array(

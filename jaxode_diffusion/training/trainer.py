@@ -239,6 +239,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a non-empty string, got {value!r}.")
         if self.out_dir is not None and not isinstance(self.out_dir, (str, os.PathLike)):
             raise ValueError(f"TrainConfig.out_dir must be a path or None, got {self.out_dir!r}.")
+        if self.out_dir is not None and not os.fspath(self.out_dir).strip():
+            # Path("") is the current directory: an empty --out must not train (or write) there.
+            raise ValueError(
+                f"TrainConfig.out_dir (--out) is empty ({self.out_dir!r}); give a run directory such as "
+                "--out runs/my_run, or out_dir=None for no checkpoints."
+            )
         _check_real("lr", self.lr, "a finite number > 0 (try 1e-3)", lambda v: v > 0)
         _check_real("weight_decay", self.weight_decay, "a finite number >= 0", lambda v: v >= 0)
         _check_real(
@@ -562,6 +568,7 @@ def train(
     data=None,
     stop_at: int | None = None,
     callback: Callable[[int, float], None] | None = None,
+    verify: str = "strict",
 ) -> TrainResult:
     """Train a score model by denoising score matching.
 
@@ -572,6 +579,9 @@ def train(
             there when ``out_dir`` is set). The schedule still targets ``config.steps``.
         callback: called as ``callback(step, loss)`` after every step (``loss`` is a device
             scalar); an exception raised there aborts training (useful to simulate a crash).
+        verify: how ``resume`` checks checkpoint checksums: ``"strict"`` (default; a checkpoint
+            without a checksum counts as corrupt), ``"warn"`` or ``"off"``
+            (:data:`~jaxode_diffusion.training.checkpoint.VERIFY_MODES`; CLI ``--verify-checkpoint``).
 
     Returns:
         a :class:`TrainResult`.
@@ -596,6 +606,7 @@ def train(
         5
     """
     config.validate()
+    verify = ckpt.check_verify(verify)
     if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, (int, np.integer)) or stop_at < 0):
         raise ValueError(f"stop_at must be None or an integer >= 0 (a step count), got {stop_at!r}.")
     # Checked before any work: a file in the way or an unwritable location is reported at once.
@@ -603,7 +614,7 @@ def train(
     run, state = _prepare_run(config, data)
     existing, corrupt_steps = None, []
     if run_dir is not None:
-        existing, corrupt_steps, state = _start_state(run_dir, config, state)
+        existing, corrupt_steps, state = _start_state(run_dir, config, state, verify)
     program, state = _compile_program(config, run, state)
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
     final, history = _train_with_run_dir(config, run, program, state, end, run_dir, existing, corrupt_steps,
@@ -714,7 +725,8 @@ def _prepare_run(config: TrainConfig, data) -> tuple[_Run, _State]:
     return run, _State(params, ema, opt_state, jax.random.key(config.seed), 0)
 
 
-def _start_state(run_dir: Path, config: TrainConfig, fresh: _State) -> tuple[int | None, list[int], _State]:
+def _start_state(run_dir: Path, config: TrainConfig, fresh: _State, verify: str = "strict"
+                 ) -> tuple[int | None, list[int], _State]:
     """``(latest step found, corrupt newer steps, the state to start from)``: the newest intact
     checkpoint on ``resume``, else ``fresh`` (refusing a directory that already holds checkpoints)."""
     existing = ckpt.latest_step(run_dir)
@@ -732,7 +744,7 @@ def _start_state(run_dir: Path, config: TrainConfig, fresh: _State) -> tuple[int
         )
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), fresh.checkpoint_tree(0))
     # The newest checkpoint that passes its checksum (a warning names any corrupt newer one).
-    restored, saved_cfg, _, corrupt_steps = ckpt.restore_newest_intact(run_dir, abstract)
+    restored, saved_cfg, _, corrupt_steps = ckpt.restore_newest_intact(run_dir, abstract, verify=verify)
     _check_resume_compatible(saved_cfg, config, run_dir)
     state = _State(restored["params"], restored["ema"], restored["opt_state"],
                    jax.random.wrap_key_data(restored["key"]), int(restored["step"]))
@@ -825,22 +837,25 @@ def _loop(config, run: _Run, program: _Program, state: _State, end: int, manager
     return _State(params, ema, opt_state, base_key, max(end, state.step))
 
 
-def load_run(run_dir: str | os.PathLike, *, ema: bool = True, step: int | None = None):
+def load_run(run_dir: str | os.PathLike, *, ema: bool = True, step: int | None = None, verify: str = "strict"):
     """Rebuild the score function of a saved run.
 
     Args:
         run_dir: a ``train`` output directory.
         ema: use the EMA parameters (default) or the raw ones.
         step: checkpoint step (default: latest).
+        verify: ``"strict"`` (default: a checkpoint whose checksum is missing or wrong is refused),
+            ``"warn"`` (load one without a checksum, with a warning) or ``"off"``.
 
     Returns:
         ``(score_fn, run_config)``: a :class:`~jaxode_diffusion.models.ScoreModel` and the stored
         JSON (keys ``train``, ``model``, ``data``, ``step``).
 
     Raises:
-        ValueError: if the directory is missing, empty or corrupt (the message names the path).
+        ValueError: if the directory is missing, empty or corrupt (the message names the path),
+            or ``verify`` is unknown.
     """
-    run_cfg = ckpt.read_config(run_dir, step)
+    run_cfg = ckpt.read_config(run_dir, step, verify=verify)
     try:
         config = TrainConfig.from_dict(run_cfg["train"])
         model_cfg = run_cfg["model"]
@@ -858,7 +873,7 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, step: int | None =
         step=jax.ShapeDtypeStruct((), jnp.int32),
         key=jax.ShapeDtypeStruct((2,), jnp.uint32),
     )
-    state, run_cfg, _ = ckpt.restore_checkpoint(run_dir, abstract, step)
+    state, run_cfg, _ = ckpt.restore_checkpoint(run_dir, abstract, step, verify=verify)
     params = state["ema"] if ema else state["params"]
     process = get_process(config.process)
     return ScoreModel(graphdef, params, process, model_cfg["prediction"]), run_cfg

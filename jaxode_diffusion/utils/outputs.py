@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dumps_json", "ensure_output_dir", "ensure_output_file", "jsonable", "os_error", "write_json_atomic"]
+__all__ = [
+    "dumps_json",
+    "ensure_output_dir",
+    "ensure_output_file",
+    "jsonable",
+    "os_error",
+    "save_npy_atomic",
+    "write_json_atomic",
+]
 
 # Hints by errno: what the user can do about it.
 _HINTS = {
@@ -69,7 +77,8 @@ def ensure_output_dir(path, argname: str = "--out") -> Path:
     """Create directory ``path`` (with parents) or raise a clear error before any work starts.
 
     Raises:
-        ValueError: if ``path`` (or one of its parents) is an existing file.
+        ValueError: if ``path`` is empty or blank (it would write into the current directory),
+            or it (or one of its parents) is an existing file.
         PermissionError / OSError: if the directory cannot be created or written (named, with a fix).
 
     Example:
@@ -78,6 +87,7 @@ def ensure_output_dir(path, argname: str = "--out") -> Path:
         >>> d.is_dir()
         True
     """
+    _check_nonblank(path, argname, "runs/my_run")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ValueError(
@@ -86,6 +96,17 @@ def ensure_output_dir(path, argname: str = "--out") -> Path:
         )
     _make_dir(p, path, argname)
     return p
+
+
+def _check_nonblank(path, argname: str, example: str) -> None:
+    # Path("") is Path("."): an empty --out would silently write into the current directory.
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    if not isinstance(text, (str, bytes)):
+        raise ValueError(f"{argname} must be a path (a string), got {path!r}.")
+    if not text.strip():
+        raise ValueError(
+            f"{argname} is empty ({path!r}); give a path, for example {argname.split()[-1].strip('()')} {example}."
+        )
 
 
 def _make_dir(p: Path, given, argname: str) -> None:
@@ -112,7 +133,7 @@ def ensure_output_file(path, argname: str = "--out") -> Path:
     """Check that file ``path`` can be written (creating its parent directory) before any work starts.
 
     Raises:
-        ValueError: if ``path`` is an existing directory or a parent is a file.
+        ValueError: if ``path`` is empty or blank, an existing directory, or a parent is a file.
         PermissionError / OSError: if the parent cannot be created or written.
 
     Example:
@@ -120,6 +141,7 @@ def ensure_output_file(path, argname: str = "--out") -> Path:
         >>> ensure_output_file(os.path.join(tempfile.mkdtemp(), "sub", "x.npy")).parent.is_dir()
         True
     """
+    _check_nonblank(path, argname, "samples.npy")
     p = Path(path)
     if p.is_dir():
         raise ValueError(
@@ -199,3 +221,41 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = Tr
     except OSError as err:
         tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
         raise (os_error(err, path, f"writing {path.name}") or err) from err
+
+
+def save_npy_atomic(path: str | os.PathLike, array) -> Path:
+    """Write ``array`` to ``path`` with ``np.save`` through a temporary file and ``os.replace``.
+
+    Guarantees: ``path`` holds either its previous content or the complete new array, never a
+    partial or 0-byte file; on any failure (disk full, permissions) the temporary file is removed.
+    The bytes are those of ``np.save(path, array)`` (``path`` is used as given: no ``.npy`` is added).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OSError: naming ``path``, the cause and the fix when it cannot be written.
+
+    Example:
+        >>> import tempfile, os, numpy as np
+        >>> p = save_npy_atomic(os.path.join(tempfile.mkdtemp(), "x.npy"), np.arange(3))
+        >>> np.load(p).tolist(), sorted(os.listdir(p.parent))
+        ([0, 1, 2], ['x.npy'])
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(err, OSError):
+            raise (os_error(err, path, f"writing {path.name}") or err) from err
+        raise
+    return path
