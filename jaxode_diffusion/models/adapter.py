@@ -345,12 +345,7 @@ class NetworkScore(eqx.Module):
             x_in = x.astype(self.compute_dtype)
             cond = None if cond is None else _cast_floating(cond, self.compute_dtype)
         pred = jnp.asarray(self.net(x_in, t_in, *_cond_args(cond)))
-        if pred.shape != x.shape:
-            raise ValueError(
-                f"the network returned shape {pred.shape} for x of shape {x.shape}; a network "
-                f"predicting {self.prediction!r} must return an array shaped like x (reshape its "
-                "output, or wrap it in a function that does)."
-            )
+        _check_network_output(pred, x, self.prediction)
         return to_score(pred.astype(dtype), self.prediction, x, t, self.process)
 
 
@@ -409,16 +404,38 @@ def _require_kind(prediction, what: str) -> str:
     return canonical_kind(prediction)
 
 
+#: The dtypes a network may run in: float8 and other exotic floats overflow in ordinary layers.
+_COMPUTE_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def _floating_dtype(compute_dtype):
     if compute_dtype is None:
         return None
-    dt = jnp.dtype(compute_dtype)
-    if not jnp.issubdtype(dt, jnp.floating):
+    try:
+        dt = jnp.dtype(compute_dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in _COMPUTE_DTYPES:
         raise ValueError(
-            f"compute_dtype={compute_dtype!r} is not a floating-point dtype; use jnp.bfloat16, "
-            "jnp.float16 or jnp.float32 (or None for the parameters' own dtype)."
+            f"compute_dtype={compute_dtype!r} is not a supported compute dtype; use one of "
+            f"{list(_COMPUTE_DTYPES)} (e.g. jnp.bfloat16), or None for the parameters' own dtype."
         )
     return dt
+
+
+def _check_network_output(pred, x, prediction: str) -> None:
+    """Refuse a network output whose shape is not ``x``'s or whose dtype is not floating."""
+    if pred.shape != x.shape:
+        raise ValueError(
+            f"the network returned shape {pred.shape} for x of shape {x.shape}; a network "
+            f"predicting {prediction!r} must return an array shaped like x (reshape its "
+            "output, or wrap it in a function that does)."
+        )
+    if not jnp.issubdtype(pred.dtype, jnp.floating):
+        raise ValueError(
+            f"the network returned dtype {pred.dtype} (a {prediction!r} prediction must be floating-point); "
+            f"return a float array, e.g. out.astype(x.dtype), from the network."
+        )
 
 
 class _PackageModel(NamedTuple):
@@ -553,8 +570,9 @@ def as_score_fn(
     Raises:
         ValueError: on an unknown prediction kind or time input, a missing ``prediction``,
             ``time_input`` or ``params``, a discrete time input without ``N`` or with an ``N``
-            that disagrees with the process, a non-floating ``compute_dtype``, or a model that is
-            not callable.
+            that disagrees with the process, a ``compute_dtype`` other than float16, bfloat16,
+            float32 or float64, or a model that is not callable; at the first call, a network
+            output that is not a floating-point array shaped like ``x``.
 
     Example:
         >>> import jax.numpy as jnp

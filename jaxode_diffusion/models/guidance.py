@@ -41,15 +41,26 @@ def _leaf_name(path) -> str:
     return "cond" + jax.tree_util.keystr(path) if path else "cond"
 
 
-def _check_scale_value(scale) -> None:
-    """Raise on a concrete non-finite scale (traced values are checked where they are concrete)."""
+#: Largest guidance scale accepted: beyond it ``w (s_c - s_u)`` swamps the score (typical scales are
+#: 1-20) and overflows to inf in low precision, which would read as a failure of the score.
+_MAX_SCALE = 1e4
+
+
+def _check_scale_value(scale, shown=None) -> None:
+    """Raise on a concrete non-finite or huge scale (traced values are checked where they are concrete)."""
     if isinstance(scale, jax.core.Tracer):
         return
-    arr = np.asarray(scale)
+    arr = np.asarray(scale, dtype=np.float64)
+    shown = arr.tolist() if shown is None else shown
     if not np.all(np.isfinite(arr)):
         raise ValueError(
-            f"scale={arr.tolist()!r} is not finite; the guidance scale must be a finite number "
+            f"scale={shown!r} is not finite; the guidance scale must be a finite number "
             "(w = 1: no guidance, w = 0: unconditional, w > 1: stronger guidance)."
+        )
+    if np.any(np.abs(arr) > _MAX_SCALE):
+        raise ValueError(
+            f"scale={shown!r} exceeds {_MAX_SCALE:g} in magnitude: w (s_cond - s_null) would swamp "
+            "the score and overflow; pass a guidance scale between about 0 and 20."
         )
 
 
@@ -58,16 +69,52 @@ def _as_scale(scale):
         return scale
     if isinstance(scale, jax.core.Tracer):
         return scale
-    arr = jnp.asarray(scale)
+    if scale is None or isinstance(scale, (str, bytes, bool, np.bool_)):
+        raise ValueError(
+            f"scale={scale!r} is not a guidance scale; pass a real number (e.g. 2.0), an array of one "
+            "value per example, or a callable schedule w(t)."
+        )
+    try:
+        arr = jnp.asarray(scale)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"scale={scale!r} is not a guidance scale ({err}); pass a real number (e.g. 2.0), an array of "
+            "one value per example, or a callable schedule w(t)."
+        ) from None
     if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
-        raise ValueError(f"scale must be a real number, an array or a callable w(t); got dtype {arr.dtype}.")
+        raise ValueError(
+            f"scale={scale!r} has dtype {arr.dtype}; pass a real number, a real array or a callable w(t)."
+        )
     if arr.ndim > 1:
         raise ValueError(
             f"scale must be a scalar or one value per example (shape (B,)); got shape {arr.shape}."
         )
-    _check_scale_value(arr)
+    _check_scale_value(arr, scale)
     # Floating so that a Python int scale is a traced leaf of the same dtype as a float one.
     return arr.astype(jnp.result_type(float)) if not jnp.issubdtype(arr.dtype, jnp.floating) else arr
+
+
+def _checked_schedule_value(w, t):
+    """``w`` (a schedule's value at ``t``) after refusing NaN/inf/huge values as the schedule's fault."""
+    w = jnp.asarray(w)
+    if not (jnp.issubdtype(w.dtype, jnp.floating) or jnp.issubdtype(w.dtype, jnp.integer)):
+        raise ValueError(f"the guidance schedule scale(t) returned dtype {w.dtype}; it must return real numbers.")
+    if not isinstance(w, jax.core.Tracer) and not isinstance(t, jax.core.Tracer):
+        bad = ~np.isfinite(np.asarray(w, np.float64)) | (np.abs(np.asarray(w, np.float64)) > _MAX_SCALE)
+        if np.any(bad):
+            raise ValueError(
+                f"the guidance schedule scale(t) returned {np.asarray(w).tolist()!r} at t={np.asarray(t).tolist()!r}; "
+                f"a schedule must return finite values of magnitude <= {_MAX_SCALE:g} over the whole "
+                "time range: fix the schedule (the score is not at fault)."
+            )
+        return w
+    wf = w.astype(jnp.result_type(float)) if not jnp.issubdtype(w.dtype, jnp.floating) else w
+    return eqx.error_if(
+        w, ~jnp.all(jnp.isfinite(wf) & (jnp.abs(wf) <= _MAX_SCALE)),
+        f"the guidance schedule scale(t) returned NaN/inf or a value beyond {_MAX_SCALE:g} during sampling; "
+        "a schedule must return finite values over the whole time range: fix the schedule "
+        "(the score is not at fault).",
+    )
 
 
 def _as_leaves(tree):
@@ -101,8 +148,9 @@ class ClassifierFreeGuidance(eqx.Module):
 
     def guidance_scale(self, t, dtype=None):
         """``w`` at time ``t`` (the schedule's value, or the stored scale)."""
-        w = self.scale(t) if callable(self.scale) else self.scale
-        return jnp.asarray(w, dtype)
+        if callable(self.scale):
+            return jnp.asarray(_checked_schedule_value(self.scale(t), t), dtype)
+        return jnp.asarray(self.scale, dtype)
 
     def _stack(self, cond, batch: int):
         c_leaves, c_def = jax.tree_util.tree_flatten_with_path(cond)
@@ -169,8 +217,10 @@ def classifier_free_guidance(score_fn: Callable, scale, null_cond) -> Classifier
         evaluation on a batch of ``2B``.
 
     Raises:
-        ValueError: if ``score_fn`` is not callable, ``scale`` is NaN/inf or not a scalar or
-            ``(B,)`` array; when called, if ``cond`` is missing, its structure differs from
+        ValueError: if ``score_fn`` is not callable, ``scale`` is not a real number, array or
+            callable, is NaN/inf or beyond 1e4 in magnitude, or is not a scalar or ``(B,)`` array;
+            when called, if a schedule returns such values (inside a compiled solve, equinox's
+            runtime error with the same text), if ``cond`` is missing, its structure differs from
             ``null_cond``'s or a leaf's batch size differs from ``x``'s.
 
     Example:

@@ -43,10 +43,37 @@ def batch_mesh(devices=None, axis_name: str = "batch") -> Mesh:
         >>> batch_mesh().axis_names
         ('batch',)
     """
+    if isinstance(devices, str):
+        raise ValueError(f"devices={devices!r} must be a list of jax devices (e.g. jax.devices()) or None; "
+                         "to use only the CPU, pass jax.devices('cpu').")
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("devices must be a non-empty list of jax devices (e.g. jax.devices()).")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise ValueError(f"devices holds {bad[0]!r}, which is not a jax device; pass jax devices, e.g. "
+                         "jax.devices() or jax.local_devices().")
+    if not isinstance(axis_name, str) or not axis_name:
+        raise ValueError(f"axis_name={axis_name!r} must be a non-empty string (e.g. 'batch').")
     return Mesh(np.array(devices), (axis_name,))
+
+
+def _resolve_mesh(mesh) -> Mesh:
+    """``mesh`` if it is a ``jax.sharding.Mesh``, :func:`batch_mesh` for ``None``; refuses anything else."""
+    if mesh is None:
+        return batch_mesh()
+    if not isinstance(mesh, Mesh):
+        raise ValueError(
+            f"mesh={mesh!r} must be a jax.sharding.Mesh (e.g. batch_mesh() or batch_mesh(jax.devices('cpu'))) "
+            f"or None for all devices; got {type(mesh).__name__}."
+        )
+    return mesh
+
+
+def _check_batch_array(x, name: str) -> None:
+    if np.ndim(x) < 1:
+        raise ValueError(f"{name} has shape {np.shape(x)}; it needs a leading batch axis (B, *event_shape); "
+                         "for one sample use x[None].")
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
@@ -56,6 +83,9 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
         >>> batch_sharding(batch_mesh(), 4).spec
         P('batch', None, None, None)
     """
+    mesh = _resolve_mesh(mesh)
+    if isinstance(ndim, bool) or not isinstance(ndim, int | np.integer) or ndim < 1:
+        raise ValueError(f"ndim={ndim!r} must be an int >= 1 (the number of axes of the batch).")
     return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0], *([None] * (int(ndim) - 1))))
 
 
@@ -80,8 +110,9 @@ def shard_batch(x, mesh: Mesh | None = None):
         >>> shard_batch(jnp.zeros((2 * n, 3))).sharding.spec
         P('batch', None)
     """
-    mesh = mesh or batch_mesh()
+    mesh = _resolve_mesh(mesh)
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    _check_batch_array(x, "x")
     _check_divisible(x.shape[0], mesh.devices.size, "batch size")
     sharding = batch_sharding(mesh, x.ndim)
     if jax.process_count() == 1:
@@ -105,8 +136,9 @@ def shard_local_batch(x_local, mesh: Mesh | None = None):
         >>> shard_local_batch(jnp.ones((n, 2))).shape == (n * jax.process_count(), 2)
         True
     """
-    mesh = mesh or batch_mesh()
+    mesh = _resolve_mesh(mesh)
     x_local = np.asarray(x_local)
+    _check_batch_array(x_local, "x_local")
     n_local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
     if n_local == 0:
         raise ValueError(f"process {jax.process_index()} has no device in the mesh; build it from jax.devices().")
@@ -126,7 +158,7 @@ def replicate(tree, mesh: Mesh | None = None):
         >>> replicate({"w": jnp.ones(3)})["w"].sharding.is_fully_replicated
         True
     """
-    mesh = mesh or batch_mesh()
+    mesh = _resolve_mesh(mesh)
     sharding = NamedSharding(mesh, PartitionSpec())
 
     def one(a):
@@ -159,6 +191,10 @@ def sample_sharded(score_fn, process, x_init, *, mesh: Mesh | None = None, **kwa
     """:func:`~jaxode_diffusion.sample` with the global batch ``x_init`` split over the mesh.
 
     The result keeps the same sharding (one slice of the samples per device).
+
+    Raises:
+        ValueError: ``mesh`` is neither a ``jax.sharding.Mesh`` nor ``None``, ``x_init`` has no
+            batch axis, or its batch size is not a multiple of the mesh's devices.
 
     Example:
         >>> import jax
@@ -199,6 +235,8 @@ def sample_multiprocess(score_fn, process, x_local, *, mesh: Mesh | None = None,
         >>> sample_multiprocess(gm.score_fn(vp), vp, x0, solver="rk4", num_steps=4).shape[1]
         2
     """
+    if not isinstance(gather_result, bool | np.bool_):
+        raise ValueError(f"gather_result={gather_result!r} must be True or False.")
     x_global = shard_local_batch(x_local, mesh)
     if x_global.is_fully_addressable:
         x = sample(score_fn, process, x_global, **kwargs)
