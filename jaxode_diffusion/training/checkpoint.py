@@ -26,6 +26,11 @@ Guarantees:
   the step that saves, as an ``OSError`` naming the path (:func:`jaxode_diffusion.utils.outputs.os_error`).
 * **One writer**: :class:`RunLock` holds ``RUN/run.lock`` for the duration of a run; a second
   writer gets :class:`RunLockedError`; a lock left by a dead process on this host is taken over.
+* **Multi-process** (after ``jax.distributed.initialize()``): one run directory on a file system
+  every process sees; every process calls the same save / restore functions in the same order
+  (orbax synchronises them and its primary host, process 0, writes the files); checkpoints hold
+  host arrays (the single-device format), so a run resumes with any number of processes or
+  devices; process 0 alone holds the lock for the whole job (:func:`claim_collectively`).
 """
 
 from __future__ import annotations
@@ -57,7 +62,9 @@ __all__ = [
     "RunLock",
     "RunLockedError",
     "checkpoint_dir",
+    "claim_collectively",
     "content_checksum",
+    "finalized_steps",
     "open_manager",
     "save_checkpoint",
     "latest_step",
@@ -300,6 +307,21 @@ def save_checkpoint(
         if converted is None:
             raise
         raise converted from err
+
+
+def finalized_steps(run_dir: str | os.PathLike) -> list[int]:
+    """The complete (renamed into place) checkpoint steps in ``run_dir``, sorted; a file-system scan.
+
+    Unlike :func:`latest_step` it opens no ``CheckpointManager``, so one process of a
+    multi-process job may call it alone (a manager synchronises all processes).
+
+    Example:
+        >>> import tempfile
+        >>> finalized_steps(tempfile.mkdtemp())
+        []
+    """
+    ckdir = checkpoint_dir(run_dir)
+    return sorted(ocp.step.checkpoint_steps(ckdir)) if ckdir.is_dir() else []
 
 
 def latest_step(run_dir: str | os.PathLike) -> int | None:
@@ -676,3 +698,51 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"jaxode_diffusion:{name}")
+
+
+def claim_collectively(run_dir: str | os.PathLike, claim) -> Any:
+    """Run ``claim()`` (take the run's lock, then write) on process 0 only, and agree on the outcome.
+
+    With one process this is ``claim()``. With several, every process must call it at the same
+    point: a barrier first (no process is still reading checkpoints that ``claim`` may move), then
+    process 0 runs ``claim`` and broadcasts whether it succeeded; the others wait for that. On
+    failure process 0 re-raises its own error and the others raise :class:`RunLockedError`
+    pointing at process 0's, so no process trains or waits forever on a run it does not hold.
+
+    Returns:
+        ``claim()``'s result on process 0; ``None`` on the others.
+
+    Example:
+        >>> claim_collectively("/unused", lambda: "claimed")
+        'claimed'
+    """
+    if jax.process_count() == 1:
+        return claim()
+    from jax.experimental import multihost_utils
+
+    _barrier("claim-start")
+    result, error = None, None
+    if jax.process_index() == 0:
+        try:
+            result = claim()
+        except BaseException as err:  # reported to the other processes, then re-raised
+            error = err
+    ok = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if error is not None:
+        raise error
+    if not ok:
+        path = os.fspath(Path(run_dir) / LOCK_NAME)
+        raise RunLockedError(
+            f"process 0 could not claim the run directory {os.fspath(run_dir)!r} (its error says why: another "
+            "writer, a changed directory or an OS error); this process stops with it.",
+            path,
+            None,
+        )
+    return result

@@ -8,7 +8,10 @@ parameters (same machine, same XLA program).
 Data parallelism (``TrainConfig.data_parallel``): every minibatch is split over all devices
 (``jax.devices()``, across processes after ``jax.distributed.initialize()``) on a 1-D mesh,
 parameters and data replicated, gradients reduced by XLA: the same result as one device up to
-rounding, and the same checkpoint format.
+rounding, and the same checkpoint format. With several processes every process calls
+:func:`train` with the same config and ``out_dir`` (a directory all of them see): process 0 holds
+the run's lock and writes, and the job resumes with the same or another number of processes
+(bit-identical with the same layout; see :mod:`jaxode_diffusion.training.checkpoint`).
 
 Gaussian skip (``TrainConfig.gaussian_skip``): :class:`~jaxode_diffusion.models.GaussianResidual`
 wraps the MLP / U-Net, with the training data's mean and covariance eigendecomposition fitted
@@ -536,14 +539,29 @@ def _raise_if_diverged(unchecked: list, config: TrainConfig, last_saved: int | N
 
 
 def _claim_run_dir(out: Path, seen: int | None, corrupt_steps, config: TrainConfig, run_cfg):
-    """Take the run's writer lock, then write: move corrupt steps aside, config.json, the manager.
+    """Take the run's writer lock, then write: move corrupt steps aside, config.json; open the manager.
 
     ``seen`` is the latest step found before the lock was taken; if another writer changed the
     directory in between, refuse rather than mix two runs. Releases the lock on any failure.
+    With several processes, process 0 takes the lock and writes (:func:`ckpt.claim_collectively`),
+    then every process opens the manager (orbax synchronises them); the others hold ``None``.
     """
+    lock = ckpt.claim_collectively(out, lambda: _claim_as_writer(out, seen, corrupt_steps, run_cfg))
+    try:
+        manager = ckpt.open_manager(out, max_to_keep=config.max_to_keep)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock, manager
+
+
+def _claim_as_writer(out: Path, seen: int | None, corrupt_steps, run_cfg) -> ckpt.RunLock:
+    """The writer's part of :func:`_claim_run_dir` (process 0 only): the lock, then the writes."""
     lock = ckpt.RunLock(out).acquire()
     try:
-        now = ckpt.latest_step(out)
+        steps = ckpt.finalized_steps(out)
+        now = max(steps) if steps else None
         if now != seen:
             raise ckpt.RunLockedError(
                 f"run directory {os.fspath(out)!r} changed while this run was starting (latest checkpoint "
@@ -555,11 +573,10 @@ def _claim_run_dir(out: Path, seen: int | None, corrupt_steps, config: TrainConf
             moved = ckpt.quarantine_steps(out, corrupt_steps)
             tqdm.write(f"moved corrupt checkpoints aside: {', '.join(os.fspath(m) for m in moved)}")
         ckpt.write_json_atomic(out / "config.json", run_cfg)
-        manager = ckpt.open_manager(out, max_to_keep=config.max_to_keep)
     except BaseException:
         lock.release()
         raise
-    return lock, manager
+    return lock
 
 
 def train(
@@ -798,7 +815,8 @@ def _train_with_run_dir(config, run: _Run, program: _Program, state: _State, end
                 manager.wait_until_finished()
                 manager.close()
             finally:
-                lock.release()
+                if lock is not None:
+                    lock.release()
         elif lock is not None:
             lock.release()
 
@@ -828,7 +846,8 @@ def _loop(config, run: _Run, program: _Program, state: _State, end: int, manager
             state_tree = _State(params, ema, opt_state, base_key, done).checkpoint_tree(done)
             # Never checkpoint a non-finite state.
             _raise_if_diverged(progress.unchecked, config, progress.last_saved)
-            if program.mesh is not None:  # replicated -> host arrays: the single-device checkpoint format
+            if program.mesh is not None or jax.process_count() > 1:
+                # replicated -> host arrays: the single-device format, restorable on any layout
                 state_tree = jax.device_get(state_tree)
             run_cfg = _run_config(config, run.model_cfg, run.ds.meta, done)
             ckpt.save_checkpoint(manager, done, state_tree, run_cfg)
