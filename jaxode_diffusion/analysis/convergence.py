@@ -424,6 +424,8 @@ def extend_until_asymptotic(
     *,
     max_steps: int,
     growth: int = 2,
+    expected: float | None = None,
+    max_gap: float = 0.5,
     **estimate_kwargs,
 ) -> OrderEstimate:
     """Run ``step_counts``, then keep multiplying the largest by ``growth`` until
@@ -432,19 +434,27 @@ def extend_until_asymptotic(
     where more steps cannot help. The window then ends at the largest N that budget and floor
     allow, and a family that never settles is reported as not asymptotic with the reason.
 
+    With ``expected`` (the nominal order p), a settled slope more than ``max_gap`` from p, above
+    or below, is not accepted either: the extension goes on, and if budget or floor stop it first
+    the estimate is returned with ``asymptotic=False`` and a reason naming the gap, where it stopped
+    and which way the local slopes are moving. p never moves the window, only whether it counts.
+
     Args:
         run: ``run(num_steps) -> (errors, valid)``: per-sample errors ``(n,)`` measured on the same
             samples for every step count, and whether they are valid (e.g. no folded samples).
         step_counts: the step counts to run first (increasing).
         max_steps: largest step count the extension may run.
         growth: factor between successive step counts of the extension.
+        expected: nominal order to hold a settled slope to (``None``: any settled slope counts).
+        max_gap: largest accepted ``|order - expected|`` (default 0.5).
         estimate_kwargs: passed to :func:`estimate_order`.
 
     Returns:
         the final :class:`OrderEstimate` (its ``steps`` list every count run).
 
     Raises:
-        ValueError: for empty step counts, ``growth < 2`` or ``max_steps`` below the step counts.
+        ValueError: for empty step counts, ``growth < 2``, ``max_steps`` below the step counts or
+            a non-positive ``max_gap``.
 
     Example:
         >>> import numpy as np
@@ -455,12 +465,14 @@ def extend_until_asymptotic(
         1.04 [1.01, 1.10] over N = 64..512
         >>> print(extend_until_asymptotic(run, [4, 8, 16], max_steps=32).describe())
         not asymptotic (slope 2.19 [1.88, 2.50] over N = 8..32: only 3 consecutive usable step counts; need 4; step budget max_steps = 32 reached)
+        >>> print(extend_until_asymptotic(run, [4, 8, 16], max_steps=1024, expected=2).reason)
+        slope 1.03 is 0.97 below p=2 at N = 64..1024, the finest step count the budget allows (max_steps = 1024); local slopes still falling (1.10, 1.03, 1.01, 1.00)
     """
     counts = sorted(int(n) for n in step_counts)
-    if not counts or int(growth) < 2 or int(max_steps) < counts[-1]:
+    if not counts or int(growth) < 2 or int(max_steps) < counts[-1] or not max_gap > 0:
         raise ValueError(
-            f"step_counts={list(step_counts)} must be non-empty, growth={growth} >= 2 and max_steps={max_steps} "
-            "at least the largest step count."
+            f"step_counts={list(step_counts)} must be non-empty, growth={growth} >= 2, max_steps={max_steps} "
+            f"at least the largest step count and max_gap={max_gap} positive."
         )
     steps, errs, valids = [], [], []
 
@@ -475,13 +487,38 @@ def extend_until_asymptotic(
     floor = float(estimate_kwargs.get("floor", 0.0))
     while True:
         est = estimate_order(steps, np.stack(errs), valid=valids, **estimate_kwargs)
-        if est.asymptotic:
+        gap = expected is not None and est.asymptotic and abs(est.order - expected) > max_gap
+        if est.asymptotic and not gap:
             return est
-        nxt = steps[-1] * int(growth)
-        m, s = est.errors[-1], est.stderr[-1]
-        if m <= max(floor, 3 * s):
-            return replace(est, reason=f"{est.reason}; the error at N = {steps[-1]} has reached its floor "
-                                       f"({m:.2g}, standard error {s:.2g})")
-        if nxt > int(max_steps):
-            return replace(est, reason=f"{est.reason}; step budget max_steps = {int(max_steps)} reached")
-        do(nxt)
+        where, at_floor = _stop_cause(est, floor, steps[-1] * int(growth), int(max_steps))
+        if where is None:
+            do(steps[-1] * int(growth))
+        elif gap:
+            return replace(est, asymptotic=False, reason=_gap_reason(est, float(expected), at_floor, where,
+                                                                     int(max_steps)))
+        else:
+            return replace(est, reason=f"{est.reason}; {where}")
+
+
+def _stop_cause(est: OrderEstimate, floor: float, next_steps: int, max_steps: int):
+    """``(where, at_floor)``: why the extension stops at ``est``'s largest N (``where=None``: it goes on)."""
+    m, s = est.errors[-1], est.stderr[-1]
+    if m <= max(floor, 3 * s):
+        return f"the error at N = {est.steps[-1]} has reached its floor ({m:.2g}, standard error {s:.2g})", True
+    if next_steps > max_steps:
+        return f"step budget max_steps = {max_steps} reached", False
+    return None, False
+
+
+def _gap_reason(est: OrderEstimate, expected: float, at_floor: bool, where: str, max_steps: int) -> str:
+    """Why a settled slope ``est.order`` more than the allowed gap from ``expected`` is not an order."""
+    gap = est.order - expected
+    side = "above" if gap > 0 else "below"
+    span = f"N = {est.window[0]}..{est.window[-1]}"
+    stop = where if at_floor else f"the finest step count the budget allows (max_steps = {max_steps})"
+    k = min(len(est.local_orders), max(len(est.window) - 1, 1))
+    recent = est.local_orders[-k:]
+    drift = recent[-1] - recent[0] if len(recent) > 1 else 0.0
+    trend = "still falling" if drift < -0.05 else "still rising" if drift > 0.05 else "level"
+    shown = ", ".join(f"{v:.2f}" for v in recent)
+    return f"slope {est.order:.2f} is {abs(gap):.2f} {side} p={expected:g} at {span}, {stop}; local slopes {trend} ({shown})"

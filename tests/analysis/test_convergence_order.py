@@ -78,3 +78,42 @@ def test_fit_order_of_exact_power_law():
     h = np.array([0.2, 0.1, 0.05])
     err = 3.0 * h**3
     assert abs(fit_order(h, err) - 3.0) < 1e-10
+
+
+def _above_then_p(n):
+    """Per-sample errors whose local slopes are about 4 up to N = 32, then fall to 2 (by N ~ 512)."""
+    return 0.2 * (1.0 / n**4 + 1e-4 / n**2) * C, True
+
+
+def test_settled_slope_far_above_expected_is_extended_until_it_reaches_p():
+    plain = extend_until_asymptotic(_above_then_p, [4, 8, 16], max_steps=4096)
+    assert plain.asymptotic and plain.order > 3.5  # settles early, far above 2, without a nominal order
+    est = extend_until_asymptotic(_above_then_p, [4, 8, 16], max_steps=4096, expected=2)
+    assert est.asymptotic and abs(est.order - 2.0) <= 0.5 and est.steps[-1] > plain.steps[-1]
+
+
+@pytest.mark.parametrize("expected, side", [(2, "above"), (6, "below")])
+def test_settled_slope_outside_the_gap_at_the_budget_is_not_asymptotic(expected, side):
+    est = extend_until_asymptotic(_above_then_p, [4, 8, 16], max_steps=32, expected=expected)
+    assert not est.asymptotic and abs(est.order - expected) > 0.5
+    assert est.reason.startswith(f"slope {est.order:.2f} is {abs(est.order - expected):.2f} {side} p={expected}")
+    assert "the finest step count the budget allows (max_steps = 32)" in est.reason and "local slopes" in est.reason
+    assert est.describe().startswith("not asymptotic (slope ")
+
+
+def test_slope_outside_the_gap_at_the_floor_names_the_floor():
+    est = extend_until_asymptotic(lambda n: (1e-2 * n**-3.0 * C, True), [4, 8, 16, 32], max_steps=1024,
+                                  expected=1, floor=1e-8)
+    assert not est.asymptotic and "is 2.00 above p=1" in est.reason and "reached its floor" in est.reason
+
+
+def test_expected_within_the_gap_changes_nothing():
+    run = lambda n: (0.5 * n**-2.0 * C, True)  # noqa: E731
+    a = extend_until_asymptotic(run, [4, 8, 16, 32], max_steps=256)
+    b = extend_until_asymptotic(run, [4, 8, 16, 32], max_steps=256, expected=2.4)
+    assert a == b and a.asymptotic
+
+
+def test_bad_max_gap_names_the_argument():
+    with pytest.raises(ValueError, match="max_gap"):
+        extend_until_asymptotic(lambda n: (C, True), [4, 8], max_steps=64, expected=2, max_gap=0)
