@@ -46,7 +46,8 @@ from jaxode_diffusion.analysis.regularity.kernels import (
     jac_fro_hutchinson,
     jac_spectral_matrix_free,
 )
-from jaxode_diffusion.utils.checks import check_callable
+from jaxode_diffusion.processes import ForwardProcess
+from jaxode_diffusion.utils.checks import check_callable, check_times_in_range
 
 __all__ = [
     "AUTO_EXACT_MAX_DIM",
@@ -112,6 +113,41 @@ def _prepare(score_fn, x, key):
     key = jax.random.PRNGKey(0) if key is None else key
     return x, key
 
+
+
+def check_time(score_fn, t, name: str = "t"):
+    """``t`` as an array after refusing a concrete non-scalar or non-finite time, or one outside the
+    valid range of ``score_fn.process`` when the score carries its process (package models do).
+
+    Traced times pass unchecked (their values are unknown while tracing).
+
+    Example:
+        >>> float(check_time(lambda x, t: -x, 0.5))
+        0.5
+        >>> check_time(lambda x, t: -x, float("nan"))
+        Traceback (most recent call last):
+        ...
+        ValueError: t=nan must be a finite scalar time (inside the process's valid range, e.g. (0, 1] for VPLinear).
+    """
+    if isinstance(t, jax.core.Tracer):
+        return t
+    if isinstance(t, (str, bytes, bool)) or t is None:
+        raise ValueError(f"{name}={t!r} must be a finite scalar time (a number, e.g. 0.5).")
+    try:
+        arr = np.asarray(t, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={t!r} must be a finite scalar time (a number, e.g. 0.5).") from None
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar time; got shape {arr.shape}. Call once per time "
+                         "(or use regularity.profile for a grid of times).")
+    if not np.isfinite(arr):
+        raise ValueError(f"{name}={t!r} must be a finite scalar time (inside the process's valid range, "
+                         "e.g. (0, 1] for VPLinear).")
+    process = getattr(score_fn, "process", None)
+    if isinstance(process, ForwardProcess):
+        check_times_in_range(process, [float(arr)], f"{name}={t!r}",
+                             f"pass a time inside it (score_fn belongs to {type(process).__name__}())")
+    return jnp.asarray(t)
 
 
 def resolve_method(method: str, d: int) -> str:
@@ -320,7 +356,8 @@ def jacobian_norm(
         0 when exact).
 
     Raises:
-        ValueError: unknown ``ord``/``method``/``probe``, a non-batch ``x``, bad counts.
+        ValueError: unknown ``ord``/``method``/``probe``, a non-batch ``x``, bad counts, a
+            non-finite or non-scalar ``t``, or a ``t`` outside ``score_fn.process``'s range.
 
     Example:
         >>> import jax.numpy as jnp
@@ -331,6 +368,7 @@ def jacobian_norm(
     """
     x, key, compute = jacobian_estimator(score_fn, x, key, ord=ord, method=method, num_iters=num_iters,
                                          tol=tol, num_probes=num_probes, probe=probe)
+    t = check_time(score_fn, t)
     if cond is None:
         vals, info = compute(score_fn, x, jnp.asarray(t), key)
     else:
@@ -385,7 +423,8 @@ def second_derivative_norm(
         ``"restart_values"`` ``(B, R)`` and ``"num_at_max"``; Frobenius: ``"stderr"``.
 
     Raises:
-        ValueError: unknown ``ord``/``method``/``probe``, a non-batch ``x``, bad counts.
+        ValueError: unknown ``ord``/``method``/``probe``, a non-batch ``x``, bad counts, a
+            non-finite or non-scalar ``t``, or a ``t`` outside ``score_fn.process``'s range.
 
     Example:
         >>> import jax.numpy as jnp
@@ -396,6 +435,7 @@ def second_derivative_norm(
     x, key, compute = second_derivative_estimator(score_fn, x, key, ord=ord, method=method,
                                                   num_iters=num_iters, tol=tol, num_restarts=num_restarts,
                                                   num_probes=num_probes, probe=probe)
+    t = check_time(score_fn, t)
     if cond is None:
         vals, info = compute(score_fn, x, jnp.asarray(t), key)
     else:
@@ -429,6 +469,7 @@ def directional_second_derivative(score_fn: Callable, x, t, v, *, cond=None):
         [[-12.0]]
     """
     x, _ = _prepare(score_fn, x, None)
+    t = check_time(score_fn, t)
     v = jnp.asarray(v, x.dtype)
     event_shape = x.shape[1:]
     if v.shape == event_shape:
