@@ -20,9 +20,12 @@ from jaxode_diffusion.utils.checks import (
     nonfinite_rows,
 )
 from jaxode_diffusion.utils.outputs import (
+    dumps_json,
     ensure_output_dir,
     ensure_output_file,
+    jsonable,
     os_error,
+    save_npy_atomic,
     write_json_atomic,
 )
 
@@ -35,9 +38,12 @@ __all__ = [
     "check_int",
     "check_per_sample",
     "check_times_in_range",
+    "dumps_json",
     "ensure_output_dir",
     "ensure_output_file",
+    "jsonable",
     "nonfinite_rows",
     "os_error",
+    "save_npy_atomic",
     "write_json_atomic",
 ]
