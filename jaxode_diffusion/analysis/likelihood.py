@@ -52,15 +52,17 @@ import numpy as np
 
 from jaxode_diffusion.solvers.forms import AbstractForm
 from jaxode_diffusion.processes import ForwardProcess
-from jaxode_diffusion.sampling.core import get_solver, make_times
+from jaxode_diffusion.sampling.core import RESULTS, NonFiniteSampleError, get_solver, make_times
 from jaxode_diffusion.solvers.runge_kutta import RungeKutta
 from jaxode_diffusion.solvers.tableaux import ButcherTableau
 from jaxode_diffusion.utils.checks import (
+    check_bool,
     check_callable,
     check_float_batch,
     check_instance,
     check_int,
     check_per_sample,
+    nonfinite_rows,
 )
 
 __all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "uniform_dequantize", "gaussian_prior_log_prob"]
@@ -89,6 +91,10 @@ class LikelihoodResult(NamedTuple):
             ``nfe * num_probes`` Hutchinson).
         t_end, t_start: the time interval integrated over.
         trace: ``"exact"`` or ``"hutchinson"``.
+        result: a :class:`~jaxode_diffusion.sampling.RESULTS` code (``successful`` or
+            ``nonfinite_state``; ``None`` for results built by hand).
+        first_nonfinite_step: ``(B,)`` int32, each sample's first step whose state or divergence
+            was NaN/inf, ``-1`` where all were finite.
     """
 
     log_likelihood: jax.Array
@@ -101,6 +107,8 @@ class LikelihoodResult(NamedTuple):
     t_end: float
     t_start: float
     trace: str
+    result: jax.Array | None = None
+    first_nonfinite_step: jax.Array | None = None
 
 
 def gaussian_prior_log_prob(process: ForwardProcess, x, t):
@@ -190,8 +198,8 @@ def _integrate(score_fn, process, x, ts, solver: RungeKutta, probes, exact: bool
     num_stages = tab.num_stages
 
     def body(carry, inp):
-        y, l = carry
-        u0, u1, t_stage = inp
+        y, l, first = carry
+        n, u0, u1, t_stage = inp
         h = u1 - u0
 
         # The stages run as a loop over the rows of the tableau (not unrolled): one copy of the
@@ -209,29 +217,24 @@ def _integrate(score_fn, process, x, ts, solver: RungeKutta, probes, exact: bool
         (kbuf, dbuf), _ = jax.lax.scan(stage, (kbuf0, dbuf0), jnp.arange(num_stages))
         y = y + h * jnp.tensordot(b_vec, kbuf, axes=1)
         l = l + h * jnp.tensordot(b_vec, dbuf, axes=1)
-        return (y, l), None
+        bad = ~jnp.all(jnp.isfinite(y.reshape(y.shape[0], -1)), axis=1)
+        bad = bad | ~jnp.all(jnp.isfinite(l.reshape(-1, y.shape[0])), axis=0)  # l: (B,) or (P, B)
+        first = jnp.where((first < 0) & bad, n, first)
+        return (y, l, first), None
 
-    (y_T, l_T), _ = jax.lax.scan(body, (y0, l0), (us[:-1], us[1:], t_st))
+    first0 = jnp.full((x.shape[0],), -1, jnp.int32)
+    steps = jnp.arange(us.shape[0] - 1, dtype=jnp.int32)
+    (y_T, l_T, first), _ = jax.lax.scan(body, (y0, l0, first0), (steps, us[:-1], us[1:], t_st))
     x_T = form.from_state(process, y_T, ts[-1])
     dim = int(np.prod(x.shape[1:]))
     rescale = dim * (jnp.log(form.scale(process, ts[-1])) - jnp.log(form.scale(process, ts[0]))).astype(dtype)
-    return x_T, l_T + rescale
+    return x_T, l_T + rescale, first
 
 
 def log_likelihood(
-    score_fn: Callable,
-    process: ForwardProcess,
-    x,
-    *,
-    solver="rk4",
-    num_steps: int,
-    t_end=None,
-    t_start=None,
-    grid=None,
-    trace: str = "exact",
-    num_probes: int = 16,
-    key=None,
-    terminal_log_density: Callable | None = None,
+    score_fn: Callable, process: ForwardProcess, x, *, solver="rk4", num_steps: int, t_end=None,
+    t_start=None, grid=None, trace: str = "exact", num_probes: int = 16, key=None,
+    terminal_log_density: Callable | None = None, throw: bool = True,
 ) -> LikelihoodResult:
     """``log p_{t_end}(x)`` per sample (nats), through the probability-flow ODE.
 
@@ -249,19 +252,19 @@ def log_likelihood(
         t_end, t_start: the data-end time (the result is ``log p_{t_end}``) and the prior time
             ``T``; defaults ``process.default_t_end`` / ``process.default_t_start``.
         grid: a named grid or array of times as for :func:`~jaxode_diffusion.sample`.
-        trace: ``"exact"`` (``D`` jvps per stage; small ``D``) or ``"hutchinson"`` (``num_probes``
-            Rademacher jvps per stage; large ``D``).
+        trace: ``"exact"`` (``D`` jvps per stage) or ``"hutchinson"`` (``num_probes`` per stage).
         num_probes, key: Hutchinson probes (an int >= 1; the standard error needs >= 2) and their
             PRNG key (required with ``trace="hutchinson"``).
         terminal_log_density: ``log p_T`` on a batch ``(B, *event) -> (B,)``; default the Gaussian
             prior :func:`gaussian_prior_log_prob` (exact only for data with mean 0, covariance I).
+        throw: raise when a sample turns NaN/inf (as ``solve`` does); ``False``: NaN and ``result``.
 
     Returns:
-        a :class:`LikelihoodResult` (``.log_likelihood``, ``.stderr``, ``.nfe``, ...).
+        a :class:`LikelihoodResult` (``.log_likelihood``, ``.stderr``, ``.nfe``, ``.result``, ...).
 
     Raises:
-        ValueError: on a bad ``x``, ``trace``, ``num_probes``, missing ``key``, a non-RK solver,
-            bad times, or a ``terminal_log_density`` of the wrong shape.
+        ValueError: a bad argument (NaN/inf rows of ``x`` named), solver, times or prior shape.
+        NonFiniteSampleError: with ``throw=True``, a sample whose trajectory turned NaN/inf.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -274,15 +277,19 @@ def log_likelihood(
         True
     """
     x = _check_likelihood_args(score_fn, process, x, trace)
+    throw = check_bool(throw, "throw", prefix=_PREFIX)
     solver = _rk_solver(solver)
     ts = make_times(process, num_steps=num_steps, t_start=t_start, t_end=t_end, grid=grid, solver=solver)
     ts = ts[::-1].astype(x.dtype)  # increasing: t_end -> t_start
     exact = trace == "exact"
     probes, n_probe = (None, int(np.prod(x.shape[1:]))) if exact else _probes(num_probes, key, x)
-    x_T, delta = _integrate(score_fn, process, x, ts, solver, probes, exact)
+    x_T, delta, first = _integrate(score_fn, process, x, ts, solver, probes, exact)
     prior = _terminal_log_prob(process, x, x_T, ts[-1], terminal_log_density)
     ll_delta, stderr = _probe_mean(delta, exact, n_probe)
     nfe = (ts.shape[0] - 1) * solver.tableau.num_stages
+    result = jnp.where(jnp.any(first >= 0), RESULTS.nonfinite_state, RESULTS.successful).astype(jnp.int32)
+    if throw and not isinstance(first, jax.core.Tracer):
+        _raise_if_nonfinite(first, ts)
     return LikelihoodResult(
         log_likelihood=prior + ll_delta,
         stderr=stderr,
@@ -294,14 +301,39 @@ def log_likelihood(
         t_end=float(ts[0]),
         t_start=float(ts[-1]),
         trace=trace,
+        result=result,
+        first_nonfinite_step=first,
+    )
+
+
+def _raise_if_nonfinite(first, ts) -> None:
+    """Raise :class:`NonFiniteSampleError` naming the first sample (and step) that turned NaN/inf."""
+    fb = np.asarray(first)
+    if not np.any(fb >= 0):
+        return
+    i = int(np.argmax(fb >= 0))
+    n = int(fb[i])
+    raise NonFiniteSampleError(
+        f"log_likelihood: the ODE or its divergence turned non-finite: sample {i} first at step {n} "
+        f"(t = {float(ts[n]):.4g} -> {float(ts[n + 1]):.4g}); {int(np.sum(fb >= 0))} of {fb.shape[0]} "
+        "samples affected. Check the score (it returned NaN/inf or blew up) near that time; if the "
+        "score is finite there, use more num_steps; pass throw=False to get NaN for those samples."
     )
 
 
 def _check_likelihood_args(score_fn, process, x, trace):
-    """``x`` as a floating-point batch, after checking the process, the score and ``trace``."""
+    """``x`` as a floating-point batch, after checking the process, the score, ``trace`` and that
+    the (concrete) points are finite."""
     check_instance(process, ForwardProcess, "process", prefix=_PREFIX)
     check_callable(score_fn, prefix=_PREFIX)
     x = check_float_batch(x, "x", prefix=_PREFIX, item="point")
+    if not isinstance(x, jax.core.Tracer):
+        bad = nonfinite_rows(x)
+        if bad.any():
+            raise ValueError(
+                f"{_PREFIX}x holds NaN/inf values: row {int(np.argmax(bad))} first ({int(bad.sum())} of "
+                f"{bad.shape[0]} rows affected). This is bad input, not a score failure: drop or fix those rows."
+            )
     if trace not in ("exact", "hutchinson"):
         raise ValueError(
             f"log_likelihood: trace={trace!r}; choose 'exact' (small d) or 'hutchinson' (large d)."

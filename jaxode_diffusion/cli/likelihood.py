@@ -77,7 +77,31 @@ def _raw_data(name: str, event_shape):
             f"--data {name!r}: samples have shape {tuple(raw.shape[1:])} but the model's event shape is "
             f"{tuple(event_shape)}; pass data of the kind the model was trained on."
         )
+    if not np.issubdtype(raw.dtype, np.number) or np.issubdtype(raw.dtype, np.complexfloating):
+        raise ValueError(f"--data {name!r} has dtype {raw.dtype}; pass an array of real numbers.")
+    if raw.shape[0]:
+        bad = ~np.isfinite(raw.reshape(raw.shape[0], -1).astype(np.float64)).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"--data {name!r}: row {int(np.argmax(bad))} holds NaN/inf ({int(bad.sum())} of {raw.shape[0]} "
+                "rows); a likelihood needs finite data: drop or fix those rows (the model is not at fault)."
+            )
     return raw
+
+
+def _check_finite_ll(ll, first, args) -> None:
+    """Raise naming the first data row whose log-likelihood is NaN/inf, and the step where it turned."""
+    import numpy as np
+
+    if np.all(np.isfinite(ll)):
+        return
+    bad = int(np.argmin(np.isfinite(ll)))
+    where = f" (its trajectory turned NaN/inf at step {int(first[bad])})" if first[bad] >= 0 else ""
+    raise ValueError(
+        f"non-finite log-likelihood for data row {bad}{where}, {int(np.sum(~np.isfinite(ll)))} rows in all; "
+        f"the data are finite, so check the model's score there; if it is finite, raise --num-steps "
+        f"{args.num_steps}."
+    )
 
 
 def cmd_likelihood(args) -> int:
@@ -117,7 +141,7 @@ def cmd_likelihood(args) -> int:
     trace = args.trace if args.trace != "auto" else ("exact" if dim <= 64 else "hutchinson")
     n = x_model.shape[0]
     bs = min(args.batch_size, n)
-    lls, ses, nfe, num_jvps = [], [], 0, 0
+    lls, ses, firsts, nfe, num_jvps = [], [], [], 0, 0
     t0 = time.time()
     for i, start in enumerate(range(0, n, bs)):
         xb = x_model[start: start + bs]
@@ -126,15 +150,14 @@ def cmd_likelihood(args) -> int:
             xb = np.concatenate([xb, np.repeat(xb[-1:], bs - m, 0)], 0)
         res = log_likelihood(score_fn, process, jnp.asarray(xb), solver=args.solver, num_steps=args.num_steps,
                              t_end=args.t_end, grid=args.grid, trace=trace, num_probes=args.num_probes,
-                             key=jax.random.fold_in(k_probe, i))
+                             key=jax.random.fold_in(k_probe, i), throw=False)
+        firsts.append(np.asarray(res.first_nonfinite_step)[:m])
         lls.append(np.asarray(res.log_likelihood, np.float64)[:m])
         ses.append(np.asarray(res.stderr, np.float64)[:m])
         nfe, num_jvps = res.nfe, res.num_jvps
     ll = np.concatenate(lls) + log_jac
     se = np.concatenate(ses)
-    if not np.all(np.isfinite(ll)):
-        bad = int(np.argmin(np.isfinite(ll)))
-        raise ValueError(f"non-finite log-likelihood for sample {bad}; use more --num-steps or check the model.")
+    _check_finite_ll(ll, np.concatenate(firsts), args)
     bpd = -ll / (dim * math.log(2.0))
     mean = float(ll.mean())
     # Standard error of the mean: spread over samples (includes the probes' noise) -- the number
