@@ -34,6 +34,14 @@ from jaxode_diffusion.cli.args import (
 
 __all__ = ["register", "main", "cmd_train", "cmd_sample"]
 
+#: ``--grid auto``: the pilot may cost this share of the sampling asked for, or PILOT_FLOOR_SECONDS.
+PILOT_SHARE = 1.0
+PILOT_FLOOR_SECONDS = 3.0
+#: Pilot draws come from this key (independent of ``--seed``); at most PILOT_DRAWS of them.
+PILOT_KEY = 20261201
+PILOT_DRAWS = 64
+PILOT_MIN_DRAWS = 16
+
 def register(subparsers) -> None:
     """Add the ``train`` and ``sample`` subcommands to an ``argparse`` subparsers object."""
     _add_train_parser(subparsers)
@@ -105,11 +113,12 @@ def _add_sample_parser(subparsers) -> None:
     s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument(
         "--grid", default=None,
-        help="uniform, log_snr, edm, quadratic; auto (the default): the named grid with the lowest error "
-        "for this solver and step count on this model, measured on 64 pilot draws against a tight solve "
-        "(jaxode_diffusion.tuning.autogrid.choose_grid) and cached in the run directory; table: the grid that "
-        "measured best across benchmark models (jaxode_diffusion.sampling.defaults.default_grid_for), no pilot. "
-        "Not with --tuned",
+        help="uniform, log_snr, edm, quadratic; auto (the default): the table's grid unless another named grid "
+        "is better beyond the pilot's uncertainty (energy distance and RMSE to a tight solve, on up to 64 pilot "
+        "draws; jaxode_diffusion.tuning.autogrid.choose_grid), cached in the run directory; the pilot is sized "
+        "to cost at most the sampling asked for (or 3 s) and skipped, with a note, when even the smallest does "
+        "not fit; table: the grid that measured best across benchmark models "
+        "(jaxode_diffusion.sampling.defaults.default_grid_for), no pilot. Not with --tuned",
     )
     s.add_argument(
         "--error-grids", action="store_true",
@@ -213,17 +222,14 @@ def cmd_sample(args) -> int:
 
 
 def _measured_grid(score_fn, process, event_shape, args, run_cfg, cond_kw):
-    """``--grid auto``: :func:`~jaxode_diffusion.tuning.autogrid.choose_grid` on 64 pilot draws (a fixed key,
-    independent of ``--seed``), cached per solver, steps, class, guidance, checkpoint step and
-    ``--error-grids`` in ``CHECKPOINT/grid_choices.json`` (written atomically; a read-only run
-    directory is not an error). Returns a grid name, or the times of a chosen error grid."""
-    import json
-
-    import jax
+    """``--grid auto``: the cached choice, else :func:`~jaxode_diffusion.tuning.autogrid.choose_grid` on a
+    pilot sized by :func:`~jaxode_diffusion.tuning.autogrid.plan_pilot` (draws from a fixed key,
+    independent of ``--seed``), else the table's grid when no pilot fits the budget. A measured choice is
+    cached per solver, steps, class, guidance, checkpoint step and ``--error-grids`` in
+    ``CHECKPOINT/grid_choices.json`` (written atomically; a read-only run directory is not an error).
+    Returns a grid name, or the times of a chosen error grid."""
     import numpy as np
 
-    from jaxode_diffusion.tuning.autogrid import choose_grid
-    from jaxode_diffusion.sampling.grids import GRID_NAMES
     from jaxode_diffusion.utils.outputs import write_json_atomic
 
     with_error = bool(getattr(args, "error_grids", False))
@@ -231,31 +237,89 @@ def _measured_grid(score_fn, process, event_shape, args, run_cfg, cond_kw):
                                      getattr(args, "guidance", None), run_cfg.get("step")))
     key += "|error_grids" if with_error else ""
     path = Path(args.checkpoint) / "grid_choices.json"
-    try:
-        cache = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        cache = {}
-    cached = cache.get(key) if isinstance(cache, dict) else None
-    if isinstance(cached, dict) and cached.get("grid") in GRID_NAMES:
-        print(f"grid {cached['grid']} (measured earlier for this model, solver and steps; {path})")
-        return cached["grid"]
-    if with_error and isinstance(cached, dict) and isinstance(cached.get("ts"), list) \
-            and len(cached["ts"]) == args.steps + 1:
-        print(f"grid {cached.get('grid')} (an error grid measured earlier for this model, solver and steps; {path})")
-        return np.asarray(cached["ts"], np.float64)
-    x_pilot = process.prior_sample(jax.random.key(20261201), (64, *event_shape))
-    pilot_kw = {}
-    if "cond" in cond_kw:  # the same class for every pilot draw
-        pilot_kw["cond"] = jax.numpy.full((x_pilot.shape[0],), cond_kw["cond"][0], cond_kw["cond"].dtype)
-    choice = choose_grid(score_fn, process, x_pilot, args.solver, args.steps, error_grids=with_error, **pilot_kw)
+    cache, found = _cached_grid(path, key, args.steps, with_error)
+    if found is not None:
+        return found
+    x_pilot, pilot_kw, plan = _pilot_plan(score_fn, process, event_shape, args, cond_kw, with_error)
+    if plan is not None and not plan.run:
+        return None  # sample(): default_grid_for(solver, process); plan_pilot's message said so
+    choice = _run_pilot(score_fn, process, x_pilot, args, pilot_kw, plan, with_error)
     print(choice.summary())
-    cache = cache if isinstance(cache, dict) else {}
     cache[key] = choice.to_json()
     try:
         write_json_atomic(path, cache)
     except OSError as e:  # a read-only run directory: measure again next time
         print(f"note: could not cache the grid choice in {path}: {e}")
     return choice.grid if choice.ts is None else np.asarray(choice.ts, np.float64)
+
+
+def _cached_grid(path, key, steps, with_error):
+    """``(cache dict, cached grid or None)`` from ``grid_choices.json`` (unreadable: empty)."""
+    import json
+
+    import numpy as np
+
+    from jaxode_diffusion.sampling.grids import GRID_NAMES
+
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    cached = cache.get(key)
+    if isinstance(cached, dict) and cached.get("grid") in GRID_NAMES:
+        print(f"grid {cached['grid']} (measured earlier for this model, solver and steps; {path})")
+        return cache, cached["grid"]
+    if with_error and isinstance(cached, dict) and isinstance(cached.get("ts"), list) \
+            and len(cached["ts"]) == steps + 1:
+        print(f"grid {cached.get('grid')} (an error grid measured earlier for this model, solver and steps; {path})")
+        return cache, np.asarray(cached["ts"], np.float64)
+    return cache, None
+
+
+def _pilot_plan(score_fn, process, event_shape, args, cond_kw, with_error):
+    """``(pilot draws, their kwargs, plan)``: the pilot sized to the sampling asked for by one measured
+    score evaluation; ``--error-grids`` (asked for explicitly) keeps the full 64-draw pilot, plan ``None``.
+    Prints what will be done, or why the table's grid is used instead."""
+    import jax
+
+    from jaxode_diffusion.sampling.defaults import default_grid_for
+    from jaxode_diffusion.sampling.grids import GRID_NAMES
+    from jaxode_diffusion.tuning import autogrid
+
+    x_pilot = process.prior_sample(jax.random.key(PILOT_KEY), (PILOT_DRAWS, *event_shape))
+    pilot_kw = {}
+    if "cond" in cond_kw:  # the same class for every pilot draw
+        pilot_kw["cond"] = jax.numpy.full((x_pilot.shape[0],), cond_kw["cond"][0], cond_kw["cond"].dtype)
+    if with_error:
+        return x_pilot, pilot_kw, None
+    # Measured on the smallest pilot's draws: the per-draw cost at a fraction of the full batch's.
+    m = PILOT_MIN_DRAWS
+    sec = autogrid.seconds_per_draw_evaluation(score_fn, x_pilot[:m], repeats=1,
+                                               **{k: v[:m] for k, v in pilot_kw.items()})
+    plan = autogrid.plan_pilot(sec, num_samples=args.num_samples, solver=args.solver, num_steps=args.steps,
+                               share=PILOT_SHARE, floor_seconds=PILOT_FLOOR_SECONDS,
+                               pilot_sizes=(PILOT_DRAWS, PILOT_DRAWS // 2, PILOT_MIN_DRAWS))
+    print(plan.message(args.solver, args.steps, len(GRID_NAMES), default_grid_for(args.solver, process)),
+          flush=True)
+    n = plan.num_pilot
+    return x_pilot[:n], {k: v[:n] for k, v in pilot_kw.items()}, plan
+
+
+def _run_pilot(score_fn, process, x_pilot, args, pilot_kw, plan, with_error):
+    """:func:`~jaxode_diffusion.tuning.autogrid.choose_grid` under a tqdm bar (score evaluations per draw)."""
+    from tqdm.auto import tqdm
+
+    from jaxode_diffusion.tuning import autogrid
+
+    total = None
+    sizes = {}
+    if plan is not None:
+        total = plan.evaluations
+        sizes = dict(reference_steps=plan.reference_steps, max_reference_steps=plan.reference_steps)
+    with tqdm(total=total, desc="grid pilot", unit="eval", leave=False, file=sys.stderr) as bar:
+        return autogrid.choose_grid(score_fn, process, x_pilot, args.solver, args.steps, error_grids=with_error,
+                                    progress=bar.update, **sizes, **pilot_kw)
 
 
 def _class_guidance(score_fn, args):
