@@ -127,8 +127,12 @@ def _discretisation_lines(disc: dict, cfg: dict, out: Path) -> list[str]:
         "(there log q is not the output density). Interval: 95% paired bootstrap over samples joined",
         "with the range of the local slopes in the window. A family whose slopes never settle is",
         "reported as not asymptotic, with the slope it shows over its last N and why. The nominal p is",
-        "never used to pick the window. The slope against H_max (the form's own step variable) is for",
-        "reference; it equals the order only where the grid is uniform in that variable.",
+        "never used to pick the window, but a settled slope more than "
+        f"{_fmt(cfg.get('order_gap', 0.5))} from p (above or below: a fit",
+        "may be pre-asymptotic from either side) is extended further, and reported as not asymptotic",
+        "(marked (!)) if budget or floor stop it first. The slope against H_max (the form's own step",
+        "variable, over the same window) is for reference; it equals the order only where H_max is",
+        "proportional to 1/N, and is held to p the same way (marked (!) when it is not an order).",
         "",
         "| form | p | solver | order [95% CI] over N | local slopes (N) | slope vs H_max | folds | TV at the fewest / most steps |",
         "|---|---|---|---|---|---|---|---|",
@@ -136,17 +140,42 @@ def _discretisation_lines(disc: dict, cfg: dict, out: Path) -> list[str]:
     for f in disc["fits"]:
         rs = [r for r in disc["rows"] if r["form"] == f["form"] and r["order"] == f["order"]]
         if "describe" in f:
-            order = f"**{f['describe']}**" if f["asymptotic"] else f["describe"]
+            order = f"**{f['describe']}**" if f["asymptotic"] else f"(!) {f['describe']}"
             local = ", ".join(f"{_fmt(v, 3)} ({n})" for n, v in zip(f["local_steps"], f["local_orders"], strict=True)) or "-"
             folds = str(f["folds"])
         else:
             order, local, folds = "n/a", "-", "n/a"
-        lines.append(f"| {f['form']} | {f['order']} | {rs[0]['solver']} | {order} | {local} | {_fmt(f['slope'])} | "
+        slope = _fmt(f["slope"]) if f.get("slope_asymptotic", True) else f"(!) {_fmt(f['slope'])}"
+        lines.append(f"| {f['form']} | {f['order']} | {rs[0]['solver']} | {order} | {local} | {slope} | "
                      f"{folds} | {_fmt(rs[0]['tv']['value'])} / {_fmt(rs[-1]['tv']['value'])} |")
+    lines += _not_asymptotic_lines(disc["fits"])
     if "folds" in disc:
         lines += ["", f"Samples where a discrete map folds (det D Phi <= 0, where log q is not the output density): "
                   f"{disc['folds']} in total over all runs of this section (runs with folds are not fitted)."]
     lines += ["", f"![TV vs H_max]({fig})", ""]
+    return lines
+
+
+def _not_asymptotic_lines(fits: list) -> list[str]:
+    """Sentences naming the section-1 families marked (!) with their reasons: those not asymptotic,
+    and those whose order is but whose slope vs H_max is not (``slope_reason``); none when all hold.
+
+    Example:
+        >>> _not_asymptotic_lines([dict(form="x-t", order=4, asymptotic=False, reason="slope 4.74 is 0.74 above p=4")])
+        ['', '(!) Not asymptotic (1 of 1 families; their slopes are not orders): x-t p=4: slope 4.74 is 0.74 above p=4.']
+        >>> _not_asymptotic_lines([dict(form="x-t", order=4, asymptotic=True, reason="", slope_asymptotic=True)])
+        []
+    """
+    bad = [f for f in fits if "asymptotic" in f and not f["asymptotic"]]
+    lines = []
+    if bad:
+        why = "; ".join(f"{f['form']} p={f['order']}: {f['reason']}" for f in bad)
+        lines += ["", f"(!) Not asymptotic ({len(bad)} of {len(fits)} families; their slopes are not orders): {why}."]
+    off = [f for f in fits if f.get("asymptotic") and not f.get("slope_asymptotic", True)]
+    if off:
+        why = "; ".join(f"{f['form']} p={f['order']}: {f['slope_reason']}" for f in off)
+        lines += ["", f"(!) Slopes vs H_max that are not orders ({len(off)} of {len(fits)} families, whose order "
+                  f"against N is): {why}."]
     return lines
 
 

@@ -76,6 +76,9 @@ class StudyConfig:
     # (the float64 measurement behind 1e-12: benchmarks/README.md).
     max_steps: int = 1024
     tv_floor: float = 1e-12
+    # Section 1: a settled slope farther than this from p (either side) is extended further, or
+    # reported as not asymptotic.
+    order_gap: float = 0.5
     # Section 1 samples (the same draws for every run); 0: tv_samples.
     order_samples: int = 0
     # Section 2, adversarial perturbation: gradient-ascent steps on the TV, samples per step.
@@ -350,7 +353,8 @@ def discretisation(cfg: StudyConfig, process, bar) -> Discretisation:
     fixed grid family (``cfg.grid``), with the order read off where the data say the asymptotic
     regime has started (:func:`~jaxode_diffusion.analysis.convergence.extend_until_asymptotic`): every
     family starts at ``step_counts`` and doubles N until its local slopes settle (all within 0.25
-    of the last, over at least four N) or ``max_steps`` / the TV floor is reached; then either
+    of the last, over at least four N) within ``order_gap`` of p (above or below: a fit may be
+    pre-asymptotic from either side) or ``max_steps`` / the TV floor is reached; then either
     "order [interval] over N = a..b" or "not asymptotic" with the measured slope and the reason.
 
     All runs use the same draws from the exact p_T (common random numbers), so ratios of TV between
@@ -361,9 +365,6 @@ def discretisation(cfg: StudyConfig, process, bar) -> Discretisation:
     0, which with exact densities scales with TV itself) and round-off (``tv_floor``). Fold counts
     (samples where the discrete map is not orientation preserving; such a run is not used for the
     fit) go into the rows and the report."""
-    from jaxode_diffusion.analysis.convergence import extend_until_asymptotic
-    from jaxode_diffusion.sampling.core import get_solver
-
     target = _target(cfg, cfg.dim)
     sf = target.score_fn(process)
     p_start = target.marginal(process, process.default_t_start)
@@ -374,38 +375,93 @@ def discretisation(cfg: StudyConfig, process, bar) -> Discretisation:
     rows, fits = [], []
     for form in cfg.forms:
         for p, tab in ORDERS.items():
-            solver = f"{form}:{tab}"
-            rk = get_solver(solver)
-            if not isinstance(rk, _runge_kutta_cls()):
-                raise ValueError(f"forms={cfg.forms!r}: section 1 pads grids with zero-length steps, which needs "
-                                 f"a Runge-Kutta form; {solver!r} is not one.")
-            fam: list = []
-            run = _family_runner(sf, process, target, cfg, rk, x_init, log_p0, cap, fam,
-                                 dict(form=form, order=p, solver=solver))
-
-            def counted(n, run=run):
-                if n not in cfg.step_counts:  # an extension run: not in the bar's planned total
-                    bar.total += 1
-                out = run(n)
-                bar.update(1)
-                return out
-
-            est = extend_until_asymptotic(counted, cfg.step_counts, max_steps=cap, floor=cfg.tv_floor,
-                                          seed=cfg.seed)
-            fam.sort(key=lambda r: r["steps"])
+            fam, fit = _fit_family(cfg, process, target, sf, (x_init, log_p0), cap, f"{form}:{tab}", p, bar)
             rows.extend(fam)
-            win = [r for r in fam if r["steps"] in est.window]
-            fits.append(dict(form=form, order=p, solver=solver,
-                             # the slope against H_max in the form's own variable, for reference
-                             slope=_slope([r["h_max"] for r in win], [r["tv"]["value"] for r in win]),
-                             points=len(win), order_fit=est.order, order_low=est.low, order_high=est.high,
-                             window_points=len(est.window), window_steps=list(est.window),
-                             asymptotic=est.asymptotic, reason=est.reason, describe=est.describe(),
-                             local_steps=list(est.local_steps), local_orders=list(est.local_orders),
-                             local_stderr=list(est.local_stderr), status=list(est.status),
-                             folds=int(sum(r["folds"] for r in fam))))
+            fits.append(fit)
     return Discretisation(rows=rows, fits=fits, dim=cfg.dim, folds=int(sum(r["folds"] for r in rows)),
                           samples=num, max_steps=cap, tv_floor=float(cfg.tv_floor))
+
+
+def _fit_family(cfg, process, target, sf, draws, cap, solver, p, bar):
+    """Section 1, one (form, order) family: ``(rows, fit)``.
+
+    Runs ``cfg.step_counts`` and extends them (doubling N, each N run once) until both the order
+    and the reference slope against H_max over the order's window lie within ``cfg.order_gap`` of
+    ``p`` (either side), or budget / floor stop it; each is then flagged in ``fit`` (``asymptotic``
+    and ``reason``; ``slope_asymptotic`` and ``slope_reason``) when it is not an order.
+    """
+    from jaxode_diffusion.analysis.convergence import extend_until_asymptotic
+    from jaxode_diffusion.sampling.core import get_solver
+
+    form = solver.split(":")[0]
+    rk = get_solver(solver)
+    if not isinstance(rk, _runge_kutta_cls()):
+        raise ValueError(f"forms={cfg.forms!r}: section 1 pads grids with zero-length steps, which needs "
+                         f"a Runge-Kutta form; {solver!r} is not one.")
+    fam: list = []
+    run = _family_runner(sf, process, target, cfg, rk, *draws, cap, fam, dict(form=form, order=p, solver=solver))
+    done: dict = {}
+
+    def counted(n):
+        if n not in done:
+            if n not in cfg.step_counts:  # an extension run: not in the bar's planned total
+                bar.total += 1
+            done[n] = run(n)
+            bar.update(1)
+        return done[n]
+
+    def extend(counts):
+        return extend_until_asymptotic(counted, counts, max_steps=cap, floor=cfg.tv_floor, seed=cfg.seed,
+                                       expected=p, max_gap=cfg.order_gap)
+
+    est = extend(cfg.step_counts)
+    while (est.asymptotic and abs(_window_slope(fam, est) - p) > cfg.order_gap
+           and 2 * est.steps[-1] <= cap and est.status[-1] == "ok"):
+        est = extend(list(est.steps) + [2 * est.steps[-1]])
+    fam.sort(key=lambda r: r["steps"])
+    return fam, _family_fit(fam, est, form, p, solver, cfg.order_gap, cap)
+
+
+def _window_slope(fam, est) -> float:
+    """The slope of log TV against log H_max over ``est``'s window (NaN with fewer than two points)."""
+    win = sorted((r for r in fam if r["steps"] in est.window), key=lambda r: r["steps"])
+    return _slope([r["h_max"] for r in win], [r["tv"]["value"] for r in win])
+
+
+def _family_fit(fam, est, form, p, solver, max_gap, cap) -> dict:
+    """Section 1's fit entry of one family (its ``metrics.json`` dict), with both flags and reasons."""
+    win = [r for r in fam if r["steps"] in est.window]
+    slope = _window_slope(fam, est)
+    slope_ok = bool(est.asymptotic and abs(slope - p) <= max_gap)
+    return dict(form=form, order=p, solver=solver,
+                # the slope against H_max in the form's own variable, for reference
+                slope=slope, slope_asymptotic=slope_ok,
+                slope_reason="" if slope_ok else _slope_reason(win, est, slope, p, max_gap, cap),
+                points=len(win), order_fit=est.order, order_low=est.low, order_high=est.high,
+                window_points=len(est.window), window_steps=list(est.window),
+                asymptotic=est.asymptotic, reason=est.reason, describe=est.describe(),
+                local_steps=list(est.local_steps), local_orders=list(est.local_orders),
+                local_stderr=list(est.local_stderr), status=list(est.status),
+                folds=int(sum(r["folds"] for r in fam)), expected_order=p, gap=est.order - p, max_gap=float(max_gap))
+
+
+def _slope_reason(win, est, slope, p, max_gap, cap) -> str:
+    """Why the slope against H_max over the window is not an order (the caller knows it is not)."""
+    if not est.asymptotic:
+        return "the family is not asymptotic (see reason)"
+    if not np.isfinite(slope):
+        return "fewer than two usable step counts in the window"
+    gap = slope - p
+    lh = np.log([r["h_max"] for r in win])
+    lt = np.log([r["tv"]["value"] for r in win])
+    local = np.diff(lt) / np.diff(lh)
+    drift = local[-1] - local[0] if local.size > 1 else 0.0
+    trend = "still falling" if drift < -0.05 else "still rising" if drift > 0.05 else "level"
+    stop = (f"the finest step count the budget allows (max_steps = {cap})" if 2 * est.steps[-1] > cap
+            else f"N = {est.steps[-1]}, beyond which TV is not usable ({est.status[-1]})")
+    return (f"slope vs H_max {slope:.2f} is {abs(gap):.2f} {'above' if gap > 0 else 'below'} p={p} over N = "
+            f"{est.window[0]}..{est.window[-1]} (more than {max_gap:g}), at {stop}; H_max is not yet proportional "
+            f"to 1/N there; local slopes vs H_max {trend} ({', '.join(f'{v:.2f}' for v in local)})")
 
 
 def _runge_kutta_cls():
