@@ -48,7 +48,12 @@ def register(subparsers) -> None:
 
 def cmd_tune(args) -> int:
     from jaxode_diffusion.training import load_run
+    from jaxode_diffusion.utils.outputs import ensure_output_file
 
+    ensure_output_file(args.out, "--out")  # before any work: a bad path must not cost a tuning run
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise ValueError(f"--max-seconds {args.max_seconds}: the time limit must be > 0 seconds (e.g. 60), "
+                         "or leave it out for no limit.")
     if args.batch < 4:
         raise ValueError(f"--batch {args.batch}: need at least 4 samples per batch (256 is a good default).")
     calib = args.batch if args.calib_batch is None else args.calib_batch

@@ -51,7 +51,7 @@ from jaxode_diffusion.processes import ForwardProcess
 from jaxode_diffusion.sampling.core import get_solver, make_times
 
 __all__ = ["OptimizedGrid", "optimize_grid", "evaluate_grid", "load_grid", "grid_from_logits",
-           "NonFiniteGridLossError"]
+           "NonFiniteGridLossError", "reference_tolerance", "saved_field", "tight_reference"]
 
 _FORMAT = "jaxode_diffusion.optimized_grid/1"
 
@@ -194,6 +194,54 @@ class OptimizedGrid:
         return path
 
 
+def saved_field(d: dict, name: str, path, kind: str, *, fix: str = "re-save it"):
+    """Field ``name`` of a loaded JSON dict ``d`` read as ``kind``; the error names the file and field.
+
+    ``kind``: ``"times"`` (1-D finite floats), ``"steps"`` (an int >= 1), ``"str"``, ``"dict"``,
+    ``"error"`` (a number or ``null``, returned as float, ``null`` -> NaN) or ``"errors"`` (a list of
+    those).
+
+    Raises:
+        ValueError: ``"'{path}': field {name}={value!r} <what is wrong>; {fix}."``
+
+    Example:
+        >>> saved_field({"num_steps": "five"}, "num_steps", "grid.json", "steps")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'grid.json': field num_steps='five' must be an integer >= 1; re-save it.
+    """
+    value = d[name]
+    where = f"{os.fspath(path)!r}: field {name}={value!r}"
+    try:
+        if kind == "times":
+            ts = np.asarray(value, dtype=np.float64)
+            if ts.ndim != 1:
+                raise ValueError
+            return ts
+        if kind == "steps":
+            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
+                raise ValueError
+            return int(value)
+        if kind == "error":
+            if isinstance(value, bool) or not (value is None or isinstance(value, int | float | str)):
+                raise ValueError
+            return float("nan") if value is None else float(value)
+        if kind == "errors":
+            if not isinstance(value, list):
+                raise ValueError
+            return [float("nan") if v is None else float(v) for v in value]
+        if kind in ("str", "dict") and isinstance(value, str if kind == "str" else dict):
+            return value
+        raise ValueError
+    except (TypeError, ValueError):
+        expected = {"times": "must be a list of numbers (the decreasing times)",
+                    "steps": "must be an integer >= 1",
+                    "error": "must be a number or null",
+                    "errors": "must be a list of numbers or nulls",
+                    "str": "must be a string", "dict": "must be an object ({...})"}[kind]
+        raise ValueError(f"{where} {expected}; {fix}.") from None
+
+
 def load_grid(path: str | os.PathLike, process: ForwardProcess | None = None) -> OptimizedGrid:
     """Read a grid saved by :meth:`OptimizedGrid.save` and validate it.
 
@@ -220,19 +268,22 @@ def load_grid(path: str | os.PathLike, process: ForwardProcess | None = None) ->
         d = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read an optimised grid from {str(path)!r}: {err}") from err
-    if d.get("format") != _FORMAT:
-        raise ValueError(f"{str(path)!r} is not an optimised-grid file (format={d.get('format')!r}, want {_FORMAT!r}).")
+    if not isinstance(d, dict) or d.get("format") != _FORMAT:
+        raise ValueError(f"{str(path)!r} is not an optimised-grid file (format="
+                         f"{d.get('format') if isinstance(d, dict) else None!r}, want {_FORMAT!r}).")
     required = ["ts", "solver", "num_steps", "process", "init_grid", "calibration_loss", "initial_calibration_loss"]
     missing = [k for k in required if k not in d]
     if missing:
         raise ValueError(f"{str(path)!r} lacks the fields {missing}; re-save it with OptimizedGrid.save.")
-    ts = np.asarray(d["ts"], dtype=np.float64)
-    n = int(d["num_steps"])
-    if ts.ndim != 1 or ts.shape[0] != n + 1:
+    fix = "re-save it with OptimizedGrid.save"
+    ts = saved_field(d, "ts", path, "times", fix=fix)
+    n = saved_field(d, "num_steps", path, "steps", fix=fix)
+    saved_field(d, "solver", path, "str", fix=fix)
+    if ts.shape[0] != n + 1:
         raise ValueError(f"{str(path)!r}: num_steps={n} needs {n + 1} times, got shape {ts.shape}.")
     if not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) < 0):
-        raise ValueError(f"{str(path)!r}: the times must be finite and strictly decreasing; got {ts}.")
-    spec = d["process"]
+        raise ValueError(f"{str(path)!r}: field ts: the times must be finite and strictly decreasing; got {ts}.")
+    spec = saved_field(d, "process", path, "dict", fix=fix)
     if process is not None:
         if not spec_matches(spec, process_spec(process)):
             raise ValueError(
@@ -248,20 +299,81 @@ def load_grid(path: str | os.PathLike, process: ForwardProcess | None = None) ->
     kw["ts"] = ts
     # Non-finite numbers are null in strict JSON (earlier releases wrote bare NaN, which loads as is).
     for name in ("calibration_loss", "initial_calibration_loss"):
-        kw[name] = _nan_if_none(kw[name])
+        kw[name] = saved_field(d, name, path, "error", fix=fix)
     for name in ("history", "selection_history"):
-        if isinstance(kw.get(name), list):
-            kw[name] = [_nan_if_none(v) for v in kw[name]]
+        if name in d:
+            kw[name] = saved_field(d, name, path, "errors", fix=fix)
     return OptimizedGrid(**kw)
-
-
-def _nan_if_none(v):
-    return float("nan") if v is None else v
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation and optimisation.
 # ---------------------------------------------------------------------------------------------
+def reference_tolerance(dtype, rtol=None, *, default: float = 1e-11) -> float:
+    """The rtol/atol of a reference solve in precision ``dtype``: ``rtol`` (or ``default``).
+
+    A default below what the dtype can reach (8 machine epsilons: ``9.5e-7`` in float32) is raised
+    to it, so a float32 batch never asks an adaptive solver for float64 accuracy (it would run into
+    its step limit); an explicit ``rtol`` below it is refused.
+
+    Raises:
+        ValueError: ``rtol`` is not a finite number > 0, or below 8 eps of ``dtype``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> reference_tolerance(jnp.float64), round(reference_tolerance(jnp.float32), 9)
+        (1e-11, 9.54e-07)
+    """
+    floor = 8.0 * float(jnp.finfo(dtype).eps)
+    if rtol is None:
+        return max(float(default), floor)
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.floating) or not (
+            math.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"rtol={rtol!r} must be a finite number > 0 (the reference solves' tolerance), "
+                         "or None for the default of the batch's precision.")
+    if rtol < floor:
+        raise ValueError(
+            f"rtol={rtol!r} is below what {jnp.dtype(dtype).name} can reach (8 eps = {floor:.2g}): the "
+            f"reference solve would hit its step limit; pass rtol >= {floor:.2g}, None, or float64 inputs."
+        )
+    return float(rtol)
+
+
+def tight_reference(score_fn, process, x, t_start, t_end, *, rtol=None, default: float = 1e-11,
+                    name: str = "x"):
+    """The reference end points of ``x`` (an adaptive Dopri8 solve at :func:`reference_tolerance`).
+
+    Raises:
+        ValueError: a bad ``rtol``; or the solve ran into its step limit, with the likely causes
+            (a score NaN/inf along the way, or a tolerance the precision cannot reach) instead of
+            diffrax's bare message.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxode_diffusion import VPLinear
+        >>> tight_reference(lambda x, t: -x, VPLinear(), jnp.ones((2, 1)), 1.0, 0.5).shape
+        (2, 1)
+    """
+    x = jnp.asarray(x)
+    tol = reference_tolerance(x.dtype, rtol, default=default)
+    try:
+        return reference_solve(score_fn, process, x, t_start=t_start, t_end=t_end, rtol=tol, atol=tol)
+    except Exception as err:
+        if "maximum number of solver steps" not in str(err):
+            raise
+        raise ValueError(
+            f"the reference solve of {name} ({x.dtype}, rtol=atol={tol:.2g}, t {float(t_start):.4g} -> "
+            f"{float(t_end):.4g}) hit diffrax's step limit: the score most likely returns NaN/inf or blows "
+            "up somewhere on that range; check score_fn(x, t) at a few times (a larger budget or more "
+            "steps cannot help), or pass a looser rtol."
+        ) from None
+
+
+def _reference(score_fn, process, x, t_start, t_end):
+    """The tight reference end points of ``x``, at the tolerance its precision can reach."""
+    return tight_reference(score_fn, process, x, t_start, t_end)
+
+
 def _endpoint(score_fn, process, x_init, ts, solver):
     """End points of ``solver`` on the (possibly traced) grid ``ts``; jit- and grad-able.
 
@@ -298,7 +410,7 @@ def evaluate_grid(score_fn, process: ForwardProcess, x_init, grid, *, solver, re
     ts = make_times(process, grid=jnp.asarray(ts, jnp.asarray(x_init).dtype))
     x_init = jnp.asarray(x_init)
     if reference is None:
-        reference = reference_solve(score_fn, process, x_init, t_start=ts[0], t_end=ts[-1])
+        reference = _reference(score_fn, process, x_init, ts[0], ts[-1])
     x = _endpoint(score_fn, process, x_init, ts, get_solver(solver))
     return float(rmse(x, reference))
 
@@ -398,7 +510,7 @@ def optimize_grid(
     solver_name = solver if isinstance(solver, str) else solver_obj.name
     start = _start_grid(process, num_steps, t_start, t_end, init_grid, x_cal.dtype)
     if reference is None:
-        reference = reference_solve(score_fn, process, x_cal, t_start=start.t_start, t_end=start.t_end)
+        reference = _reference(score_fn, process, x_cal, start.t_start, start.t_end)
     split = _split_batches(score_fn, process, x_cal, reference, selection_x_init, selection_reference,
                            holdout_fraction, start)
     x_val, validation_reference = _validation_batch(score_fn, process, x_cal, validation_x_init,
@@ -509,8 +621,7 @@ def _split_batches(score_fn, process, x_cal, reference, selection_x_init, select
         if _same(x_sel, x_cal):
             raise ValueError("selection_x_init equals the calibration batch; pass held-back samples.")
         if selection_reference is None:
-            selection_reference = reference_solve(score_fn, process, x_sel, t_start=start.t_start,
-                                                  t_end=start.t_end)
+            selection_reference = _reference(score_fn, process, x_sel, start.t_start, start.t_end)
         return _Split(x_cal, reference, x_sel, jnp.asarray(selection_reference))
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(
@@ -538,8 +649,7 @@ def _validation_batch(score_fn, process, x_cal, validation_x_init, validation_re
     if _same(x_val, x_cal):
         raise ValueError("validation_x_init equals the calibration batch; pass held-out samples.")
     if validation_reference is None:
-        validation_reference = reference_solve(score_fn, process, x_val, t_start=start.t_start,
-                                               t_end=start.t_end)
+        validation_reference = _reference(score_fn, process, x_val, start.t_start, start.t_end)
     return x_val, validation_reference
 
 

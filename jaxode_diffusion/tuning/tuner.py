@@ -54,10 +54,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxode_diffusion.analysis.convergence import reference_solve
 from jaxode_diffusion.analysis.distances import rmse
-from jaxode_diffusion.tuning.grid_optimization import optimize_grid, process_spec, spec_matches
+from jaxode_diffusion.tuning.grid_optimization import (
+    optimize_grid,
+    process_spec,
+    reference_tolerance,
+    saved_field,
+    spec_matches,
+    tight_reference,
+)
 from jaxode_diffusion.sampling.grids import GRID_NAMES
+from jaxode_diffusion.utils.checks import check_finite_score
 from jaxode_diffusion.utils.outputs import write_json_atomic
 from jaxode_diffusion.processes import ForwardProcess
 
@@ -189,18 +196,24 @@ def load_tuned(path: str | os.PathLike, process: ForwardProcess | None = None) -
     missing = sorted(required - set(d))
     if missing:
         raise ValueError(f"{str(path)!r} lacks the fields {missing}; re-run the tuning.")
-    ts = np.asarray(d["ts"], dtype=np.float64)
-    if ts.ndim != 1 or ts.shape[0] != int(d["num_steps"]) + 1:
-        raise ValueError(f"{str(path)!r}: num_steps={d['num_steps']} needs {int(d['num_steps']) + 1} times, "
-                         f"got shape {ts.shape}.")
+    fix = "re-run the tuning"
+    ts = saved_field(d, "ts", path, "times", fix=fix)
+    n = saved_field(d, "num_steps", path, "steps", fix=fix)
+    for name, kind in (("solver", "str"), ("grid", "str"), ("process", "dict"), ("nfe", "steps"),
+                       ("nfe_budget", "steps")):
+        saved_field(d, name, path, kind, fix=fix)
+    if ts.shape[0] != n + 1:
+        raise ValueError(f"{str(path)!r}: num_steps={n} needs {n + 1} times, got shape {ts.shape}.")
     if not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) < 0):
-        raise ValueError(f"{str(path)!r}: the times must be finite and strictly decreasing; got {ts}.")
+        raise ValueError(f"{str(path)!r}: field ts: the times must be finite and strictly decreasing; got {ts}.")
     if process is not None and not spec_matches(d["process"], process_spec(process)):
         raise ValueError(f"{str(path)!r} was tuned for {d['process']}, not for {process_spec(process)}; "
                          "pass the matching process or re-tune.")
     kw = {k: v for k, v in d.items() if k in fields}
     kw["ts"] = ts
-    kw["heldout_error"] = _error_value(kw["heldout_error"])
+    kw["heldout_error"] = saved_field(d, "heldout_error", path, "error", fix=fix)
+    if not isinstance(kw.get("candidates", []), list):
+        raise ValueError(f"{str(path)!r}: field candidates={kw['candidates']!r} must be a list; {fix}.")
     kw["candidates"] = [_candidate_from_json(c) for c in kw.get("candidates", [])]
     return TunedSampler(**kw)
 
@@ -322,8 +335,8 @@ def tune(
         :class:`TunedSampler` (its held-back error chose it, so that error is optimistic).
 
     Raises:
-        ValueError: a bad budget or batch, a held-back batch equal to the calibration batch, an
-            unknown solver or grid, or no candidate that fits the budget and stays finite.
+        ValueError: a bad budget, time limit, batch (NaN/inf rows named) or solver / grid list, a
+            score NaN/inf at ``t_start``, or no candidate that fits the budget and stays finite.
 
     Example:
         >>> import jax
@@ -339,7 +352,11 @@ def tune(
 
     t0 = time.time()
     nfe = _check_tune_args(nfe, learn_top, learn_probe, probe_steps, learn_share, error_grid_pilot)
+    _check_budget_args(max_seconds, solvers, grids, rtol)
     batches = _prepare_batches(process, calib_x_init, heldout_x_init, key, t_start, t_end)
+    reference_tolerance(batches.dt, rtol, default=1e-6)  # an rtol the batch's precision cannot reach
+    for x, name in ((batches.x_cal, "calib_x_init"), (batches.x_held, "heldout_x_init")):
+        check_finite_score(score_fn, x, batches.t_start, name=name, prefix="tune: ")
     grids, resolved = _resolve_candidates(process, batches, grids, solvers, form_tableaux)
     problem = _Problem.build(score_fn, process, batches, rtol)
     plan = _LearnPlan(top=learn_top, pool=max(learn_top, learn_probe) if learn_top else 0,
@@ -436,6 +453,25 @@ def _check_tune_args(nfe, learn_top, learn_probe, probe_steps, learn_share, pilo
     return int(nfe)
 
 
+def _check_budget_args(max_seconds, solvers, grids, rtol) -> None:
+    """Refuse a time limit that leaves no time, empty or string solver / grid lists and a bad rtol."""
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, int | float | np.number)
+                                    or not (math.isfinite(max_seconds) and max_seconds > 0)):
+        raise ValueError(f"max_seconds={max_seconds!r} must be a finite number of seconds > 0 (e.g. 60), "
+                         "or None for no time limit.")
+    for arg, value, example in (("solvers", solvers, "['dpmpp_2m', 'unipc_bh2_2']"), ("grids", grids, "['log_snr']")):
+        if value is None and arg == "solvers":
+            continue
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ValueError(f"{arg}={value!r} must be a list of names, e.g. {example}"
+                             + (" (or None: all)." if arg == "solvers" else "."))
+        if not value:
+            raise ValueError(f"{arg}={value!r} is empty: nothing to tune; name at least one, e.g. {example}"
+                             + (", or pass None for all." if arg == "solvers" else "."))
+    if rtol is not None:
+        reference_tolerance(jnp.float64, rtol)  # the type and sign; the precision is checked per batch
+
+
 def _prepare_batches(process, calib_x_init, heldout_x_init, key, t_start, t_end) -> _Batches:
     x_cal = jnp.asarray(calib_x_init)
     if x_cal.ndim < 2 or x_cal.shape[0] < 2 or not jnp.issubdtype(x_cal.dtype, jnp.floating):
@@ -484,10 +520,10 @@ class _Problem:
 
     @classmethod
     def build(cls, score_fn, process, b: _Batches, rtol) -> _Problem:
-        tol = rtol if rtol is not None else (1e-10 if b.dt == jnp.float64 else 1e-6)
-        span = dict(t_start=b.t_start, t_end=b.t_end, rtol=tol, atol=tol)
-        ref_cal = reference_solve(score_fn, process, b.x_cal, **span)
-        ref_held = reference_solve(score_fn, process, b.x_held, **span)
+        span = dict(rtol=rtol, default=1e-10 if b.dt == jnp.float64 else 1e-6)
+        ref_cal = tight_reference(score_fn, process, b.x_cal, b.t_start, b.t_end, name="calib_x_init", **span)
+        ref_held = tight_reference(score_fn, process, b.x_held, b.t_start, b.t_end, name="heldout_x_init",
+                                   **span)
         return cls(score_fn, process, b, ref_cal, ref_held)
 
     def score(self, solver, ts) -> tuple[float, int]:

@@ -4,8 +4,8 @@ Each check raises ``ValueError`` (the package's one error type for a bad argumen
 names the argument, the value it got and, where there is one, the fix. Callers that prefix
 their messages with the function's name (``"log_likelihood: ..."``) pass ``prefix``. The checks
 only read shapes, dtypes and Python values, so they are free under ``jax.jit`` tracing, except
-:func:`check_times_in_range` and :func:`nonfinite_rows`, which read concrete values and are
-meant for eager calls.
+:func:`check_times_in_range`, :func:`nonfinite_rows` and :func:`check_finite_score`, which read
+concrete values and are meant for eager calls.
 
 This module imports nothing from the rest of the package (it is the bottom layer): a check that
 needs a class (:func:`check_instance`) or a process (:func:`check_times_in_range`) is given it.
@@ -24,6 +24,7 @@ __all__ = [
     "check_batch",
     "check_bool",
     "check_callable",
+    "check_finite_score",
     "check_float_batch",
     "check_instance",
     "check_int",
@@ -300,3 +301,39 @@ def nonfinite_rows(*arrays: Any) -> np.ndarray:
         rows = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
         bad = rows if bad is None else bad | rows
     return bad
+
+
+def check_finite_score(score_fn: Any, x: Any, t: float, *, name: str = "x", prefix: str = "") -> None:
+    """Refuse NaN/inf rows of the batch ``x``, then a score that is NaN/inf at ``(x, t)``.
+
+    For entry points that do expensive work (reference solves, searches over steps or budgets)
+    whose failure would otherwise read as "too few steps": call it first, with ``t`` the time the
+    batch starts at. One score evaluation on the batch.
+
+    Raises:
+        ValueError: ``"{prefix}{name} holds NaN/inf values: row i first ..."`` (bad input), or
+            ``"{prefix}score_fn returned NaN/inf at t=...: row i of {name} first ..."`` (bad score).
+
+    Example:
+        >>> x = jnp.ones((3, 2))
+        >>> check_finite_score(lambda x, t: -x, x, 1.0)  # fine
+        >>> check_finite_score(lambda x, t: -x, x.at[2, 0].set(jnp.nan), 1.0, name="calib_x_init")
+        Traceback (most recent call last):
+        ...
+        ValueError: calib_x_init holds NaN/inf values: row 2 first (1 of 3 rows); this is bad input, not a score or step-count problem: drop or redraw those rows.
+    """
+    bad = nonfinite_rows(x)
+    if bad.any():
+        raise ValueError(
+            f"{prefix}{name} holds NaN/inf values: row {int(np.argmax(bad))} first ({int(bad.sum())} of "
+            f"{bad.shape[0]} rows); this is bad input, not a score or step-count problem: drop or redraw those rows."
+        )
+    x = jnp.asarray(x)
+    out = score_fn(x, jnp.asarray(t, x.dtype))
+    bad = nonfinite_rows(out)
+    if bad.any():
+        raise ValueError(
+            f"{prefix}score_fn returned NaN/inf at t={float(t)!r}: row {int(np.argmax(bad))} of {name} first "
+            f"({int(bad.sum())} of {bad.shape[0]} rows), although {name} is finite; fix the score (more "
+            "steps or a larger budget cannot help)."
+        )
