@@ -76,9 +76,9 @@ def _as_scale(scale):
         )
     try:
         arr = jnp.asarray(scale)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError):
         raise ValueError(
-            f"scale={scale!r} is not a guidance scale ({err}); pass a real number (e.g. 2.0), an array of "
+            f"scale={scale!r} is not a guidance scale; pass a real number (e.g. 2.0), an array of "
             "one value per example, or a callable schedule w(t)."
         ) from None
     if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
