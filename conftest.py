@@ -7,7 +7,11 @@ loads first.
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Appended, not setdefault: pytest imports jaxode_diffusion._moved (to resolve the filterwarnings
+# category in pyproject) before this file runs, and the package's __init__ has then already put its
+# scheduler flag into XLA_FLAGS. JAX reads the flags only when its backend starts, which is later.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 # The CPU "concurrency optimized" scheduler of XLA (JAX 0.10) deadlocks on some sampler programs
 # (see jaxode_diffusion/__init__.py); the package disables it, and so do the tests.
 if "concurrency_optimized_scheduler" not in os.environ["XLA_FLAGS"]:

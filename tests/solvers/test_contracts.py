@@ -263,7 +263,7 @@ def test_empirical_order_of_remaining_solvers(order_ref, name, steps):
 
 
 def test_every_named_solver_is_order_tested():
-    import test_exponential
+    from tests.solvers import test_exponential
 
     tested = {c[0] for c in test_exponential.ORDER_CASES} | {c[0] for c in EXTRA_ORDER_CASES}
     aliases = set(jd.solvers.multistep.MULTISTEP_ALIASES)
