@@ -38,3 +38,24 @@ def test_cli_likelihood_in_raw_units(tmp_path, capsys):
     # --levels needs integer data: a clear one-line error, exit status 2.
     assert cli(argv[:-2] + ["--levels", "256", "--out", str(out)]) == 2
     assert "--levels 256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_cli_likelihood_names_a_nonfinite_data_row_not_the_steps(tmp_path, capsys, bad):
+    # A NaN/inf data row is bad input: named (row 3) before any integration, --num-steps not blamed.
+    from jaxode_diffusion.cli.app import main as cli
+    from jaxode_diffusion.training import TrainConfig, train
+    from tests.helpers import one_line_cli_error
+
+    raw = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", raw)
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(tmp_path / "x.npy"), steps=2, out_dir=str(run), batch_size=8, width=8,
+                      depth=1, progress=False, eval_every=0, ckpt_every=2))
+    raw[3, 1] = bad
+    np.save(tmp_path / "bad.npy", raw)
+    argv = ["likelihood", "--checkpoint", str(run), "--data", str(tmp_path / "bad.npy"), "--num-steps", "2",
+            "--out", str(tmp_path / "ll.json")]
+    assert cli(argv) == 2
+    err = one_line_cli_error(capsys)
+    assert "row 3 holds NaN/inf" in err and "num-steps" not in err
