@@ -356,8 +356,7 @@ def jacobian_norm(
         0 when exact).
 
     Raises:
-        ValueError: unknown ``ord``/``method``/``probe``, a non-batch ``x``, bad counts, a
-            non-finite or non-scalar ``t``, or a ``t`` outside ``score_fn.process``'s range.
+        ValueError: unknown ``ord``/``method``/``probe``, a non-batch ``x``, bad counts, a bad ``t``.
 
     Example:
         >>> import jax.numpy as jnp
