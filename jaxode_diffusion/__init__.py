@@ -125,7 +125,7 @@ __all__ = [
 ]
 
 if not any(isinstance(f, _moved.MovedModuleFinder) or f is _moved.MovedModuleFinder for f in _sys.meta_path):
-    _sys.meta_path.append(_moved.MovedModuleFinder)
+    _sys.meta_path.insert(0, _moved.MovedModuleFinder)
 
 
 def __getattr__(name: str):

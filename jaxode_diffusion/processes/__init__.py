@@ -28,12 +28,12 @@ from jaxode_diffusion.processes.discrete import DiscreteVP
 from jaxode_diffusion.processes.registry import get_process
 
 __all__ = [
-    "parameterizations",
     "CustomProcess",
     "DiscreteVP",
     "EDM",
     "ForwardProcess",
     "get_process",
+    "parameterizations",
     "RectifiedFlow",
     "SubVP",
     "TimeRange",
