@@ -24,10 +24,7 @@ ISSUE_REF = re.compile(r"issue\s*#?\s*[0-9]", re.IGNORECASE)
 LONG_FUNCTIONS: dict[str, str] = {}
 
 #: Files that may still name an issue number, with the reason.
-ISSUE_REFERENCES = {
-    "benchmarks/results/accuracy_vs_nfe.md": "a recorded run's note, to be reworded",
-    "benchmarks/results/accuracy_vs_nfe_d2.md": "a recorded run's note, to be reworded",
-}
+ISSUE_REFERENCES: dict[str, str] = {}
 
 
 def _files(*suffixes: str) -> list[Path]:
