@@ -13,8 +13,10 @@ that measured best for the family of their form.
 No fixed grid is best on every model (how far the table's choice can be from the best grid of a
 trained network: ``benchmarks/README.md``, "Solver notes"). ``jaxode-diffusion sample`` therefore
 measures the grid on the user's model by default
-(:func:`~jaxode_diffusion.tuning.autogrid.choose_grid`); these tables are the default of the
-Python API and of ``--grid table``.
+(:func:`~jaxode_diffusion.tuning.autogrid.choose_grid`), keeping the table's grid unless another is
+better beyond the pilot's uncertainty; these tables are the default of the Python API, of
+``--grid table``, and of ``--grid auto`` when a pilot would cost more than the sampling asked for
+(:func:`~jaxode_diffusion.tuning.autogrid.plan_pilot`).
 
 Example:
     >>> from jaxode_diffusion.sampling.defaults import default_grid_for
