@@ -646,10 +646,22 @@ def _learned_rows(ranked, plan: _LearnPlan, problem: _Problem, clock: _Clock, ba
         improved = last.selection_error < first.initial_selection_error
         rows.append(dict(solver=c["solver"], grid=f"learned({c['grid']})", num_steps=c["num_steps"],
                          nfe=c["nfe"], heldout_error=float(last.selection_error),
-                         status="ok" if improved else "ok (no iterate beat the start: start kept)",
+                         status=_learned_status(improved, ogs),
                          start_heldout_error=float(first.initial_selection_error),
                          iterations=sum(o.iterations for o in ogs), ts=np.asarray(last.ts, np.float64)))
     return rows
+
+
+def _learned_status(improved: bool, ogs) -> str:
+    """A learned row's status; it names the iteration where a NaN/inf loss or gradient stopped it."""
+    status = "ok" if improved else "ok (no iterate beat the start: start kept)"
+    done = 0
+    for og in ogs:
+        if og.nonfinite_iteration is not None:
+            return status + (f"; stopped at iteration {done + og.nonfinite_iteration}: NaN/inf loss or gradient "
+                             "(NonFiniteGridLossError with on_nonfinite='raise'; best iterate kept)")
+        done += og.iterations
+    return status
 
 
 def _select_winner(candidates, nfe: int, process, b: _Batches, t0: float) -> TunedSampler:

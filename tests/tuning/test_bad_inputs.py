@@ -220,3 +220,31 @@ def test_cli_tune_refuses_before_loading_anything(tmp_path, capsys, case):
     err = one_line_cli_error(capsys)
     assert ("--max-seconds 0.0: the time limit must be > 0" in err) if case == "max_seconds_zero" else ("--out" in err)
     assert "no_such_run" not in err
+
+
+# --- NaN gradients through the sampler are reported, not silent -------------------------------
+@jax.custom_jvp
+def _nan_tangent(t):
+    return t
+
+
+_nan_tangent.defjvp(lambda primals, tangents: (primals[0], tangents[0] * jnp.nan))
+
+
+def test_tune_reports_a_learned_grid_stopped_by_a_nan_gradient():
+    # Finite values, NaN derivative in t: the fixed grids are fine, the grid gradient is NaN.
+    score = lambda x, t: -x * (1.0 + 0.0 * _nan_tangent(t))  # noqa: E731
+    held = VP.prior_sample(jax.random.PRNGKey(6), (16, 2)).astype(jnp.float32)
+    with pytest.warns(RuntimeWarning, match=r"non-finite loss or gradient at iteration 0"):
+        t = _tune(score_fn=score, heldout_x_init=held, solvers=["dpmpp_2m"], grids=["log_snr"], learn_top=1,
+                  learn_steps=3)
+    learned = [c for c in t.candidates if c["grid"].startswith("learned")]
+    assert learned and "stopped at iteration 0: NaN/inf loss or gradient" in learned[0]["status"]
+
+
+def test_optimize_grid_raises_naming_the_iteration_of_a_nan_gradient():
+    from jaxode_diffusion.tuning.grid_optimization import NonFiniteGridLossError
+
+    score = lambda x, t: -x * (1.0 + 0.0 * _nan_tangent(t))  # noqa: E731
+    with pytest.raises(NonFiniteGridLossError, match=r"non-finite loss or gradient at iteration 0 .*on_nonfinite='stop'"):
+        optimize_grid(score, VP, X, solver="dpmpp_2m", num_steps=3, steps=3, validate=False, on_nonfinite="raise")
