@@ -494,7 +494,7 @@ def extend_until_asymptotic(
         if where is None:
             do(steps[-1] * int(growth))
         elif gap:
-            return replace(est, asymptotic=False, reason=_gap_reason(est, float(expected), at_floor, where,
+            return replace(est, asymptotic=False, reason=_gap_reason(est, float(expected), max_gap, at_floor, where,
                                                                      int(max_steps)))
         else:
             return replace(est, reason=f"{est.reason}; {where}")
@@ -510,7 +510,8 @@ def _stop_cause(est: OrderEstimate, floor: float, next_steps: int, max_steps: in
     return None, False
 
 
-def _gap_reason(est: OrderEstimate, expected: float, at_floor: bool, where: str, max_steps: int) -> str:
+def _gap_reason(est: OrderEstimate, expected: float, max_gap: float, at_floor: bool, where: str,
+                max_steps: int) -> str:
     """Why a settled slope ``est.order`` more than the allowed gap from ``expected`` is not an order."""
     gap = est.order - expected
     side = "above" if gap > 0 else "below"
@@ -521,4 +522,6 @@ def _gap_reason(est: OrderEstimate, expected: float, at_floor: bool, where: str,
     drift = recent[-1] - recent[0] if len(recent) > 1 else 0.0
     trend = "still falling" if drift < -0.05 else "still rising" if drift > 0.05 else "level"
     shown = ", ".join(f"{v:.2f}" for v in recent)
-    return f"slope {est.order:.2f} is {abs(gap):.2f} {side} p={expected:g} at {span}, {stop}; local slopes {trend} ({shown})"
+    nd = 3 if round(abs(gap), 2) <= max_gap else 2  # 4.504 is more than 0.5 above 4: do not print 0.50
+    return (f"slope {est.order:.{nd}f} is {abs(gap):.{nd}f} {side} p={expected:g} at {span}, {stop}; "
+            f"local slopes {trend} ({shown})")

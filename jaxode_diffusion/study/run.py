@@ -459,7 +459,8 @@ def _slope_reason(win, est, slope, p, max_gap, cap) -> str:
     trend = "still falling" if drift < -0.05 else "still rising" if drift > 0.05 else "level"
     stop = (f"the finest step count the budget allows (max_steps = {cap})" if 2 * est.steps[-1] > cap
             else f"the last N the TV allows (at N = {est.steps[-1]} it is not usable: {est.status[-1]})")
-    return (f"slope vs H_max {slope:.2f} is {abs(gap):.2f} {'above' if gap > 0 else 'below'} p={p} over N = "
+    nd = 3 if round(abs(gap), 2) <= max_gap else 2  # 4.504 is more than 0.5 above 4: do not print 0.50
+    return (f"slope vs H_max {slope:.{nd}f} is {abs(gap):.{nd}f} {'above' if gap > 0 else 'below'} p={p} over N = "
             f"{est.window[0]}..{est.window[-1]} (more than {max_gap:g}), at {stop}; H_max is not yet proportional "
             f"to 1/N there; local slopes vs H_max {trend} ({', '.join(f'{v:.2f}' for v in local)})")
 
