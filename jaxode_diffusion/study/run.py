@@ -388,7 +388,8 @@ def _fit_family(cfg, process, target, sf, draws, cap, solver, p, bar):
     Runs ``cfg.step_counts`` and extends them (doubling N, each N run once) until both the order
     and the reference slope against H_max over the order's window lie within ``cfg.order_gap`` of
     ``p`` (either side), or budget / floor stop it; each is then flagged in ``fit`` (``asymptotic``
-    and ``reason``; ``slope_asymptotic`` and ``slope_reason``) when it is not an order.
+    and ``reason``; ``slope_asymptotic`` and ``slope_reason``) when it is not an order. Its effect
+    on the quick study: benchmarks/README.md ("Study section 1: fits held to p on either side").
     """
     from jaxode_diffusion.analysis.convergence import extend_until_asymptotic
     from jaxode_diffusion.sampling.core import get_solver
