@@ -205,7 +205,7 @@ def cmd_sample(args) -> int:
         from jaxode_diffusion.tuning.tuner import load_tuned
 
         tuned = load_tuned(args.tuned, process=process)  # the same process, or a ValueError
-        x = sample(score_fn, process, x_init, solver=tuned.solver, grid=tuned.ts, num_steps=None, **cond_kw)
+        x = tuned.sample(score_fn, process, x_init, **cond_kw)  # its learned solver, if one won
     else:
         grid = args.grid
         if grid in (None, "auto"):

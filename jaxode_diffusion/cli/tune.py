@@ -42,6 +42,11 @@ def register(subparsers) -> None:
     p.add_argument("--error-grids", action="store_true",
                    help="also score grids placed by the model's measured local error (GITS-style) for the "
                         "best solvers, and start learned grids from the best of all")
+    p.add_argument("--learn-solver", action="store_true",
+                   help="also fit a learned solver (per-step coefficients and times within the order family of "
+                        "the best learnable solver, jaxode_diffusion.tuning.learned) and keep it if it wins on "
+                        "the held-back batch")
+    p.add_argument("--learn-solver-steps", type=int, default=200, help="Adam iterations of the learned solver")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tune)
 
@@ -69,7 +74,8 @@ def cmd_tune(args) -> int:
     t = tune(score_fn, process, x_cal, nfe=args.nfe, heldout_x_init=x_held, solvers=solvers,
              learn_top=args.learn_top, learn_probe=args.learn_probe, probe_steps=args.probe_steps,
              learn_steps=args.learn_steps, max_seconds=args.max_seconds,
-             error_grids=args.error_grids, progress=not args.no_progress)
+             error_grids=args.error_grids, progress=not args.no_progress,
+             learn_solver=args.learn_solver, learn_solver_steps=args.learn_solver_steps)
     t.info = {"checkpoint": os.fspath(Path(args.checkpoint).resolve()), "seed": args.seed,
               "event_shape": list(event_shape)}
     path = t.save(args.out)

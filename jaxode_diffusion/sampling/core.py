@@ -95,7 +95,9 @@ class Plan(eqx.Module):
         ((4, 2), 4)
     """
 
-    solver: AbstractSolver = eqx.field(static=True)
+    # A pytree field, not static: a learned solver's per-step coefficients are arrays (traced, so
+    # differentiable; as static data eqx warns and jit cannot hash them); a fixed solver has no array leaves.
+    solver: AbstractSolver
     ts: jax.Array  # (N+1,)
     us: jax.Array  # (N+1,)
     t_stages: jax.Array  # (N, S)

@@ -10,6 +10,8 @@ Files:
 * ``runge_kutta.py``, ``exponential.py``, ``multistep.py``: plain RK in any form, exponential
   singlestep (DPM-Solver, DPM-Solver++, EDM Heun) and exponential multistep (DPM-Solver++(2M/3M),
   UniPC, DEIS/iPNDM-style) solvers; ``predictions.py`` and ``phi.py`` are their shared pieces;
+* ``learned.py``: solvers with per-step coefficients that keep their order (non-stationary
+  multistep and singlestep exponential families), fitted by :func:`jaxode_diffusion.tuning.learn_solver`;
 * ``registry.py``: solver names (``"dpmpp_2m"``, ``"x0-lambda:rk4"``) to instances;
 * ``adaptive.py``: DPM-Solver's adaptive step-size solver;
 * ``diffrax_bridge.py``: conversion to and from diffrax solvers and tableaux (imports diffrax).
@@ -65,6 +67,13 @@ from jaxode_diffusion.solvers.multistep import (
     MULTISTEP_SCHEMES,
     MultistepScheme,
 )
+from jaxode_diffusion.solvers.learned import (
+    learnable_bases,
+    learned_solver_from_dict,
+    learned_start,
+    LearnedMultistep,
+    LearnedSinglestep,
+)
 from jaxode_diffusion.solvers.registry import (
     get_solver,
     register_solver,
@@ -86,6 +95,11 @@ __all__ = [
     "get",
     "get_form",
     "get_solver",
+    "learnable_bases",
+    "learned_solver_from_dict",
+    "learned_start",
+    "LearnedMultistep",
+    "LearnedSinglestep",
     "MAX_ORDER",
     "MULTISTEP_ALIASES",
     "MULTISTEP_SCHEMES",

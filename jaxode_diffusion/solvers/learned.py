@@ -41,7 +41,12 @@ import numpy as np
 from jaxode_diffusion.solvers.base import AbstractSolver, StepInfo
 from jaxode_diffusion.solvers.exponential import ExponentialSinglestep
 from jaxode_diffusion.solvers.forms import AbstractForm
-from jaxode_diffusion.solvers.multistep import MULTISTEP_ALIASES, MULTISTEP_SCHEMES, MultistepScheme
+from jaxode_diffusion.solvers.multistep import (
+    MULTISTEP_ALIASES,
+    MULTISTEP_SCHEMES,
+    MultistepScheme,
+    quadrature_weights,
+)
 from jaxode_diffusion.solvers.phi import phis
 from jaxode_diffusion.solvers.predictions import PREDICTIONS
 
@@ -80,27 +85,6 @@ def node_matrix(nodes, rows: int):
     for k in range(1, rows):
         rowsv.append(rowsv[-1] * nodes / k)
     return jnp.stack(rowsv[:rows], axis=0)
-
-
-def _base_weights(nodes, q, moments, two_point_m1):
-    """The base scheme's weights ``a = V^{-T} M'`` on the first ``q`` (traced) nodes, unused ones 0.
-
-    The same arithmetic as the weights of :mod:`~jaxode_diffusion.solvers.multistep` (identity rows
-    and columns beyond ``q``, ``two_point_m1`` replacing ``M'_1`` when ``q == 2``), so that the start
-    of a learned solver reproduces its base to the last bit.
-    """
-    n = nodes.shape[0]
-    cols = [jnp.ones_like(nodes)]
-    for k in range(1, n):
-        cols.append(cols[-1] * nodes / k)
-    v = jnp.stack(cols, axis=1)
-    idx = jnp.arange(n)
-    valid = idx < q
-    v = jnp.where(valid[:, None] & valid[None, :], v, jnp.eye(n, dtype=v.dtype))
-    m = jnp.where(valid, moments, 0.0)
-    if two_point_m1 is not None and n > 1:
-        m = jnp.where((q == 2) & (idx == 1), two_point_m1, m)
-    return jnp.linalg.solve(v.T, m)
 
 
 def _null_directions(nodes, first: int, conditions, valid):
@@ -261,7 +245,7 @@ class LearnedMultistep(AbstractSolver):
         if sch.steps >= 3 and sch.second_derivative_weight != 1.0:
             moments = moments.at[2].multiply(sch.second_derivative_weight)
         two_p = None if sch.two_point == "taylor" else pred.two_point_moment(h, sch.two_point)
-        base_w = _base_weights(nodes[: sch.steps], q_base, moments, two_p)
+        base_w = quadrature_weights(nodes[: sch.steps], q_base, moments, two_p)
         zn = self.z[n].astype(dt)
         w = _pad(base_w, q) + moments[0] * (_null_directions(nodes, self.conditions, p_n, valid) @ zn)
         targets = _targets(moments, two_p, q_base)
@@ -270,7 +254,7 @@ class LearnedMultistep(AbstractSolver):
         nodes_c = jnp.concatenate([nodes[:1], jnp.ones((1,), dt), nodes[1:]])
         moments_c = pred.moments(h, sch.steps + 1)
         two_c = None if sch.corrector == "taylor" else pred.two_point_moment(h, sch.corrector)
-        base_c = _base_weights(nodes_c[: sch.steps + 1], q_base + 1, moments_c, two_c)
+        base_c = quadrature_weights(nodes_c[: sch.steps + 1], q_base + 1, moments_c, two_c)
         null_c = _null_directions(nodes_c, self.conditions + 1, p_n + 1, valid + 1)
         wc = _pad(base_c, q + 1) + moments_c[0] * (null_c @ self.zc[n].astype(dt))
         return MultistepCoefficients(nodes, w, p_n, valid, targets, nodes_c, wc, p_n + 1,

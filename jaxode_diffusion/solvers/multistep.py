@@ -134,7 +134,7 @@ class MultistepScheme:
         return base + (1 if self.corrector is not None else 0)
 
 
-def _weights(nodes, q, moments, two_point_m1):
+def quadrature_weights(nodes, q, moments, two_point_m1):
     """Quadrature weights ``a = V^{-T} M'`` on the first ``q`` (traced) of ``nodes``.
 
     Rows/columns beyond ``q`` are replaced by the identity and their moments by 0, so the
@@ -223,7 +223,7 @@ class ExponentialMultistep(AbstractSolver):
         moments = pred.moments(h, p)
         if p >= 3 and sch.second_derivative_weight != 1.0:
             moments = moments.at[2].multiply(sch.second_derivative_weight)
-        a = _weights(jnp.concatenate([zero, r]), q, moments, two_p)
+        a = quadrature_weights(jnp.concatenate([zero, r]), q, moments, two_p)
         y_pred = lin * y + pre * jnp.tensordot(a, m_hist, axes=1)
         is_last = n == big_n - 1
 
@@ -234,7 +234,7 @@ class ExponentialMultistep(AbstractSolver):
             # UniC: the new value joins as node r = 1 (placed second so valid nodes are a prefix).
             nodes = jnp.concatenate([zero, jnp.ones((1,), dt), r])
             two_c = None if sch.corrector == "taylor" else pred.two_point_moment(h, sch.corrector)
-            ac = _weights(nodes, q + 1, pred.moments(h, p + 1), two_c)
+            ac = quadrature_weights(nodes, q + 1, pred.moments(h, p + 1), two_c)
             m_all = jnp.concatenate([m_hist[:1], m_new[None], m_hist[1:]])
             return lin * y + pre * jnp.tensordot(ac, m_all, axes=1), m_new
 

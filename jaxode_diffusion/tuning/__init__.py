@@ -12,7 +12,9 @@ The ladder, each rung in one place:
 5. ``grid_optimization.py``: :func:`optimize_grid`, a grid learned by gradient through the
    sampler;
 6. ``tuner.py``: :func:`tune`, every solver on every grid (and learned grids for the best), scored on
-   a held-back batch, the winner saved as JSON for ``sample --tuned``.
+   a held-back batch, the winner saved as JSON for ``sample --tuned``;
+7. ``learned.py``: :func:`learn_solver`, the per-step coefficients and the grid of a solver's order
+   family fitted to the model (``tune(..., learn_solver=True)`` adds one to the candidates).
 """
 
 
@@ -38,6 +40,11 @@ from jaxode_diffusion.tuning.grid_optimization import (
     optimize_grid,
     OptimizedGrid,
 )
+from jaxode_diffusion.tuning.learned import (
+    learn_solver,
+    LearnedSolver,
+    load_learned,
+)
 from jaxode_diffusion.tuning.tuner import (
     DEFAULT_FORM_TABLEAUX,
     load_tuned,
@@ -56,7 +63,10 @@ __all__ = [
     "evaluate_grid",
     "grid_from_logits",
     "GridChoice",
+    "learn_solver",
+    "LearnedSolver",
     "load_grid",
+    "load_learned",
     "load_tuned",
     "local_error_costs",
     "min_cost_path",

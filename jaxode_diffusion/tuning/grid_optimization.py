@@ -86,7 +86,8 @@ def grid_from_logits(process: ForwardProcess, logits, t_start, t_end):
     return jnp.concatenate([t_start[None], ts.astype(logits.dtype), t_end[None]])
 
 
-def _logits_of_grid(process, ts):
+def logits_of_grid(process, ts):
+    """The logits whose :func:`grid_from_logits` is ``ts``: log shares of the log-SNR steps."""
     lam = np.asarray(process.lam(jnp.asarray(ts)), dtype=np.float64)
     d = np.diff(lam)
     if not np.all(d > 0):
@@ -668,7 +669,7 @@ class _Objective:
     @classmethod
     def build(cls, process, problem: _Problem, regularization, learning_rate, max_step_change) -> _Objective:
         dt = problem.start.ts.dtype
-        theta0 = jnp.asarray(_logits_of_grid(process, problem.start.ts), dt)
+        theta0 = jnp.asarray(logits_of_grid(process, problem.start.ts), dt)
         reg = jnp.asarray(float(regularization) / max(1, problem.num_steps), dt)
         bound = jnp.asarray(math.inf if max_step_change is None else math.log(max_step_change) / 2, dt)
         return cls(theta0, bound, reg, jnp.asarray(learning_rate, dt),

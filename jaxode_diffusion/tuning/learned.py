@@ -45,7 +45,7 @@ from jaxode_diffusion.solvers.learned import (
     learned_solver_from_dict,
     learned_start,
 )
-from jaxode_diffusion.tuning.grid_optimization import grid_from_logits, process_spec, spec_matches
+from jaxode_diffusion.tuning.grid_optimization import grid_from_logits, logits_of_grid, process_spec, spec_matches
 from jaxode_diffusion.utils.outputs import write_json_atomic
 
 __all__ = ["LearnedSolver", "learn_solver", "load_learned"]
@@ -189,12 +189,6 @@ def _checked_times(values, num_steps: int, where: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # The traced pieces: parameters -> (grid, solver) -> log MSE, and one Adam step.
 # ---------------------------------------------------------------------------------------------
-def _logits_of_grid(process, ts) -> np.ndarray:
-    """The logits whose :func:`grid_from_logits` is ``ts``: log shares of the log-SNR steps."""
-    d = np.diff(np.asarray(process.lam(jnp.asarray(ts)), dtype=np.float64))
-    return np.log(d / d.sum())
-
-
 def _apply(params, start, theta0, t_se, process):
     phi, delta = params
     return grid_from_logits(process, theta0 + phi, t_se[0], t_se[1]), start.with_free(delta)
@@ -343,7 +337,7 @@ def _fit(pb: _Problem, *, steps, learning_rate, patience, learn_times, max_secon
     """Adam iterations; the held-back batch picks the iterate (the start is iterate 0)."""
     started = time.monotonic()
     dt = pb.x_cal.dtype
-    theta0 = jnp.asarray(_logits_of_grid(pb.process, pb.ts0), dt)
+    theta0 = jnp.asarray(logits_of_grid(pb.process, pb.ts0), dt)
     params = (jnp.zeros_like(theta0), pb.start.free_parameters())
     opt_state = optax.adam(learning_rate).init(params)
     lr, mask = jnp.asarray(learning_rate, dt), jnp.asarray(1.0 if learn_times else 0.0, dt)
@@ -385,7 +379,7 @@ def _materialise(pb: _Problem, params):
     """Concrete ``(ts as NumPy float64, solver)`` of an iterate (the start for ``None``)."""
     if params is None:
         return np.asarray(pb.ts0, np.float64), pb.start
-    theta0 = jnp.asarray(_logits_of_grid(pb.process, pb.ts0), pb.x_cal.dtype)
+    theta0 = jnp.asarray(logits_of_grid(pb.process, pb.ts0), pb.x_cal.dtype)
     ts, solver = _apply(params, pb.start, theta0, pb.t_se, pb.process)
     solver = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), solver)
     return np.asarray(ts, np.float64), solver

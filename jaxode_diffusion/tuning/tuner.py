@@ -63,6 +63,8 @@ from jaxode_diffusion.tuning.grid_optimization import (
     spec_matches,
     tight_reference,
 )
+from jaxode_diffusion.tuning.learned import LearnedSolver
+from jaxode_diffusion.tuning.learned import learn_solver as fit_learned_solver
 from jaxode_diffusion.sampling.grids import GRID_NAMES
 from jaxode_diffusion.utils.checks import check_finite_score
 from jaxode_diffusion.utils.outputs import write_json_atomic
@@ -113,6 +115,9 @@ class TunedSampler:
         calibration_size, heldout_size: batch sizes used.
         seconds: wall time of the tuning run.
         info: free-form extras (e.g. the checkpoint path for the CLI).
+        learned: the :class:`~jaxode_diffusion.tuning.learned.LearnedSolver` when one won
+            (``tune(..., learn_solver=True)``); then ``solver`` is its label ``"learned(BASE)"``, which
+            no solver name resolves: sample with :meth:`sample`.
     """
 
     solver: str
@@ -128,11 +133,15 @@ class TunedSampler:
     heldout_size: int = 0
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    learned: LearnedSolver | None = None
 
     def sample(self, score_fn, process: ForwardProcess, x_init, **kwargs):
-        """``sample(score_fn, process, x_init, solver=self.solver, grid=self.ts, num_steps=None)``."""
+        """``sample(score_fn, process, x_init, solver=self.solver, grid=self.ts, num_steps=None)``, or the
+        learned solver's :meth:`~jaxode_diffusion.tuning.learned.LearnedSolver.sample` when one won."""
         from jaxode_diffusion.sampling.core import sample
 
+        if self.learned is not None:
+            return self.learned.sample(score_fn, process, x_init, **kwargs)
         return sample(score_fn, process, x_init, solver=self.solver, grid=self.ts, num_steps=None, **kwargs)
 
     def table(self, top: int | None = None) -> str:
@@ -146,8 +155,9 @@ class TunedSampler:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, learned=None))
         d["ts"] = [float(t) for t in np.asarray(self.ts, dtype=np.float64)]
+        d["learned"] = None if self.learned is None else self.learned.to_dict()
         d["format"] = _FORMAT
         return d
 
@@ -215,6 +225,8 @@ def load_tuned(path: str | os.PathLike, process: ForwardProcess | None = None) -
     if not isinstance(kw.get("candidates", []), list):
         raise ValueError(f"{str(path)!r}: field candidates={kw['candidates']!r} must be a list; {fix}.")
     kw["candidates"] = [_candidate_from_json(c) for c in kw.get("candidates", [])]
+    if kw.get("learned") is not None:
+        kw["learned"] = LearnedSolver.from_dict(kw["learned"], f"{str(path)!r} (field 'learned')", process)
     return TunedSampler(**kw)
 
 
@@ -307,11 +319,11 @@ def tune(
     probe_steps: int = 20, learn_steps: int = 100, learning_rate: float = 0.05, patience: int = 30,
     t_start=None, t_end=None, rtol: float | None = None, max_seconds: float | None = None,
     learn_share: float = 0.5, error_grids: bool = False, error_grid_pilot: int = 128, progress: bool = True,
+    learn_solver: bool = False, learn_solver_steps: int = 200,
 ) -> TunedSampler:
     """Find the best solver and time grid for ``score_fn`` within ``nfe`` score evaluations.
 
-    The steps (scan, error grids, learned grids, held-back choice) are the module docstring's;
-    measurements behind the defaults and batch sizes: benchmarks/README.md.
+    Steps: the module docstring; measurements behind the defaults: benchmarks/README.md.
 
     Args:
         score_fn, process: as for :func:`~jaxode_diffusion.sample`.
@@ -330,13 +342,14 @@ def tune(
         error_grids, error_grid_pilot: also score the error grids of the ``max(1, learn_top)`` best
             solvers, built from the first ``error_grid_pilot`` calibration draws.
         progress: show a tqdm progress bar.
+        learn_solver, learn_solver_steps: also fit a :func:`~jaxode_diffusion.tuning.learned.learn_solver`
+            (that many iterations) from the best learnable candidate; it competes like every candidate.
 
     Returns:
         :class:`TunedSampler` (its held-back error chose it, so that error is optimistic).
 
     Raises:
-        ValueError: a bad budget, time limit, batch (NaN/inf rows named) or solver / grid list, a
-            score NaN/inf at ``t_start``, or no candidate that fits the budget and stays finite.
+        ValueError: bad arguments, NaN/inf rows or scores (named), or no finite candidate within nfe.
 
     Example:
         >>> import jax
@@ -353,10 +366,7 @@ def tune(
     t0 = time.time()
     nfe = _check_tune_args(nfe, learn_top, learn_probe, probe_steps, learn_share, error_grid_pilot)
     _check_budget_args(max_seconds, solvers, grids, rtol)
-    batches = _prepare_batches(process, calib_x_init, heldout_x_init, key, t_start, t_end)
-    reference_tolerance(batches.dt, rtol, default=1e-6)  # an rtol the batch's precision cannot reach
-    for x, name in ((batches.x_cal, "calib_x_init"), (batches.x_held, "heldout_x_init")):
-        check_finite_score(score_fn, x, batches.t_start, name=name, prefix="tune: ")
+    batches = _checked_batches(score_fn, process, calib_x_init, heldout_x_init, key, t_start, t_end, rtol)
     grids, resolved = _resolve_candidates(process, batches, grids, solvers, form_tableaux)
     problem = _Problem.build(score_fn, process, batches, rtol)
     plan = _LearnPlan(top=learn_top, pool=max(learn_top, learn_probe) if learn_top else 0,
@@ -376,8 +386,21 @@ def tune(
                                        evaluate_ts=problem.score, out_of_time=clock.out_of_time)
         ranked = _ranked(candidates)
     candidates += _learned_rows(ranked, plan, problem, clock, bar)
+    learned, row = (_learned_solver_row(_ranked(candidates), nfe, problem, clock, learn_solver_steps)
+                     if learn_solver else (None, None))
+    candidates += [row] if row else []
     bar.close()
-    return _select_winner(candidates, nfe, process, batches, t0)
+    return _select_winner(candidates, nfe, process, batches, t0, learned)
+
+
+def _checked_batches(score_fn, process, calib_x_init, heldout_x_init, key, t_start, t_end, rtol):
+    """The calibration and held-back batches, refused when a row or the score at ``t_start`` is NaN/inf
+    or when ``rtol`` is beyond the batches' precision."""
+    batches = _prepare_batches(process, calib_x_init, heldout_x_init, key, t_start, t_end)
+    reference_tolerance(batches.dt, rtol, default=1e-6)  # an rtol the batch's precision cannot reach
+    for x, name in ((batches.x_cal, "calib_x_init"), (batches.x_held, "heldout_x_init")):
+        check_finite_score(score_fn, x, batches.t_start, name=name, prefix="tune: ")
+    return batches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,7 +687,34 @@ def _learned_status(improved: bool, ogs) -> str:
     return status
 
 
-def _select_winner(candidates, nfe: int, process, b: _Batches, t0: float) -> TunedSampler:
+def _learned_solver_row(ranked, nfe: int, problem: _Problem, clock: _Clock, steps: int):
+    """``(LearnedSolver or None, candidate row)``: :func:`~jaxode_diffusion.tuning.learned.learn_solver`
+    from the best candidate (in ``ranked``) whose solver has a learnable family, on that candidate's
+    grid, fitted on the calibration batch and chosen on the held-back one, within the time left."""
+    from jaxode_diffusion.solvers.learned import learnable_bases
+
+    start = next((c for c in ranked if str(c["solver"]).lower() in learnable_bases()), None)
+    row = dict(solver="learned solver", grid="-", num_steps=None, nfe=None, heldout_error=float("nan"))
+    if start is None:
+        return None, dict(row, status="skipped: no candidate's solver has a learnable family")
+    if clock.out_of_time():
+        return None, dict(row, status="skipped: out of time")
+    try:
+        ls = fit_learned_solver(problem.score_fn, problem.process, problem.b.x_cal, nfe=nfe, base=start["solver"],
+                                grid=start["ts"], heldout_x_init=problem.b.x_held, reference=problem.ref_cal,
+                                heldout_reference=problem.ref_held, steps=steps, max_seconds=clock.left())
+    except ValueError as err:  # e.g. nfe too small for the family: the other candidates stand
+        return None, dict(row, status=f"failed: {err}")
+    grid = start["grid"] if str(start["grid"]).startswith("learned(") else f"learned({start['grid']})"
+    return ls, dict(solver=f"learned({ls.base})", grid=grid, num_steps=ls.num_steps,
+                    nfe=ls.nfe, heldout_error=float(ls.heldout_error), learned_solver=True,
+                    status="ok" if ls.improved else "ok (no iterate beat the start: start kept)",
+                    start_heldout_error=float(ls.start_heldout_error), iterations=ls.iterations,
+                    ts=np.asarray(ls.ts, np.float64))
+
+
+def _select_winner(candidates, nfe: int, process, b: _Batches, t0: float,
+                   learned: LearnedSolver | None = None) -> TunedSampler:
     """The candidate with the lowest held-back error, with every candidate as its record."""
     ok = _ranked(candidates)
     if not ok:
@@ -689,4 +739,5 @@ def _select_winner(candidates, nfe: int, process, b: _Batches, t0: float) -> Tun
         calibration_size=int(b.x_cal.shape[0]),
         heldout_size=int(b.x_held.shape[0]),
         seconds=time.time() - t0,
+        learned=learned if best.get("learned_solver") else None,
     )

@@ -52,6 +52,10 @@ def test_cli_tune_then_sample_tuned(tmp_path, monkeypatch, capsys):
         with pytest.raises(RuntimeError, match="stop"):
             main(["tune", "--checkpoint", str(run), "--nfe", "3", "--out", str(out), "--batch", "8", *flag])
         assert seen["error_grids"] is want
+    for flag, want in (([], False), (["--learn-solver", "--learn-solver-steps", "7"], True)):
+        with pytest.raises(RuntimeError, match="stop"):  # --learn-solver reaches tune(..., learn_solver=True)
+            main(["tune", "--checkpoint", str(run), "--nfe", "3", "--out", str(out), "--batch", "8", *flag])
+        assert seen["learn_solver"] is want and seen["learn_solver_steps"] == (7 if want else 200)
     with pytest.raises(RuntimeError, match="stop"):  # --calib-batch sets the calibration batch alone
         main(["tune", "--checkpoint", str(run), "--nfe", "3", "--out", str(out), "--batch", "8", "--calib-batch", "12"])
     assert (seen["x_cal"].shape[0], seen["heldout_x_init"].shape[0]) == (12, 8)

@@ -322,3 +322,16 @@ def test_solver_checks_its_arrays():
         jd.solve(SF, VP, jnp.ones((2, 2)), jd.make_times(VP, num_steps=5, grid="log_snr"),
                  learned_start("dpmpp_2m", 4))
     assert MULTISTEP_SCHEMES["dpmpp_2m"].order == learned_start("dpmpp_2m", 3).order
+
+
+def test_tune_with_a_learned_solver(fitted, tmp_path):
+    _, x_cal, x_held = fitted
+    t0, t1 = VP.default_t_start, VP.default_t_end
+    t = jd.tune(SF, VP, x_cal, nfe=5, heldout_x_init=x_held, solvers=["dpmpp_2m"], grids=["log_snr"],
+                learn_top=0, learn_solver=True, learn_solver_steps=3, progress=False)
+    row = next(c for c in t.candidates if c.get("learned_solver"))
+    assert row["solver"] == "learned(dpmpp_2m)" and row["heldout_error"] <= row["start_heldout_error"]
+    assert (t.learned is not None) == (t.solver == "learned(dpmpp_2m)")
+    back = jd.load_tuned(t.save(tmp_path / "tuned.json"), process=VP)
+    np.testing.assert_array_equal(back.sample(SF, VP, x_held), t.sample(SF, VP, x_held))
+    assert exact_flow(x_held, t0, t1).shape == x_held.shape
