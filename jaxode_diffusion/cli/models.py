@@ -108,6 +108,11 @@ def _add_sample_parser(subparsers) -> None:
         help="solver steps, NFE = steps x stages (default 10; not with --tuned)",
     )
     s.add_argument("--tuned", default=None, help="a JSON file from `jaxode-diffusion tune`: its solver and times")
+    s.add_argument(
+        "--verify-checkpoint", choices=["strict", "warn", "off"], default="strict",
+        help="strict (default) refuses a checkpoint whose checksum is missing or wrong; warn loads one without a "
+        "checksum (older versions) with a warning; off skips the check",
+    )
     s.add_argument("--num-samples", type=positive_int, required=True)
     s.add_argument("--out", required=True, help="output .npy file (a .png is written beside it)")
     s.add_argument("--seed", type=nonneg_int, default=0)
@@ -172,7 +177,7 @@ def cmd_sample(args) -> int:
     from jaxode_diffusion.analysis.plotting import save_png
     from jaxode_diffusion.training.data import unnormalize
     from jaxode_diffusion.sampling.defaults import DEFAULT_NUM_STEPS, DEFAULT_SOLVER
-    from jaxode_diffusion.utils.outputs import ensure_output_file
+    from jaxode_diffusion.utils.outputs import ensure_output_file, save_npy_atomic
     from jaxode_diffusion.sampling.core import sample
     from jaxode_diffusion.training import load_run
 
@@ -194,7 +199,7 @@ def cmd_sample(args) -> int:
         raise ValueError(f"--num-samples and --steps must be >= 1, got {args.num_samples}, {args.steps}.")
     ensure_output_file(args.out, "--out")  # before loading and sampling: a bad --out is reported at once
     out = ensure_output_file(_npy_path(args.out), "--out")
-    score_fn, run_cfg = load_run(args.checkpoint)
+    score_fn, run_cfg = load_run(args.checkpoint, verify=getattr(args, "verify_checkpoint", "strict"))
     meta = run_cfg["data"]
     event_shape = tuple(meta["event_shape"])
     kind = "vector" if len(event_shape) == 1 else "image"
@@ -214,7 +219,7 @@ def cmd_sample(args) -> int:
             grid = None  # sample(): default_grid_for(solver, process)
         x = sample(score_fn, process, x_init, solver=args.solver, num_steps=args.steps, grid=grid, **cond_kw)
     x = unnormalize(np.asarray(x), meta)
-    np.save(out, x)
+    save_npy_atomic(out, x)  # a full disk leaves no partial file
     png = out.with_suffix(".png")
     save_png(x, png, kind, meta)
     print(f"wrote {out} {x.shape} and {png}")

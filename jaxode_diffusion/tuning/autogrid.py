@@ -43,6 +43,7 @@ from jaxode_diffusion.sampling.core import make_times, solve
 from jaxode_diffusion.sampling.defaults import default_grid_for
 from jaxode_diffusion.sampling.grids import GRID_NAMES, check_num_steps
 from jaxode_diffusion.solvers.registry import get_solver
+from jaxode_diffusion.utils.checks import check_finite_score
 
 __all__ = ["GridChoice", "choose_grid", "PilotPlan", "plan_pilot", "seconds_per_draw_evaluation",
            "evaluations_per_draw"]
@@ -348,7 +349,8 @@ def choose_grid(score_fn, process, x_pilot, solver, num_steps, *, grids=GRID_NAM
         a :class:`GridChoice` (energy distances and RMSEs with standard errors, and the reason).
 
     Raises:
-        ValueError: unknown grid names, an empty ``grids``, a bad ``num_steps`` or ``x_pilot``, or when
+        ValueError: unknown grid names, an empty ``grids``, a bad ``num_steps`` or ``x_pilot``, NaN/inf
+            pilot draws or a NaN/inf score at ``t_start`` (named before any solve), or when
             the solver gives non-finite samples on every candidate grid (the message lists the errors).
     """
     num_steps = check_num_steps(num_steps)
@@ -358,6 +360,10 @@ def choose_grid(score_fn, process, x_pilot, solver, num_steps, *, grids=GRID_NAM
         raise ValueError(f"grids={grids!r}: choose among {GRID_NAMES} (at least one).")
     if x_pilot.ndim < 2 or x_pilot.shape[0] < 2:
         raise ValueError(f"x_pilot: need a batch of at least 2 draws shaped (n, *event_shape), got {x_pilot.shape}.")
+    # NaN draws or a NaN score would otherwise surface as a reference "needing more steps".
+    bound = score_fn if cond is None else (lambda x, t: score_fn(x, t, cond))
+    check_finite_score(bound, x_pilot, process.default_t_start if t_start is None else t_start, name="x_pilot",
+                       prefix="choose_grid: ")
     progress = progress or (lambda n: None)
     times_kw, kw = dict(t_start=t_start, t_end=t_end), dict(cond=cond, throw=False)
     samples, error_ts = _solve_candidates(score_fn, process, x_pilot, solver, num_steps, grids, times_kw, kw,

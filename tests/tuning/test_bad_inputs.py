@@ -248,3 +248,30 @@ def test_optimize_grid_raises_naming_the_iteration_of_a_nan_gradient():
     score = lambda x, t: -x * (1.0 + 0.0 * _nan_tangent(t))  # noqa: E731
     with pytest.raises(NonFiniteGridLossError, match=r"non-finite loss or gradient at iteration 0 .*on_nonfinite='stop'"):
         optimize_grid(score, VP, X, solver="dpmpp_2m", num_steps=3, steps=3, validate=False, on_nonfinite="raise")
+
+
+@pytest.mark.parametrize("where", ["draws", "score"])
+def test_choose_grid_names_nan_draws_and_a_nan_score_before_any_solve(where):
+    from jaxode_diffusion.tuning.autogrid import choose_grid
+
+    x = VP.prior_sample(jax.random.PRNGKey(3), (8, 2))
+    score = SCORE
+    if where == "draws":
+        x = x.at[5, 1].set(jnp.nan)
+        match = "x_pilot holds NaN/inf values: row 5 first"
+    else:
+        score = lambda x, t: SCORE(x, t) * jnp.nan  # noqa: E731
+        match = "score_fn returned NaN/inf"
+    with pytest.raises(ValueError, match=match):
+        choose_grid(score, VP, x, "dpmpp_2m", 4)
+
+
+def test_sample_cli_takes_verify_checkpoint():
+    from jaxode_diffusion.cli.app import build_parser
+
+    args = build_parser().parse_args(["sample", "--checkpoint", "r", "--num-samples", "2", "--out", "s.npy",
+                                      "--verify-checkpoint", "warn"])
+    assert args.verify_checkpoint == "warn"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sample", "--checkpoint", "r", "--num-samples", "2", "--out", "s.npy",
+                                   "--verify-checkpoint", "maybe"])
