@@ -84,6 +84,20 @@ def test_data_parallel_checkpoint_restores_on_one_device(single, tmp_path_factor
         np.testing.assert_array_equal(a, b)
 
 
+def wait_all(procs) -> list[subprocess.CompletedProcess]:
+    """Wait for every worker (``TIMEOUT`` each) and collect its output; kill any still running after."""
+    results = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=TIMEOUT)
+            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return results
+
+
 def test_two_processes_match_one_device(single, tmp_path):
     out = tmp_path / "multi.npz"
     port = _free_port()
@@ -95,16 +109,7 @@ def test_two_processes_match_one_device(single, tmp_path):
         )
         for i in range(2)
     ]
-    results = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=TIMEOUT)
-            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for i, r in enumerate(results):
+    for i, r in enumerate(wait_all(procs)):
         _check(r, f"process {i} of 2")
     multi = dict(np.load(out))
     assert int(multi["num_processes"]) == 2 and int(multi["num_devices"]) == 8

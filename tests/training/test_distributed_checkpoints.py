@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.sampling.test_distributed import ROOT, TIMEOUT, _check, _env, _free_port
+from tests.sampling.test_distributed import ROOT, _check, _env, _free_port, wait_all
 
 WORKER = Path(__file__).with_name("distributed_ckpt_worker.py")
 
@@ -33,19 +33,6 @@ def _start(out, *args, num_processes=2, devices=4):
     ]
 
 
-def _wait(procs) -> list[subprocess.CompletedProcess]:
-    results = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=TIMEOUT)
-            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return results
-
-
 def _params(path):
     d = np.load(path)
     return [d[k] for k in sorted((k for k in d if k.startswith("param_")), key=lambda k: int(k.split("_")[1]))]
@@ -54,7 +41,7 @@ def _params(path):
 def test_killed_two_process_run_resumes_to_the_uninterrupted_state(tmp_path):
     run, ref_dir = tmp_path / "run", tmp_path / "reference"
     # Job 1: an uninterrupted reference run, then the same run SIGKILLed at step 6 (checkpoint 4 written).
-    killed = _wait(_start(tmp_path / "ref.npz", "--run", str(run), "--reference", str(ref_dir), "--kill-at", "6"))
+    killed = wait_all(_start(tmp_path / "ref.npz", "--run", str(run), "--reference", str(ref_dir), "--kill-at", "6"))
     assert [r.returncode for r in killed] == [-9, -9], [r.stderr[-2000:] for r in killed]
     assert sorted(os.listdir(run / "checkpoints")) == ["4"]
     assert json.loads((run / "run.lock").read_text())["argv"][-1] == "0"  # process 0's lock, left by the kill
@@ -64,7 +51,7 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_state(tmp_path):
     jobs = [_start(tmp_path / "two.npz", "--run", str(run), "--resume"),
             _start(tmp_path / "one.npz", "--run", str(tmp_path / "run_one_process"), "--resume", num_processes=1)]
     for what, job in zip(("2-process resume", "1-process resume"), jobs):
-        for i, r in enumerate(_wait(job)):
+        for i, r in enumerate(wait_all(job)):
             _check(r, f"{what}, process {i}")
             if i == 0:
                 assert "taking over the stale lock" in r.stderr
@@ -83,7 +70,7 @@ def test_two_process_run_refused_when_the_directory_is_locked(tmp_path):
     run.mkdir()
     owner = dict(pid=os.getpid(), host=socket.gethostname(), started="2026-01-01T00:00:00+00:00", argv=["x"])
     (run / "run.lock").write_text(json.dumps(owner))
-    results = _wait(_start(tmp_path / "x.npz", "--run", str(run)))
+    results = wait_all(_start(tmp_path / "x.npz", "--run", str(run)))
     assert [r.returncode for r in results] == [1, 1]
     assert "RunLockedError" in results[0].stderr and f"pid {os.getpid()} on host" in results[0].stderr
     assert "process 0 could not claim the run directory" in results[1].stderr
