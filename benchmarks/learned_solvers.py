@@ -12,14 +12,24 @@ also ``learn_solver(learn_times=False)``. With ``--tune-seconds S``: ``tune``'s 
 for its 3 best solvers) and ``learn_solver`` started from it when its solver is learnable.
 
 Run: ``python -m benchmarks.learned_solvers --nfe 5,10 --out benchmarks/results/learned_solvers.md``.
+
+``--kdiffusion PROBLEMS`` (names from ``benchmarks.tune_vs_kdiffusion.PROBLEMS``, comma-separated, or
+``all``) runs instead the comparison on those unseen mixtures, with that module's batches (calibration
+key 14100+i, held-back 14200+i, fresh 14300+i of 1024 draws), reference, k-diffusion rows and mode
+flips: per problem and NFE, ``learn_solver(--kd-base)``, the base on its default grid, and the
+k-diffusion sampler best on the held-back batch, all scored on the fresh batch (RMSE, median
+per-sample error, mode flips, sliced Wasserstein to 4096 exact draws of ``p_{t_end}``). Results:
+``benchmarks/results/learned_solvers_kdiffusion.md``; the reading is in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 
 import jax
 
@@ -132,7 +142,12 @@ def main(argv=None):
     p.add_argument("--tune-seconds", type=float, default=None, help="also run tune (this long) and learn from its winner")
     p.add_argument("--seed", type=int, default=SEED, help="mixture seed (2701: the recorded problem)")
     p.add_argument("--out", default=None)
+    p.add_argument("--kdiffusion", default=None,
+                   help="compare with k-diffusion on these tune_vs_kdiffusion problems (comma-separated, or 'all')")
+    p.add_argument("--kd-base", default="unipc_bh2_2", help="the base learn_solver starts from with --kdiffusion")
     args = p.parse_args(argv)
+    if args.kdiffusion is not None:
+        return main_kdiffusion(args, sys.argv[1:] if argv is None else argv)
     started = time.time()
 
     def log(msg):
@@ -151,6 +166,153 @@ def main(argv=None):
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+
+
+@dataclass
+class Scored:
+    """One sampler on the fresh batch: end-point RMSE, median per-sample error, mode flips, sliced W2."""
+
+    method: str
+    nfe: int
+    rmse: float
+    median: float
+    flips: int
+    sw: float
+    held: float = float("nan")
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class KdProblem:
+    """A ``tune_vs_kdiffusion`` problem: its model, batches, references and exact target draws."""
+
+    name: str
+    gm: object
+    sf: object
+    process: object
+    times: tuple
+    xs: tuple
+    refs: tuple
+    target: jax.Array
+    den: object
+
+
+def kd_problem(name, batch, log) -> KdProblem:
+    """Builds ``tune_vs_kdiffusion.PROBLEMS[name]`` with that module's keys (calibration and held-back of
+    ``batch`` draws, fresh of 1024) and Dopri8 references of all three batches."""
+    from benchmarks import common
+    from benchmarks import tune_vs_kdiffusion as tvk
+
+    i = list(tvk.PROBLEMS).index(name)
+    make_process, d, k, seed, scale, min_var, max_var = tvk.PROBLEMS[name]
+    process = make_process()
+    gm = jd.GaussianMixture.random(jax.random.PRNGKey(seed), k, d, scale=scale, min_var=min_var, max_var=max_var)
+    sf = gm.score_fn(process)
+    t1, t_end = float(process.default_t_start), float(process.default_t_end)
+    xs = tuple(gm.sample_marginal(jax.random.PRNGKey(b + i), n, process, t1)
+               for b, n in ((14100, batch), (14200, batch), (14300, tvk.FRESH)))
+    t0 = time.time()
+    refs = tuple(reference_solve(sf, process, x, t_start=t1, t_end=t_end) for x in xs)
+    log(f"{name}: references in {time.time() - t0:.0f} s")
+    target = gm.sample_marginal(jax.random.PRNGKey(14400 + i), 4096, process, t_end)
+    return KdProblem(name, gm, sf, process, (t1, t_end), xs, refs, target,
+                     common.mixture_denoiser(gm.weights, gm.means, gm.covs))
+
+
+def score_fresh(pb: KdProblem, method, nfe, samples, **kw) -> Scored:
+    """Scores end points ``samples`` of the fresh batch against its reference and the exact target."""
+    from benchmarks import tune_vs_kdiffusion as tvk
+    from jaxode_diffusion.analysis.distances import sliced_wasserstein
+
+    ref = pb.refs[2]
+    m_end = pb.gm.marginal(pb.process, pb.times[1])
+    err = jnp.linalg.norm(samples - ref, axis=1)
+    flips = int((tvk.components(m_end, samples) != tvk.components(m_end, ref)).sum())
+    sw = float(sliced_wasserstein(samples, pb.target, key=jax.random.PRNGKey(7)))
+    return Scored(method, nfe, float(rmse(samples, ref)), float(jnp.median(err)), flips, sw, **kw)
+
+
+def kd_rows(pb: KdProblem, nfe, args, log) -> list:
+    """Learned solver, its base on the default grid and the best k-diffusion sampler at ``nfe``."""
+    from benchmarks import accuracy_vs_nfe as avn
+    from benchmarks import tune_vs_kdiffusion as tvk
+    from jaxode_diffusion.sampling.core import make_times
+
+    (x_cal, x_held, x_fresh), (r_cal, r_held, r_fresh) = pb.xs, pb.refs
+    t1, t_end = pb.times
+    base = args.kd_base
+    ls = learn_solver(pb.sf, pb.process, x_cal, nfe=nfe, base=base, t_start=t1, t_end=t_end, heldout_x_init=x_held,
+                      reference=r_cal, heldout_reference=r_held, steps=args.steps, learning_rate=args.lr,
+                      patience=args.patience, history=args.history if multistep(base) else None)
+    x_l = jd.solve(pb.sf, pb.process, x_fresh, jnp.asarray(ls.ts), ls.solver, throw=False).samples
+    ts0 = make_times(pb.process, num_steps=ls.num_steps, t_start=t1, t_end=t_end, grid=ls.grid)
+    x_b = jd.solve(pb.sf, pb.process, x_fresh, ts0, jd.get_solver(base), throw=False).samples
+    out = [score_fresh(pb, f"learn_solver({base})", ls.nfe, x_l, held=ls.heldout_error, seconds=ls.seconds,
+                       note=f"iterate {ls.best_iteration}/{ls.iterations}"),
+           score_fresh(pb, f"{base} on {ls.grid} (its start)", ls.nfe, x_b, held=ls.start_heldout_error)]
+    t0 = time.time()
+    k_held = avn.k_diffusion_rows(pb.den, pb.process, x_held, r_held, x_held.shape[1], [nfe], t_end=t_end)
+    k_fresh = avn.k_diffusion_rows(pb.den, pb.process, x_fresh, r_fresh, x_held.shape[1], [nfe], t_end=t_end)
+    kb = min(k_held, key=lambda r: r["rmse"])
+    kf = next(r for r in k_fresh if (r["solver"], r["grid"]) == (kb["solver"], kb["grid"]))
+    x_k, _ = tvk.k_errors(pb.den, pb.process, x_fresh, r_fresh, t_end, kf, samples=True)
+    out.append(score_fresh(pb, f"k-diffusion best: {kb['solver'][2:]} / {kb['grid']}", kf["nfe"], x_k,
+                           held=kb["rmse"], note=f"of {len(k_held)} samplers x grids"))
+    out.append(score_fresh(pb, "reference (Dopri8) end points", 0, r_fresh, note="the distance floor"))
+    log(f"{pb.name} NFE {nfe}: learned {out[0].rmse:.3e} (fit {ls.seconds:.0f} s), base {out[1].rmse:.3e}, "
+        f"k best {out[2].rmse:.3e} ({time.time() - t0:.0f} s k-diffusion)")
+    return out
+
+
+def kd_table(results) -> str:
+    """The fresh-batch table of every problem and NFE."""
+    lines = ["| problem | NFE | method | NFE used | held-back RMSE | fresh RMSE | fresh median | flips | SW2 to target "
+             "| fit s | note |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, nfe, rows in results:
+        for r in rows:
+            lines.append(f"| {name} | {nfe} | {r.method} | {r.nfe} | {r.held:.3e} | {r.rmse:.3e} | {r.median:.3e} | "
+                         f"{r.flips} | {r.sw:.4f} | {r.seconds:.0f} | {r.note} |")
+    lines += ["", "| problem | NFE | learned / base RMSE | learned / k-diffusion best RMSE |", "|---|---:|---:|---:|"]
+    for name, nfe, rows in results:
+        lines.append(f"| {name} | {nfe} | {rows[0].rmse / rows[1].rmse:.3f} | {rows[0].rmse / rows[2].rmse:.3f} |")
+    return "\n".join(lines)
+
+
+def main_kdiffusion(args, argv):
+    """``--kdiffusion``: runs the problems one after the other, rewriting ``--out`` after each."""
+    import datetime
+    import platform
+
+    from benchmarks import tune_vs_kdiffusion as tvk
+
+    names = list(tvk.PROBLEMS) if args.kdiffusion == "all" else [n.strip() for n in args.kdiffusion.split(",")]
+    for n in names:
+        if n not in tvk.PROBLEMS:
+            raise ValueError(f"--kdiffusion: unknown problem {n!r}; choose from {list(tvk.PROBLEMS)}.")
+    started = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - started:6.0f} s] {msg}", flush=True)
+
+    results = []
+    for name in names:
+        pb = kd_problem(name, args.batch, log)
+        for nfe in (int(v) for v in args.nfe.split(",")):
+            results.append((name, nfe, kd_rows(pb, nfe, args, log)))
+        text = (f"# Learned solvers vs k-diffusion on the unseen mixtures of tune_vs_kdiffusion\n\n"
+                f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on "
+                f"{jax.devices()[0].platform}; float64; date {datetime.date.today()}; "
+                f"{time.time() - started:.0f} s.\n\n"
+                f"Command: `{shlex.join(['python', '-m', 'benchmarks.learned_solvers', *argv])}`\n\n"
+                f"Batches: calibration {args.batch} (fits), held-back {args.batch} (picks the learned iterate and "
+                f"the k-diffusion sampler), fresh {tvk.FRESH} (every row below). Flips: end points whose most "
+                f"probable component of p_t_end differs from the reference's. SW2: sliced Wasserstein-2 (256 "
+                f"directions) to 4096 exact draws of p_t_end.\n\n{kd_table(results)}\n")
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+    print(text)
 
 
 if __name__ == "__main__":
