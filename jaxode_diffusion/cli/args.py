@@ -47,6 +47,17 @@ def int_list(value: str) -> list[int]:
     return out
 
 
+def _checked(value: str, convert, ok, expected: str, must: str):
+    """``convert(value)``, refused with an argparse error when it fails or ``ok`` rejects it."""
+    try:
+        out = convert(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}; got {value!r}.") from None
+    if not ok(out):
+        raise argparse.ArgumentTypeError(f"must be {must}; got {value!r}.")
+    return out
+
+
 def positive_int(value: str) -> int:
     """argparse type: an integer >= 1 (``--batch 0`` is refused by the parser, naming the flag).
 
@@ -54,13 +65,7 @@ def positive_int(value: str) -> int:
         >>> positive_int("3")
         3
     """
-    try:
-        out = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value!r}.") from None
-    if out < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {value!r}.")
-    return out
+    return _checked(value, int, lambda v: v >= 1, "an integer >= 1", "an integer >= 1")
 
 
 def nonneg_int(value: str) -> int:
@@ -70,13 +75,7 @@ def nonneg_int(value: str) -> int:
         >>> nonneg_int("0")
         0
     """
-    try:
-        out = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value!r}.") from None
-    if out < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: never); got {value!r}.")
-    return out
+    return _checked(value, int, lambda v: v >= 0, "an integer >= 0", "an integer >= 0 (0: never)")
 
 
 def positive_float(value: str) -> float:
@@ -86,13 +85,7 @@ def positive_float(value: str) -> float:
         >>> positive_float("1e-3")
         0.001
     """
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; got {value!r}.") from None
-    if not (out > 0 and math.isfinite(out)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0 (e.g. 1e-3); got {value!r}.")
-    return out
+    return _checked(value, float, lambda v: v > 0 and math.isfinite(v), "a number > 0", "a finite number > 0 (e.g. 1e-3)")
 
 
 def probability(value: str) -> float:
@@ -102,13 +95,7 @@ def probability(value: str) -> float:
         >>> probability("0.1")
         0.1
     """
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1]; got {value!r}.") from None
-    if not 0.0 <= out <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1] (e.g. 0.1); got {value!r}.")
-    return out
+    return _checked(value, float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]", "a probability in [0, 1] (e.g. 0.1)")
 
 
 def finite_float(value: str) -> float:
@@ -118,13 +105,7 @@ def finite_float(value: str) -> float:
         >>> finite_float("-2")
         -2.0
     """
-    try:
-        out = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {value!r}.") from None
-    if not math.isfinite(out):
-        raise argparse.ArgumentTypeError(f"must be a finite number (e.g. 2.0); got {value!r}.")
-    return out
+    return _checked(value, float, math.isfinite, "a number", "a finite number (e.g. 2.0)")
 
 
 def data_arg(value: str) -> str:

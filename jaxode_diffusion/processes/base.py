@@ -98,10 +98,12 @@ class TimeRange(NamedTuple):
 
     def contains(self, t):
         """Elementwise membership as a boolean array; works on traced ``t`` (use it with
-        ``equinox.error_if`` under jit). A tolerance of ``1e-12 * max(1, |hi|)`` absorbs rounding
-        at a closed end, as :func:`~jaxode_diffusion.sampling.grids.validate_grid` does."""
+        ``equinox.error_if`` under jit). A tolerance of ``max(1e-12, eps) * max(1, |hi|)``, with
+        ``eps`` the resolution of ``t``'s float type, absorbs rounding at a closed end: ``t_max=0.99``
+        is ``0.9900000095`` in float32, and that is the end itself."""
         t = jnp.asarray(t) if isinstance(t, jax.Array) else np.asarray(t)
-        tol = 1e-12 * max(1.0, abs(self.hi))
+        eps = float(jnp.finfo(t.dtype).eps) if jnp.issubdtype(t.dtype, jnp.floating) else 0.0
+        tol = max(1e-12, eps) * max(1.0, abs(self.hi))
         lo_ok = t > self.lo if self.lo_open else t >= self.lo - tol * max(1.0, abs(self.lo))
         hi_ok = t < self.hi if self.hi_open else t <= self.hi + tol
         return lo_ok & hi_ok

@@ -402,7 +402,8 @@ def _validate_grid_static(ts, process, solver):
             f"encode data into noise); ts[{i}] = {a[i]!r}, ts[{i + 1}] = {a[i + 1]!r}. Sort the grid "
             "and remove repeated times (make_times builds one)."
         )
-    check_times_in_range(process, [a.min(), a.max()], "ts", f"got [{a.min()!r}, {a.max()!r}]", dtype=ts.dtype)
+    native = np.asarray(ts)  # its own dtype: a float32 end rounded from t_max is the end itself
+    check_times_in_range(process, [native.min(), native.max()], "ts", f"got [{a.min()!r}, {a.max()!r}]")
 
 
 def _grid_ok(ts, process, solver):

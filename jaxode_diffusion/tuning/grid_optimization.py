@@ -189,10 +189,7 @@ class OptimizedGrid:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the grid as JSON to ``path`` (atomically); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, self.to_dict(), sort_keys=False)
-        return path
+        return write_json_atomic(path, self.to_dict(), sort_keys=False, parents=True)
 
 
 def saved_field(d: dict, name: str, path, kind: str, *, fix: str = "re-save it"):

@@ -144,10 +144,7 @@ class LearnedSolver:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON to ``path`` atomically (non-finite numbers as ``null``); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, self.to_dict(), sort_keys=False)
-        return path
+        return write_json_atomic(path, self.to_dict(), sort_keys=False, parents=True)
 
 
 def load_learned(path: str | os.PathLike, process: ForwardProcess | None = None) -> LearnedSolver:

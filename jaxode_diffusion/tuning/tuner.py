@@ -163,10 +163,7 @@ class TunedSampler:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON to ``path`` atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, self.to_dict(), sort_keys=False)
-        return path
+        return write_json_atomic(path, self.to_dict(), sort_keys=False, parents=True)
 
 
 def _error_value(v) -> float:

@@ -197,23 +197,26 @@ def dumps_json(obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> 
     return json.dumps(jsonable(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX).
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True, parents: bool = False) -> Path:
+    """Write JSON to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX); returns the path.
 
     A reader never sees a half-written file: it finds either the old content or the new. The text is
     strict JSON from :func:`dumps_json` (non-finite numbers as ``null``).
-    ``sort_keys=False`` keeps the dict's own key order (a saved grid keeps its field order).
+    ``sort_keys=False`` keeps the dict's own key order (a saved grid keeps its field order);
+    ``parents=True`` creates missing parent directories (the ``save`` methods of saved samplers).
 
     Raises:
         OSError: naming ``path`` if it cannot be written (disk full, permissions).
 
     Example:
         >>> import tempfile, os, json
-        >>> p = os.path.join(tempfile.mkdtemp(), "c.json")
-        >>> write_json_atomic(p, {"a": 1}); json.load(open(p))
+        >>> p = os.path.join(tempfile.mkdtemp(), "sub", "c.json")
+        >>> _ = write_json_atomic(p, {"a": 1}, parents=True); json.load(open(p))
         {'a': 1}
     """
     path = Path(path)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(dumps_json(obj, indent=2, sort_keys=sort_keys))
@@ -221,6 +224,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = Tr
     except OSError as err:
         tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
         raise (os_error(err, path, f"writing {path.name}") or err) from err
+    return path
 
 
 def save_npy_atomic(path: str | os.PathLike, array) -> Path:
